@@ -1,0 +1,91 @@
+"""Read task data: JSONL, CSV, Parquet or a Hugging Face dataset (`hf:owner/name[:config]`).
+
+Every reader returns a list of (location, row) pairs; `location` is what an error message cites
+("path/to/train.jsonl:17"), so a bad row can be found without guessing.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from spillover.errors import SpilloverError
+
+Row = dict
+Located = tuple[str, Row]
+
+
+def read_rows(source: str, base_dir: Path, split: str) -> list[Located]:
+    """Read every row of `source` (relative paths resolve against `base_dir`)."""
+    if source.startswith("hf:"):
+        return _read_hf(source, split)
+    path = Path(source)
+    if not path.is_absolute():
+        path = base_dir / path
+    if not path.exists():
+        raise SpilloverError(f"{split} data file not found: {path}")
+    readers = {".jsonl": _read_jsonl, ".json": _read_jsonl, ".csv": _read_csv, ".parquet": _read_parquet}
+    reader = readers.get(path.suffix.lower())
+    if reader is None:
+        raise SpilloverError(
+            f"{path}: unsupported data file type '{path.suffix}'; allowed: .jsonl, .csv, .parquet or hf:owner/name"
+        )
+    rows = reader(path)
+    if not rows:
+        raise SpilloverError(f"{path}: the {split} split is empty (no rows)")
+    return rows
+
+
+def _read_jsonl(path: Path) -> list[Located]:
+    rows: list[Located] = []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise SpilloverError(f"{path}: not valid UTF-8 (byte {e.start}); save the file as UTF-8") from None
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise SpilloverError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(row, dict):
+            raise SpilloverError(f"{where}: each line must be a JSON object, got {type(row).__name__}")
+        rows.append((where, row))
+    return rows
+
+
+def _read_csv(path: Path) -> list[Located]:
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            # line 1 is the header, so data row i sits on line i + 1 (for single-line records)
+            return [(f"{path}:{i}", dict(row)) for i, row in enumerate(csv.DictReader(f), start=2)]
+    except UnicodeDecodeError as e:
+        raise SpilloverError(f"{path}: not valid UTF-8 (byte {e.start}); save the file as UTF-8") from None
+
+
+def _read_parquet(path: Path) -> list[Located]:
+    import pyarrow.parquet as pq
+
+    try:
+        records = pq.read_table(path).to_pylist()
+    except Exception as e:  # pyarrow raises several types for corrupt files
+        raise SpilloverError(f"{path}: cannot read Parquet file ({e})") from None
+    return [(f"{path}:row {i}", row) for i, row in enumerate(records)]
+
+
+def _read_hf(source: str, split: str) -> list[Located]:
+    """`hf:owner/name[:config]` through the `datasets` library (needs internet or a local HF cache)."""
+    spec = source[3:]
+    name, _, config = spec.partition(":")
+    try:
+        import datasets
+    except ImportError:
+        raise SpilloverError(f"{source}: Hugging Face datasets need `pip install datasets`") from None
+    try:
+        ds = datasets.load_dataset(name, config or None, split=split)
+    except Exception as e:  # network, missing split, missing dataset: all are the user's to fix
+        raise SpilloverError(f"{source}: could not load split '{split}' ({type(e).__name__}: {e})") from None
+    return [(f"{source}[{split}]:row {i}", dict(row)) for i, row in enumerate(ds)]

@@ -1,0 +1,193 @@
+"""Task specs (the flat YAML vocabulary), the built-in suite, and loading a split into Examples.
+
+A task file is YAML with a `tasks:` list; each entry is a `TaskSpec`. Relative data paths resolve
+against the task file's folder. The built-in suite lives in `data/builtin/tasks.yaml`.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+
+from spillover.data.sources import read_rows
+from spillover.errors import SpilloverError, unknown_name_message
+from spillover.yamlio import load_yaml, validate
+
+BUILTIN_FILE = Path(__file__).parent / "builtin" / "tasks.yaml"
+METRICS = ("accuracy", "exact_match", "rouge_l", "pass_at_1")
+_FIELD = re.compile(r"{(\w+)}")
+
+
+class TaskSpec(BaseModel):
+    """One task: where its data is, how to prompt it, and how to score it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    type: Literal["classification", "multiple_choice", "generation"]
+    train: str | None = None
+    test: str
+    input: str = "input"
+    target: str = "output"
+    labels: list[str] | None = None
+    choices: str | None = None
+    metric: str
+    instruction: str | None = None
+    chat_template: bool = True
+    target_delimiter: str = " "
+    fewshot_delimiter: str = "\n\n"
+    task_type: str | None = None
+    domain: str | None = None
+    max_new_tokens: int = Field(default=64, ge=1, le=4096)
+    stop: list[str] = Field(default_factory=list)
+    answer_field: str | None = None
+    extract: Literal["none", "last_number", "first_line", "code"] = "none"
+    tests_field: str | None = None
+    references_field: str | None = None
+    license: str | None = None
+    source: str | None = None
+    description: str | None = None
+
+    _base_dir: Path = PrivateAttr(default=Path("."))
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, v: str) -> str:
+        v = {"pass@1": "pass_at_1", "rougeL": "rouge_l", "acc": "accuracy"}.get(v, v)
+        if v not in METRICS:
+            raise ValueError(unknown_name_message("metric", v, METRICS))
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TaskSpec:
+        if self.type == "classification" and not self.labels:
+            raise ValueError("a classification task needs `labels` (the list of label strings)")
+        if self.type == "classification" and len(set(self.labels or [])) != len(self.labels or []):
+            raise ValueError(f"`labels` has duplicates: {self.labels}")
+        if self.type == "multiple_choice" and not self.choices:
+            raise ValueError("a multiple_choice task needs `choices` (the field holding the list of options)")
+        if self.type != "generation" and self.metric != "accuracy":
+            raise ValueError(f"metric '{self.metric}' does not fit a {self.type} task; use accuracy")
+        if self.metric == "pass_at_1" and not self.tests_field:
+            raise ValueError("metric pass_at_1 needs `tests_field` (the field with the unit tests)")
+        return self
+
+    @property
+    def base_dir(self) -> Path:
+        return self._base_dir
+
+    @property
+    def input_fields(self) -> list[str]:
+        """Fields the input needs: the placeholders of a template, or the single field it names."""
+        return _FIELD.findall(self.input) or [self.input]
+
+    def render_input(self, row: dict[str, Any]) -> str:
+        if _FIELD.search(self.input):
+            return string.Formatter().vformat(self.input, (), {k: _text(row[k]) for k in self.input_fields})
+        return _text(row[self.input])
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+@dataclass(frozen=True)
+class Example:
+    """One row ready for prompting. `options`/`gold` are set for classification and multiple choice."""
+
+    id: str
+    text: str  # the rendered input (no instruction, no chat template)
+    target: str  # the training target
+    row: dict[str, Any]
+    options: tuple[str, ...] | None = None
+    gold: int | None = None
+
+
+def parse_tasks(data: Any, origin: str, base_dir: Path) -> dict[str, TaskSpec]:
+    """Validate a parsed task file (`{"tasks": [...]}`) into specs keyed by name."""
+    if not isinstance(data, dict) or not isinstance(data.get("tasks"), list):
+        raise SpilloverError(f"{origin}: a task file needs a top-level `tasks:` list")
+    specs: dict[str, TaskSpec] = {}
+    for i, entry in enumerate(data["tasks"]):
+        spec = validate(TaskSpec, entry, f"{origin}: tasks[{i}]")
+        if spec.name in specs:
+            raise SpilloverError(f"{origin}: tasks[{i}]: task name '{spec.name}' is defined twice")
+        spec._base_dir = base_dir
+        specs[spec.name] = spec
+    return specs
+
+
+def load_task_file(path: str | Path) -> dict[str, TaskSpec]:
+    path = Path(path)
+    return parse_tasks(load_yaml(path), str(path), path.parent.resolve())
+
+
+def builtin_tasks() -> dict[str, TaskSpec]:
+    return load_task_file(BUILTIN_FILE)
+
+
+def resolve_tasks(names: list[str], tasks_file: str | Path | None = None) -> list[TaskSpec]:
+    """Look up task names in the user's task file first, then the built-in suite."""
+    known = builtin_tasks()
+    if tasks_file is not None:
+        known.update(load_task_file(tasks_file))
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise SpilloverError(unknown_name_message("task", missing[0], known))
+    return [known[n] for n in names]
+
+
+def load_examples(task: TaskSpec, split: Literal["train", "test"], limit: int | None = None) -> list[Example]:
+    """Read and check one split; every problem names the file and line."""
+    source = task.train if split == "train" else task.test
+    if source is None:
+        raise SpilloverError(f"task '{task.name}' has no {split} split (set `{split}:` in its spec)")
+    rows = read_rows(source, task.base_dir, split)
+    if limit is not None:
+        rows = rows[:limit]
+    return [_to_example(task, where, row, i) for i, (where, row) in enumerate(rows)]
+
+
+def _to_example(task: TaskSpec, where: str, row: dict[str, Any], index: int) -> Example:
+    needed = [*task.input_fields, task.target, task.answer_field, task.tests_field, task.choices]
+    for field in filter(None, needed):
+        if field not in row or row[field] is None:
+            have = ", ".join(sorted(row)) or "(none)"
+            raise SpilloverError(f"{where}: missing field '{field}' (task '{task.name}'); the row has: {have}")
+    options, gold = _options_and_gold(task, row, where)
+    target = _text(row[task.target])
+    return Example(_text(row.get("id", index)), task.render_input(row), target, row, options, gold)
+
+
+def _options_and_gold(task: TaskSpec, row: dict[str, Any], where: str) -> tuple[tuple[str, ...] | None, int | None]:
+    gold_value = row[task.target]
+    if task.type == "classification":
+        options = tuple(task.labels or ())
+        if gold_value not in options:
+            raise SpilloverError(
+                f"{where}: label '{gold_value}' is not one of the task's labels: {', '.join(options)}"
+            )
+        return options, options.index(gold_value)
+    if task.type == "multiple_choice":
+        options = row[task.choices]
+        if not isinstance(options, list) or len(options) < 2:
+            raise SpilloverError(f"{where}: field '{task.choices}' must be a list of at least 2 options")
+        options = tuple(_text(o) for o in options)
+        return options, _gold_index(gold_value, options, where)
+    return None, None
+
+
+def _gold_index(value: Any, options: tuple[str, ...], where: str) -> int:
+    """The gold option given as an index, the option's text, or its letter (A, B, ...)."""
+    if isinstance(value, int) and 0 <= value < len(options):
+        return value
+    if value in options:
+        return options.index(value)
+    if isinstance(value, str) and len(value) == 1 and 0 <= ord(value.upper()) - 65 < len(options):
+        return ord(value.upper()) - 65
+    raise SpilloverError(f"{where}: gold answer {value!r} is neither an option, its index, nor its letter")
