@@ -107,7 +107,7 @@ def _set_threads(n: int | None) -> None:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from spillover.config import TrainSpec, load_spec
-    from spillover.runners import run_training
+    from spillover.api import run_training
 
     spec = load_spec(TrainSpec, args.config, args.overrides)
     _set_threads(args.threads)
@@ -120,7 +120,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from spillover.runners import run_evaluation
+    from spillover.api import run_evaluation
 
     _set_threads(args.threads)
     names = [t.strip() for t in args.tasks.split(",") if t.strip()]
@@ -144,27 +144,26 @@ def _format_result(row: dict) -> str:
 
 
 def _cmd_tasks(args: argparse.Namespace) -> int:
-    from spillover.runners import describe_task, task_table
+    from spillover.tasks_info import describe_task, task_table
 
     if args.action == "show":
         if not args.name:
             raise SpilloverError("`spillover tasks show` needs a task name (see `spillover tasks`)")
         print(describe_task(args.name, args.tasks_file, args.model))
         return 0
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="tasks")
-    for col in ("name", "type", "task_type", "train", "test", "metric", "licence"):
-        table.add_column(col)
+    for col in ("name", "type", "task_type", "train", "test", "metric"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("licence", overflow="ellipsis", no_wrap=True, max_width=40)
     for row in task_table(args.tasks_file):
         table.add_row(*[str(row[c]) for c in ("name", "type", "task_type", "train", "test", "metric", "license")])
-    Console().print(table)
+    _console().print(table)
     return 0
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from spillover.models.load import list_models
@@ -174,8 +173,15 @@ def _cmd_models(args: argparse.Namespace) -> int:
         table.add_column(col, overflow="fold")
     for row in list_models():
         table.add_row(row["name"], row["source"], row["cached"])
-    Console().print(table)
+    _console().print(table)
     return 0
+
+
+def _console():
+    """A rich console; when piped, wide enough that tables are not squeezed into an 80-column default."""
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=160)
 
 
 def _rich_progress():

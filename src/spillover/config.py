@@ -28,18 +28,14 @@ class LoraSpec(BaseModel):
     target_modules: str | list[str] = "all-linear"
 
 
-class TrainSpec(BaseModel):
-    """`spillover train CONFIG.yaml`: fine-tune one model on one or more tasks."""
+class TrainSettings(BaseModel):
+    """How to fine-tune: shared by `spillover train` and every study's `train:` section."""
 
     model_config = Strict
-    model: str = "embedded"
     method: Literal["lora", "full"] = "lora"
-    tasks: list[str] = Field(min_length=1)
-    tasks_file: str | None = None
-    output_dir: str
     limit: int | None = Field(default=None, ge=1, description="training examples per task (first N)")
     max_len: int = Field(default=256, ge=8, le=32768)
-    shots: int = Field(default=0, ge=0, le=32)
+    shots: int = Field(default=0, ge=0, le=32, description="FTICL: demonstrations in every training prompt")
     lora: LoraSpec = Field(default_factory=LoraSpec)
     learning_rate: float = Field(default=2e-4, gt=0, le=1)
     epochs: int = Field(default=1, ge=1, le=1000)
@@ -54,16 +50,11 @@ class TrainSpec(BaseModel):
     objective_params: dict[str, Any] = Field(default_factory=dict)
     regularizers: dict[str, dict[str, Any]] = Field(default_factory=dict)
     seed: int = 0
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
-    device: str = "auto"
     checkpoint_every: int = Field(default=50, ge=1)
     log_every: int = Field(default=1, ge=1)
-    eval_tasks: list[str] = Field(default_factory=list, description="evaluate these after training")
-    eval_limit: int | None = Field(default=None, ge=1)
-    eval_shots: int = Field(default=0, ge=0, le=32)
 
     @model_validator(mode="after")
-    def _names_exist(self) -> TrainSpec:
+    def _names_exist(self) -> TrainSettings:
         from spillover.training.objectives import OBJECTIVES
         from spillover.training.regularizers import REGULARIZERS
 
@@ -71,6 +62,21 @@ class TrainSpec(BaseModel):
         for name in self.regularizers:
             REGULARIZERS.get(name)
         return self
+
+
+class TrainSpec(TrainSettings):
+    """`spillover train CONFIG.yaml`: fine-tune one model on one or more tasks, optionally evaluate."""
+
+    model: str = "embedded"
+    tasks: list[str] = Field(min_length=1)
+    tasks_file: str | None = None
+    output_dir: str
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    device: str = "auto"
+    eval_tasks: list[str] = Field(default_factory=list, description="evaluate these after training")
+    eval_limit: int | None = Field(default=None, ge=1)
+    eval_shots: int = Field(default=0, ge=0, le=32)
+    eval_base: bool = Field(default=True, description="also evaluate the untuned model, for comparison")
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str], origin: str) -> dict[str, Any]:
@@ -104,3 +110,29 @@ def load_spec(model: type[BaseModel], path: str | Path, overrides: list[str] = (
 
 def dump_spec(spec: BaseModel) -> str:
     return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+
+
+class EvalSettings(BaseModel):
+    """How every evaluation of a study runs."""
+
+    model_config = Strict
+    limit: int | None = Field(default=None, ge=1, description="first N test examples per target")
+    shots: int = Field(default=0, ge=0, le=32)
+    batch_size: int = Field(default=16, ge=1, le=4096)
+    seed: int = 0
+
+
+class StudySpec(BaseModel):
+    """Fields every study kind shares; each kind (studies/*.py) extends it with its own."""
+
+    model_config = Strict
+    study: str
+    model: str = "embedded"
+    tasks_file: str | None = None
+    output_dir: str
+    seed: int = 0
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    device: str = "auto"
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    eval: EvalSettings = Field(default_factory=EvalSettings)
+    report_to: list[Literal["tensorboard", "mlflow"]] = Field(default_factory=list)

@@ -120,8 +120,11 @@ def resolve_model_path(name: str) -> str:
     """`embedded` -> converted cache folder; an existing local folder -> itself; else a hub id."""
     if name == EMBEDDED:
         return str(ensure_embedded())
-    if Path(name).expanduser().exists():
-        return str(Path(name).expanduser().resolve())
+    path = Path(name).expanduser()
+    if path.exists():
+        return str(path.resolve())
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise SpilloverError(f"model folder not found: {name} (a Hugging Face id looks like owner/name)")
     return name
 
 

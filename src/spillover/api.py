@@ -1,0 +1,130 @@
+"""The Python API behind `spillover train` and `spillover eval`: validated specs in, results out.
+
+    from spillover.api import run_training, run_evaluation
+    from spillover.config import TrainSpec
+    run_training(TrainSpec(tasks=["sst2"], output_dir="runs/sst2", limit=256, eval_tasks=["sst2"]))
+
+Everything that can fail on user input (task names, data rows, model names) is checked before the output
+folder is created, so a bad call leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from spillover.atomic import atomic_write_text
+from spillover.config import TrainSettings, TrainSpec, dump_spec
+from spillover.data.sft import build_multitask_sequences
+from spillover.data.tasks import TaskSpec, load_examples, resolve_tasks
+from spillover.evaluation.evaluate import TaskResult, evaluate_task
+from spillover.models.adapters import apply_lora, base_only, load_adapter
+from spillover.models.load import Precision, load_model, resolve_precision
+from spillover.training.artifacts import RESULT_FILE
+from spillover.training.loop import train
+from spillover.training.types import TrainParams
+
+log = logging.getLogger(__name__)
+
+
+def train_params(settings: TrainSettings, precision: Precision) -> TrainParams:
+    """The loop's plain-value parameters from a validated `train:` section."""
+    return TrainParams(
+        lr=settings.learning_rate, epochs=settings.epochs, max_steps=settings.max_steps,
+        batch_size=settings.batch_size, grad_accum=settings.grad_accum, warmup_ratio=settings.warmup_ratio,
+        schedule=settings.schedule, weight_decay=settings.weight_decay, max_grad_norm=settings.max_grad_norm,
+        seed=settings.seed, objective=settings.objective, objective_params=dict(settings.objective_params),
+        regularizers={k: dict(v) for k, v in settings.regularizers.items()}, log_every=settings.log_every,
+        checkpoint_every=settings.checkpoint_every, precision=precision,
+    )  # fmt: skip
+
+
+def prepare_for_training(model, settings: TrainSettings):
+    """LoRA: wrap in a fresh adapter (base frozen); full: every parameter trainable."""
+    if settings.method == "lora":
+        lora = settings.lora
+        return apply_lora(model, lora.r, lora.alpha, lora.dropout, lora.target_modules, seed=settings.seed)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model
+
+
+def run_training(spec: TrainSpec, progress: Callable[[dict], None] | None = None) -> dict[str, Any]:
+    """Fine-tune, then (optionally) evaluate the base and the tuned model. Resumes an interrupted run."""
+    train_tasks = resolve_tasks(spec.tasks, spec.tasks_file)
+    eval_tasks = resolve_tasks(spec.eval_tasks, spec.tasks_file)
+    parts = [(t, load_examples(t, "train", spec.limit)) for t in train_tasks]
+    for task in eval_tasks:  # fail on bad evaluation data now, not after an hour of training
+        load_examples(task, "test", 1)
+    precision = resolve_precision(spec.precision, spec.device)
+    model, tokenizer = load_model(spec.model, precision)
+    sequences = build_multitask_sequences(parts, tokenizer, spec.max_len, spec.shots, spec.seed)
+    out = Path(spec.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", dump_spec(spec))
+    summary: dict[str, Any] = {"output_dir": str(out)}
+    evaluate = lambda m, tag: _evaluate_cached(m, tokenizer, eval_tasks, spec, precision, out / tag)  # noqa: E731
+    if eval_tasks and spec.eval_base:
+        summary["eval_base"] = evaluate(model, "eval-base")
+    finished = (out / RESULT_FILE).exists()
+    model = prepare_for_training(model, spec) if not finished or spec.method == "lora" else model
+    result = train(model, tokenizer, sequences, train_params(spec, precision), out, progress)
+    if finished:  # the weights in memory are untrained: use the saved ones
+        model = _load_trained(spec, result.artifact, precision)
+    summary["train"] = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(result).items()}
+    if eval_tasks:
+        summary["eval"] = evaluate(model, "eval")
+    return summary
+
+
+def _load_trained(spec: TrainSpec, artifact: Path, precision: Precision):
+    if spec.method == "full":
+        return load_model(str(artifact), precision)[0]
+    base, _ = load_model(spec.model, precision)
+    return load_adapter(base, artifact)
+
+
+def _evaluate_cached(model, tokenizer, tasks: list[TaskSpec], spec: TrainSpec, precision, folder: Path) -> list[dict]:
+    """Evaluate once per output folder: `folder/results.json` is written last and reused on re-runs.
+    The folder `eval-base` evaluates the plain base model (adapters bypassed)."""
+    done = folder / "results.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    rows = []
+    with base_only(model) if folder.name == "eval-base" else contextlib.nullcontext():
+        for task in tasks:
+            r = evaluate_task(model, tokenizer, task, limit=spec.eval_limit, shots=spec.eval_shots, seed=spec.seed,
+                              precision=precision, predictions_path=folder / f"{task.name}.jsonl")  # fmt: skip
+            rows.append(asdict(r))
+    atomic_write_text(done, json.dumps(rows, indent=2))
+    return rows
+
+
+def run_evaluation(
+    model: str, tasks: list[str], *, adapter: str | None = None, tasks_file: str | None = None,
+    limit: int | None = None, shots: int = 0, seed: int = 0, batch_size: int = 16, precision: str = "auto",
+    out_dir: str | Path = "eval-out", json_path: str | Path | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Evaluate a model (optionally with a PEFT adapter) on tasks; per-example predictions go to out_dir."""
+    specs = resolve_tasks(tasks, tasks_file)
+    for task in specs:
+        load_examples(task, "test", 1)
+    prec = resolve_precision(precision)
+    loaded, tokenizer = load_model(model, prec)
+    if adapter is not None:
+        loaded = load_adapter(loaded, adapter)
+    results: list[TaskResult] = []
+    for task in specs:
+        results.append(
+            evaluate_task(loaded, tokenizer, task, limit=limit, shots=shots, seed=seed, batch_size=batch_size,
+                          precision=prec, predictions_path=Path(out_dir) / f"{task.name}.jsonl")  # fmt: skip
+        )
+    payload = {"model": model, "adapter": adapter, "tasks": {r.task: asdict(r) for r in results}}
+    if json_path is not None:
+        atomic_write_text(Path(json_path), json.dumps(payload, indent=2))
+    return payload
