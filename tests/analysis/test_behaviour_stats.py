@@ -1,0 +1,45 @@
+"""Behaviour statistics of model outputs: lengths, predicted-label distribution, prior shift."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from spillover.analysis.behaviour import OTHER, behaviour_stats, total_variation
+
+OPTS = ["negative", "positive"]
+
+
+def test_label_distribution_entropy_and_prior_shift_by_hand():
+    rows = [
+        {"prediction": "positive", "options": OPTS, "gold": 0},
+        {"prediction": "positive", "options": OPTS, "gold": 1},
+        {"prediction": 1, "options": OPTS, "gold": "negative"},
+        {"prediction": "negative", "options": OPTS, "gold": 0},
+    ]
+    s = behaviour_stats(rows)
+    assert s.label_counts == {"negative": 1, "positive": 3}
+    assert s.label_proportions == {"negative": 0.25, "positive": 0.75}
+    assert s.label_entropy_bits == pytest.approx(-(0.25 * math.log2(0.25) + 0.75 * math.log2(0.75)))
+    assert s.gold_proportions == {"negative": 0.75, "positive": 0.25}
+    assert s.label_prior_shift == pytest.approx(0.5)  # ½(|.25−.75| + |.75−.25|)
+    assert s.token_length is None and s.char_length.mean == pytest.approx((8 + 8 + 1 + 8) / 4)
+
+
+def test_unparsable_predictions_count_as_other():
+    s = behaviour_stats([{"prediction": "maybe", "options": OPTS, "gold": 1}])
+    assert s.label_counts == {"negative": 0, "positive": 0, OTHER: 1}
+    assert s.label_prior_shift == pytest.approx(1.0)
+
+
+def test_generation_rows_give_lengths_in_tokens_only(tokenizer):
+    s = behaviour_stats([{"prediction": "abc"}, {"prediction": "abcdefg"}], tokenizer=tokenizer)
+    assert s.label_counts is None and s.label_prior_shift is None
+    assert s.token_length.mean == pytest.approx(5.0) and s.char_length.median == pytest.approx(5.0)
+    assert set(s.to_dict()) >= {"char_length", "token_length", "label_prior_shift"}
+
+
+def test_total_variation_by_hand():
+    assert total_variation({"a": 1.0}, {"b": 1.0}) == 1.0
+    assert total_variation({"a": 0.6, "b": 0.4}, {"a": 0.5, "b": 0.5}) == pytest.approx(0.1)
