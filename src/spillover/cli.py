@@ -39,6 +39,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    rn = sub.add_parser("run", help="run a study: plan, train, evaluate, analyse, write report.html")
+    rn.add_argument("study", help="study YAML (see studies/quickstart.yaml)")
+    rn.add_argument("overrides", nargs="*", metavar="key=value", help="override study keys, e.g. eval.limit=50")
+    rn.add_argument("--out", default=None, help="output folder (default: the study's output_dir)")
+    rn.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    rn.set_defaults(func=_cmd_run)
+
+    st = sub.add_parser("status", help="show a study's jobs: done / failed / pending")
+    st.add_argument("dir", help="the study's output folder")
+    st.set_defaults(func=_cmd_status)
+
+    rp = sub.add_parser("report", help="re-render a study's report.html and tables/ from its results")
+    rp.add_argument("dir", help="the study's output folder")
+    rp.set_defaults(func=_cmd_report)
+
     tr = sub.add_parser("train", help="fine-tune a model (LoRA or full) on one or more tasks")
     tr.add_argument("config", help="training config YAML (see configs/sst2-lora.yaml)")
     tr.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys, e.g. learning_rate=1e-4 lora.r=16")
@@ -103,6 +118,56 @@ def _set_threads(n: int | None) -> None:
     import torch
 
     torch.set_num_threads(n or os.cpu_count() or 1)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from spillover.studies.run import load_study, run_study
+
+    kind, spec = load_study(args.study, args.overrides, args.out)
+    _set_threads(args.threads)
+    console = _console(stream=sys.stderr)
+
+    def on_job(job, event: str) -> None:
+        style = {"start": "cyan", "done": "green", "failed": "bold red", "blocked": "yellow"}[event]
+        console.print(f"[{style}]{event:>7}[/] {job.name}", highlight=False)
+
+    summary, out = run_study(kind, spec, progress=_rich_progress(), on_job=on_job)
+    print(f"{len(summary.done)} jobs run, {len(summary.skipped)} already done, "
+          f"{len(summary.failed)} failed, {len(summary.blocked)} blocked")  # fmt: skip
+    report = out / "report.html"
+    if report.exists():
+        print(f"report: {report}")
+    for job_id, err in summary.failed.items():
+        print(f"failed: {job_id}: {err.splitlines()[0] if err else ''}  (details: spillover status {out})")
+    return 0 if summary.ok else 1
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from spillover.studies.run import study_status
+
+    rows = study_status(args.dir)
+    table = Table(title=f"study {args.dir}")
+    for col in ("status", "kind", "name", "seconds", "id", "error"):
+        table.add_column(col, overflow="fold")
+    colour = {"done": "green", "failed": "red", "running": "yellow", "pending": "white"}
+    for r in rows:
+        err = (r["error"] or "").strip().splitlines()
+        table.add_row(f"[{colour[r['status']]}]{r['status']}[/]", r["kind"], r["name"],
+                      f"{r['seconds']:.0f}" if r["seconds"] is not None else "", r["id"], err[-1] if err else "")  # fmt: skip
+    _console().print(table)
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "failed", "running", "pending")}
+    print(", ".join(f"{v} {k}" for k, v in counts.items()) + ("  (running = interrupted; re-run to resume)" if counts["running"] else ""))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from spillover.studies.run import rerender_report
+
+    path = rerender_report(args.dir)
+    print(f"report: {path}")
+    return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -177,11 +242,12 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _console():
+def _console(stream=None):
     """A rich console; when piped, wide enough that tables are not squeezed into an 80-column default."""
     from rich.console import Console
 
-    return Console() if sys.stdout.isatty() else Console(width=160)
+    stream = stream or sys.stdout
+    return Console(file=stream) if stream.isatty() else Console(file=stream, width=160)
 
 
 def _rich_progress():

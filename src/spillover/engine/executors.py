@@ -19,6 +19,10 @@ from spillover.errors import SpilloverError
 
 log = logging.getLogger(__name__)
 
+# Jobs that summarise others run even when some inputs failed (a partial report beats none), but are then
+# recorded as failed so the next run, after the inputs are fixed, redoes them.
+SUMMARY_KINDS = frozenset({"analyse"})
+
 # A job runner returns (result, score rows) for the store.
 Runner = Callable[[Job], tuple[dict[str, Any], list[dict[str, Any]]]]
 
@@ -43,7 +47,8 @@ def run_local(plan: Plan, store: Store, runner: Runner, on_job: Callable[[Job, s
         if store.status(job.id) == "done":
             summary.skipped.append(job.id)
             continue
-        if any(d in bad for d in job.deps):
+        n_bad = sum(d in bad for d in job.deps)
+        if n_bad and job.kind not in SUMMARY_KINDS:
             bad.add(job.id)
             summary.blocked.append(job.id)
             _notify(on_job, job, "blocked")
@@ -52,6 +57,8 @@ def run_local(plan: Plan, store: Store, runner: Runner, on_job: Callable[[Job, s
         store.mark_running(job)
         try:
             result, scores = runner(job)
+            if n_bad:
+                raise SpilloverError(f"partial result: {n_bad} of its {len(job.deps)} inputs failed or were blocked")
         except (SpilloverError, RuntimeError, ValueError, OSError, KeyError, AssertionError) as e:
             # Recorded with its traceback, not swallowed: the study goes on and `spillover status` shows it.
             detail = str(e) if isinstance(e, SpilloverError) else traceback.format_exc(limit=8)

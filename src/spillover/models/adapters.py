@@ -1,0 +1,123 @@
+"""LoRA adapters through peft: attach, save (PEFT format), load, and swap many adapters on one base model.
+
+A study evaluates one base model with many adapters: load the base once, then `load_adapter` each adapter
+under its own name, `activate` the one to score, and `base_only` to score the plain base model. Adapters
+loaded for evaluation are frozen; `unload_adapter` frees one.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from spillover.atomic import atomic_dir
+from spillover.errors import SpilloverError
+
+log = logging.getLogger(__name__)
+DEFAULT = "default"
+_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")  # peft keeps adapters in ModuleDicts: no dots
+
+
+def is_peft(model: nn.Module) -> bool:
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
+
+
+def apply_lora(
+    model: nn.Module,
+    r: int = 8,
+    alpha: float = 16,
+    dropout: float = 0.0,
+    target_modules: str | list[str] = "all-linear",
+    seed: int = 0,
+):
+    """Wrap `model` in a PeftModel with one trainable LoRA adapter named "default"; the base is frozen.
+
+    `all-linear` targets every linear layer except the output head. The adapter's random init (A; B is
+    zero) is drawn from `seed` without touching the global RNG, so the same call gives the same adapter.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    if r < 1:
+        raise SpilloverError(f"LoRA rank r={r} is not allowed; use an integer ≥ 1")
+    config = LoraConfig(
+        task_type="CAUSAL_LM", r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        peft_model = get_peft_model(model, config)
+    n_train = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    log.info("LoRA r=%d alpha=%g on %s: %d trainable parameters", r, alpha, target_modules, n_train)
+    return peft_model
+
+
+def save_adapter(model: nn.Module, directory: str | Path, name: str | None = None) -> Path:
+    """Save one adapter (default: the active one) in PEFT format, atomically: `PeftModel.from_pretrained`
+    and `load_adapter` read it back. Returns the folder."""
+    if not is_peft(model):
+        raise SpilloverError("save_adapter needs a model with LoRA adapters (see apply_lora)")
+    name = name or model.active_adapter
+    directory = Path(directory)
+    with atomic_dir(directory) as tmp:
+        model.save_pretrained(str(tmp), selected_adapters=[name])
+        if name != DEFAULT:  # peft puts non-default adapters in a subfolder named after them
+            for item in (tmp / name).iterdir():
+                item.rename(tmp / item.name)
+            (tmp / name).rmdir()
+    return directory
+
+
+def load_adapter(base_model: nn.Module, directory: str | Path, name: str | None = None):
+    """Load a saved adapter onto `base_model` (a plain model or a PeftModel that has adapters) and make it
+    active. Frozen (for evaluation). Returns the PeftModel; the adapter is `model.active_adapter`.
+
+    `name` defaults to "default"; give each adapter its own name to hold several on one base.
+    """
+    from peft import PeftModel
+
+    directory, name = Path(directory), name or DEFAULT
+    if not (directory / "adapter_config.json").exists():
+        raise SpilloverError(f"{directory} is not a saved adapter (no adapter_config.json in it)")
+    if not _NAME.match(name):
+        raise SpilloverError(f"adapter name '{name}' is not allowed; use letters, digits, _ and -")
+    if not is_peft(base_model):
+        return PeftModel.from_pretrained(base_model, str(directory), adapter_name=name, is_trainable=False)
+    if name in base_model.peft_config:
+        raise SpilloverError(f"an adapter named '{name}' is already loaded; pass another name or unload it")
+    base_model.load_adapter(str(directory), adapter_name=name, is_trainable=False)
+    activate(base_model, name)
+    return base_model
+
+
+def activate(model: nn.Module, name: str) -> None:
+    """Make adapter `name` the one used by forward passes (kept frozen)."""
+    if name not in model.peft_config:
+        raise SpilloverError(f"no adapter named '{name}' is loaded; loaded: {', '.join(model.peft_config)}")
+    model.set_adapter(name, inference_mode=True)
+
+
+def unload_adapter(model: nn.Module, name: str) -> None:
+    """Remove adapter `name` from the model and free its weights."""
+    model.delete_adapter(name)
+
+
+@contextmanager
+def base_only(model: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, forward passes use the plain base model (every adapter bypassed)."""
+    if not is_peft(model):
+        yield model
+        return
+    frozen = {n: p.requires_grad for n, p in model.named_parameters()}
+    try:
+        with model.disable_adapter():
+            yield model
+    finally:  # peft re-enables gradients on the active adapter when it re-enables the layers: undo that
+        for n, p in model.named_parameters():
+            p.requires_grad_(frozen[n])

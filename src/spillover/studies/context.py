@@ -1,0 +1,145 @@
+"""What every study's jobs share: one loaded base model, adapters swapped on it, and the job bodies for
+training, evaluating and computing dataset statistics.
+
+The base model is loaded once per process. A LoRA training job wraps it in a fresh adapter and unloads the
+adapter afterwards; an evaluation job loads a saved adapter onto it and unloads it again, so the base
+weights are never copied or reloaded. Full fine-tuning trains a separate copy loaded from disk.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from spillover.api import prepare_for_training, train_params
+from spillover.config import StudySpec, TrainSettings
+from spillover.data.sft import build_sequences
+from spillover.data.tasks import Example, TaskSpec, load_examples
+from spillover.data.transforms import apply_transforms
+from spillover.engine.plan import Job
+from spillover.engine.store import Store
+from spillover.evaluation.evaluate import evaluate_task
+from spillover.models.adapters import is_peft, load_adapter
+from spillover.models.load import load_model, load_tokenizer, resolve_precision
+from spillover.training.loop import train
+
+log = logging.getLogger(__name__)
+JobOutput = tuple[dict[str, Any], list[dict[str, Any]]]
+
+
+class StudyContext:
+    """Resources for one study run: spec, resolved tasks, the store, and the lazily loaded base model."""
+
+    def __init__(self, spec: StudySpec, tasks: dict[str, TaskSpec], store: Store,
+                 progress: Callable[[dict], None] | None = None) -> None:  # fmt: skip
+        self.spec, self.tasks, self.store, self.progress = spec, tasks, store, progress
+        self.precision = resolve_precision(spec.precision, spec.device)
+        self._model = None
+        self._tokenizer = None
+        self._embedder: Any = ...  # ... = not loaded yet; None = unavailable
+        self._parser: Any = ...
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.spec.model)
+        return self._tokenizer
+
+    def base_model(self):
+        if self._model is None:
+            self._model, self._tokenizer = load_model(self.spec.model, self.precision)
+        return self._model
+
+    def examples(self, task: str, split: str, limit: int | None, transforms: list[dict] = ()) -> list[Example]:
+        return apply_transforms(load_examples(self.tasks[task], split, limit), list(transforms))
+
+    # ---- job bodies -------------------------------------------------------------------------------------
+
+    def train_job(self, job: Job, examples: list[Example] | None = None) -> JobOutput:
+        """params: task, transforms, train (TrainSettings dict). Trains in the job's folder (resumable)."""
+        p = job.params
+        settings = TrainSettings.model_validate(p["train"])
+        if examples is None:
+            examples = self.examples(p["task"], "train", settings.limit, p.get("transforms", []))
+        seqs = build_sequences(self.tasks[p["task"]], self.tokenizer, examples, settings.max_len, settings.shots,
+                               settings.seed)  # fmt: skip
+        result = self.train_sequences(seqs, settings, self.store.job_dir(job.id))
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(result).items()}, []
+
+    def train_sequences(self, sequences, settings: TrainSettings, out_dir: Path):
+        """Train on ready sequences; LoRA on the shared base (then unloaded), full FT on a fresh copy."""
+        params = train_params(settings, self.precision)
+        if settings.method == "full":
+            model, _ = load_model(self.spec.model, self.precision)
+            return train(prepare_for_training(model, settings), self.tokenizer, sequences, params, out_dir,
+                         self.progress)  # fmt: skip
+        model = prepare_for_training(self.base_model(), settings)
+        try:
+            return train(model, self.tokenizer, sequences, params, out_dir, self.progress)
+        finally:
+            self._model = model.unload()
+
+    def eval_job(self, job: Job, artifact: str | None, label: str) -> JobOutput:
+        """params: target, eval (EvalSettings dict). `artifact`: an adapter or full-model folder, or None."""
+        p, e = job.params, job.params["eval"]
+        task = self.tasks[p["target"]]
+        folder = self.store.job_dir(job.id)
+        model, restore = self._model_for(artifact)
+        try:
+            r = evaluate_task(model, self.tokenizer, task, limit=e["limit"], shots=e["shots"], seed=e["seed"],
+                              batch_size=e["batch_size"], precision=self.precision,
+                              predictions_path=folder / "predictions.jsonl")  # fmt: skip
+        finally:
+            restore()
+        from spillover.analysis.behaviour import behaviour_stats
+
+        rows = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines() if line]
+        behaviour = behaviour_stats(rows, self.tokenizer).to_dict()
+        score = {"model": label, "target": task.name, "metric": r.metric, "value": r.value, "n": r.n,
+                 "ci_low": r.ci_low, "ci_high": r.ci_high, "shots": r.shots, "extra": r.extra}  # fmt: skip
+        return {"result": asdict(r), "behaviour": behaviour}, [score]
+
+    def _model_for(self, artifact: str | None):
+        """(model, restore): the base, the base + a loaded adapter, or a full fine-tuned copy."""
+        if artifact is None:
+            return self.base_model(), lambda: None
+        if (Path(artifact) / "adapter_config.json").exists():
+            model = load_adapter(self.base_model(), artifact)
+
+            def restore() -> None:
+                self._model = model.unload() if is_peft(model) else model
+
+            return model, restore
+        model, _ = load_model(artifact, self.precision)
+        return model, lambda: None
+
+    def stats_job(self, job: Job) -> JobOutput:
+        """params: task, split, limit, transforms, sample. Dataset statistics of that data."""
+        from spillover.data.stats import dataset_stats
+
+        p = job.params
+        task = self.tasks[p["task"]]
+        examples = self.examples(p["task"], p["split"], p["limit"], p.get("transforms", []))
+        stats = dataset_stats(examples, self.tokenizer, task.labels, embedder=self.embedder(),
+                              parser=self.parser(), max_sample=p["sample"], seed=self.spec.seed)  # fmt: skip
+        return stats.to_dict(), []
+
+    def embedder(self):
+        if self._embedder is ...:
+            from spillover.analysis.embedder import load_minilm
+
+            self._embedder = load_minilm()
+        return self._embedder
+
+    def parser(self):
+        if self._parser is ...:
+            from spillover.data.stats import load_parser
+
+            self._parser, note = load_parser()
+            if note:
+                log.info(note)
+        return self._parser

@@ -1,0 +1,136 @@
+"""Run a study: load + validate its YAML, plan, execute (skipping finished jobs), analyse, report.
+
+    spillover run studies/quickstart.yaml [--out DIR] [key=value ...]
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from spillover.atomic import atomic_write_text
+from spillover.config import StudySpec, apply_overrides, dump_spec
+from spillover.data.tasks import TaskSpec, resolve_tasks
+from spillover.engine.executors import RunSummary, run_local
+from spillover.engine.plan import Job, Plan, content_hash, file_fingerprint
+from spillover.engine.store import Store
+from spillover.errors import SpilloverError
+from spillover.studies import STUDIES, StudyKind
+from spillover.studies.context import StudyContext
+from spillover.yamlio import load_yaml, validate
+
+log = logging.getLogger(__name__)
+SPEC_FILE = "study.yaml"
+
+
+def load_study(path: str | Path, overrides: list[str] = (), out: str | None = None) -> tuple[StudyKind, StudySpec]:
+    """Parse and validate a study YAML (relative `tasks_file` resolves against the YAML's folder)."""
+    path = Path(path)
+    data = load_yaml(path)
+    if not isinstance(data, dict):
+        raise SpilloverError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
+    data = apply_overrides(data, list(overrides), str(path))
+    if out is not None:
+        data["output_dir"] = out
+    if "study" not in data:
+        raise SpilloverError(f"{path}: missing required key 'study'; allowed kinds: {', '.join(STUDIES)}")
+    kind = STUDIES.get(str(data["study"]))()
+    if data.get("tasks_file") and not Path(data["tasks_file"]).is_absolute():
+        data["tasks_file"] = str((path.parent / data["tasks_file"]).resolve())
+    return kind, validate(kind.spec, data, str(path))
+
+
+def task_fingerprints(tasks: dict[str, TaskSpec]) -> dict[str, dict[str, str]]:
+    """Content hashes of each task's spec and data files: a changed row re-runs what depends on it."""
+    out = {}
+    for name, t in tasks.items():
+        fp = {"spec": content_hash(t.model_dump(mode="json"))}
+        for split in ("train", "test"):
+            src = getattr(t, split)
+            if src is None:
+                continue
+            path = Path(src) if Path(src).is_absolute() else t.base_dir / src
+            fp[split] = src if src.startswith("hf:") else file_fingerprint(path)
+        out[name] = fp
+    return out
+
+
+def prepare(kind: StudyKind, spec: StudySpec) -> tuple[dict[str, TaskSpec], Plan]:
+    """Resolve tasks, check every input, and build the plan — all before anything is written."""
+    tasks = {t.name: t for t in resolve_tasks(spec.task_names(), spec.tasks_file)}
+    from spillover.data.tasks import load_examples
+
+    kind.check(spec, tasks, lambda name, split, limit: load_examples(tasks[name], split, limit))
+    return tasks, kind.build_plan(spec, task_fingerprints(tasks))
+
+
+def run_study(
+    kind: StudyKind, spec: StudySpec, progress: Callable[[dict], None] | None = None,
+    on_job: Callable[[Job, str], None] | None = None,
+) -> tuple[RunSummary, Path]:  # fmt: skip
+    tasks, plan = prepare(kind, spec)
+    out = Path(spec.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / SPEC_FILE, dump_spec(spec))
+    store = Store(out)
+    try:
+        ctx = StudyContext(spec, tasks, store, progress)
+        summary = run_local(plan, store, lambda job: dispatch(kind, ctx, plan, job), on_job)
+    finally:
+        store.close()
+    return summary, out
+
+
+def dispatch(kind: StudyKind, ctx: StudyContext, plan: Plan, job: Job) -> tuple[dict[str, Any], list[dict]]:
+    """Run one job with the study's context."""
+    if job.kind == "stats":
+        return ctx.stats_job(job)
+    if job.kind == "train":
+        return ctx.train_job(job)
+    if job.kind == "eval":
+        artifact = ctx.store.result(job.deps[0])["artifact"] if job.deps else None
+        return ctx.eval_job(job, artifact, job.params["label"])
+    if job.kind == "analyse":
+        return kind.analyse(ctx, plan, job), []
+    raise AssertionError(f"unknown job kind {job.kind}")
+
+
+def rerender_report(out: str | Path) -> Path:
+    """Re-run the analysis over the stored results of the study in `out` (no training, no evaluation)."""
+    out = Path(out)
+    kind, spec = _saved_study(out)
+    tasks, plan = prepare(kind, spec)
+    store = Store(out)
+    try:
+        (job,) = plan.by_kind("analyse")
+        kind.analyse(StudyContext(spec, tasks, store), plan, job)
+    finally:
+        store.close()
+    return out / "report.html"
+
+
+def _saved_study(out: Path) -> tuple[StudyKind, StudySpec]:
+    if not (out / SPEC_FILE).exists():
+        raise SpilloverError(f"{out} is not a study folder (no {SPEC_FILE}); run `spillover run STUDY.yaml` first")
+    return load_study(out / SPEC_FILE, out=str(out))
+
+
+def study_status(out: str | Path) -> list[dict[str, Any]]:
+    """Every planned job of the study in `out` with its status (done / failed / running / pending)."""
+    out = Path(out)
+    kind, spec = _saved_study(out)
+    _, plan = prepare(kind, spec)
+    store = Store(out)
+    try:
+        known = {j["id"]: j for j in store.jobs()}
+    finally:
+        store.close()
+    rows = []
+    for job in plan:
+        rec = known.get(job.id, {})
+        rows.append({"id": job.id, "kind": job.kind, "name": job.name, "status": rec.get("status") or "pending",
+                     "seconds": (rec["finished"] - rec["started"]) if rec.get("finished") and rec.get("started") else None,
+                     "error": rec.get("error")})  # fmt: skip
+    return rows

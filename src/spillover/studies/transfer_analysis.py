@@ -1,0 +1,124 @@
+"""The transfer study's analysis: every table of methods.md §1.6 from the stored job results.
+
+Pure over what the store holds (scores, dataset statistics, behaviour statistics); returns named
+DataFrames that the report draws and `tables/` exports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from spillover.analysis.attribution import anomalies, attribute, length_shift_table, similarity_frames
+from spillover.analysis.traits import TransferPCA
+from spillover.analysis.transfer import BASE, task_of, transfer_tables
+from spillover.data.stats import DatasetStats
+
+
+@dataclass
+class TransferAnalysis:
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    component_labels: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def analyse_transfer(
+    scores: pd.DataFrame,
+    source_stats: dict[str, dict[str, Any]],
+    target_stats: dict[str, dict[str, Any]],
+    behaviour: pd.DataFrame,
+    sources: list[str],
+    targets: list[str],
+    task_types: dict[str, str],
+    settings: dict[str, Any],
+    seed: int = 0,
+) -> TransferAnalysis:
+    """scores: (model, target, value, n, ci_low, ci_high); behaviour: (model, target, mean_length, prior_shift,
+    label_proportions); *_stats: DatasetStats dicts keyed by source label / target name."""
+    out = TransferAnalysis()
+    tt = transfer_tables(scores, sources, targets)
+    out.tables |= {"scores": scores, "matrix": tt.scores, "base": tt.base.to_frame().T, "delta": tt.delta,
+                   "relative_delta": tt.relative, "asymmetry": tt.asymmetry}  # fmt: skip
+    _traits(out, tt.delta, task_types, settings)
+    src = {k: DatasetStats.from_dict(v) for k, v in source_stats.items()}
+    tgt = {k: DatasetStats.from_dict(v) for k, v in target_stats.items()}
+    sims = similarity_frames(src, tgt)
+    out.tables |= {f"similarity_{name}": frame for name, frame in sims.items()}
+    usable = {k: v for k, v in sims.items() if v.notna().to_numpy().any()}
+    out.notes += [f"similarity '{k}' is unavailable for every pair and left out" for k in sims if k not in usable]
+    kw = {"include_diagonal": settings.get("include_diagonal", False)}
+    out.tables["attribution"] = attribute(tt.delta, usable, n_boot=settings.get("n_boot", 1000), seed=seed, **kw)
+    out.tables["anomalies"] = anomalies(tt.delta, usable, top=settings.get("anomalies", 10), **kw)
+    lengths = behaviour.rename(columns={"mean_length": "value"})[["model", "target", "value"]]
+    out.tables["length_shift"] = length_shift_table(tt.delta, lengths)
+    out.tables["behaviour"] = behaviour
+    out.tables["dataset_stats"] = dataset_stats_table({**{f"{k} (train)": v for k, v in src.items()},
+                                                       **{f"{k} (test)": v for k, v in tgt.items()}})  # fmt: skip
+    out.tables["controls"] = controls_table(tt.scores, tt.delta, sources)
+    for s in (*src.values(), *tgt.values()):
+        out.notes += [n for n in s.notes if n not in out.notes]
+    return out
+
+
+def _traits(out: TransferAnalysis, delta: pd.DataFrame, task_types: dict[str, str], settings: dict) -> None:
+    pca = TransferPCA(settings.get("n_components"), settings.get("standardize", False)).fit(delta)
+    names = list(pca.loadings_.columns)
+    out.tables["pca_variance"] = pd.DataFrame(
+        {"explained_variance_ratio": pca.explained_variance_ratio_, "cumulative": pca.cumulative_variance_ratio_},
+        index=pd.Index(names, name="component"),
+    )
+    out.tables["pca_loadings"] = pca.loadings_
+    out.tables["pca_projections"] = pca.projections_
+    suggested = pca.suggest_labels(task_types)
+    given = settings.get("component_labels", {})
+    out.component_labels = [given.get(n, s) for n, s in zip(names, suggested)]
+    out.tables["pca_labels"] = pd.DataFrame(
+        {"suggested": suggested, "label": out.component_labels}, index=pd.Index(names, name="component")
+    )
+
+
+def dataset_stats_table(stats: dict[str, DatasetStats]) -> pd.DataFrame:
+    rows = []
+    for name, s in stats.items():
+        lab = s.labels
+        rows.append({
+            "dataset": name, "n": s.n_examples,
+            "input_tokens_mean": s.input_length.mean, "input_tokens_median": s.input_length.median,
+            "input_tokens_p90": s.input_length.p90, "output_tokens_mean": s.output_length.mean,
+            "output_tokens_median": s.output_length.median, "output_tokens_p90": s.output_length.p90,
+            "label_entropy_bits": lab.entropy_bits if lab else np.nan,
+            "imbalance_ratio": lab.imbalance_ratio if lab and lab.imbalance_ratio is not None else np.nan,
+            "labels": ", ".join(f"{k}: {v}" for k, v in lab.counts.items()) if lab else "",
+            "semantic_profile": s.semantic is not None, "syntactic_profile": s.syntax is not None,
+        })  # fmt: skip
+    return pd.DataFrame(rows).set_index("dataset")
+
+
+def controls_table(matrix: pd.DataFrame, delta: pd.DataFrame, sources: list[str]) -> pd.DataFrame:
+    """Each controlled source (label with "+") next to its plain source: in-task score, mean Δ elsewhere."""
+    rows = []
+    for s in sources:
+        task = task_of(s)
+        in_task = matrix.at[s, task] if task in matrix.columns else np.nan
+        others = [t for t in delta.columns if t != task]
+        rows.append({"source": s, "task": task, "control": s[len(task) + 1 :] if "+" in s else "(none)",
+                     "in_task_score": in_task, "in_task_delta": delta.at[s, task] if task in delta.columns else np.nan,
+                     "mean_delta_other_targets": float(delta.loc[s, others].mean()) if others else np.nan})  # fmt: skip
+    frame = pd.DataFrame(rows)
+    controlled = set(frame.loc[frame["control"] != "(none)", "task"])
+    return frame[frame["task"].isin(controlled)].reset_index(drop=True)
+
+
+def behaviour_row(label: str, target: str, behaviour: dict[str, Any]) -> dict[str, Any]:
+    """One row of the behaviour table from an eval job's behaviour statistics."""
+    length = behaviour.get("token_length") or behaviour["char_length"]
+    return {"model": label, "target": target, "mean_length": length["mean"],
+            "length_unit": "tokens" if behaviour.get("token_length") else "chars",
+            "prior_shift": behaviour.get("label_prior_shift"),
+            "label_proportions": behaviour.get("label_proportions")}  # fmt: skip
+
+
+__all__ = ["BASE", "TransferAnalysis", "analyse_transfer", "behaviour_row"]

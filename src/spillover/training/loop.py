@@ -1,0 +1,239 @@
+"""The one explicit training loop: token-normalised gradient accumulation, resumable, deterministic.
+
+One optimiser step = `grad_accum` micro-batches of length-bucketed sequences (see `batches.BatchPlan`). Each
+micro-batch's objective returns a loss *sum* over its target tokens, divided by the number of target
+tokens of the whole step before backward: accumulating 4 × 2 sequences gives the gradient of one batch of
+8. Regularisers are added once per step. `hooks` run around the optimiser step: the seam for exact
+parameter masks (methods.md §3.4). Same seed and thread count → bit-identical losses on CPU, also across a
+crash and resume.
+
+Files in `out_dir`: `train_log.jsonl`, `checkpoints/` (latest only), then `adapter/` (LoRA, PEFT format) or
+`model/` (full fine-tuning) and `train_result.json`, written last: when it exists, `train` returns it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from spillover.atomic import atomic_write_text
+from spillover.data.collate import IGNORE, Sequence_, pad_batch
+from spillover.errors import SpilloverError
+from spillover.training import checkpoint as ckpt
+from spillover.training.artifacts import LOG_FILE, RESULT_FILE, read_result, save_final
+from spillover.training.batches import BatchPlan
+from spillover.training.objectives import OBJECTIVES, Objective, count_targets
+from spillover.training.optim import build_optimizer, build_scheduler
+from spillover.training.params import snapshot_trainable
+from spillover.training.regularizers import REGULARIZERS
+from spillover.training.types import StepHook, StepRecord, TrainParams, TrainResult
+
+log = logging.getLogger(__name__)
+
+
+def train(
+    model: nn.Module,
+    tokenizer,
+    sequences: Sequence[Sequence_],
+    params: TrainParams,
+    out_dir: Path,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+    hooks: Sequence[StepHook] = (),
+) -> TrainResult:
+    """Fine-tune the trainable parameters of `model` in place; resume when `out_dir` holds a checkpoint.
+
+    When `out_dir` holds a finished run of the same settings and data, nothing is trained: its trained
+    weights are copied into `model` and its stored result is returned.
+
+    `progress` is called after every optimiser step with the step's record as a plain dict (the same keys
+    as a train_log.jsonl line: step, total_steps, loss, lr, tokens_per_s, ...; see `StepRecord`).
+    """
+    out_dir = Path(out_dir)
+    _check_data(sequences)
+    fingerprint = ckpt.fingerprint(params.settings(), sequences, model)
+    if (out_dir / RESULT_FILE).exists():
+        return _finished(out_dir, fingerprint, model)
+    objective = OBJECTIVES.get(params.objective)
+    regs = {name: (REGULARIZERS.get(name), p) for name, p in params.regularizers.items()}
+    lengths = [len(s.input_ids) for s in sequences]
+    plan = BatchPlan(
+        lengths, params.batch_size, params.grad_accum, params.seed, params.epochs, params.max_steps
+    )
+    _seed_everything(params.seed)
+    init = snapshot_trainable(model) if regs else {}  # θ0 taken before any resume: the run's true start
+    optimizer = build_optimizer(model, params.lr, params.weight_decay, params.betas, params.eps)
+    scheduler = build_scheduler(optimizer, plan.n_steps, params.warmup_ratio, params.schedule)
+    state = _resume_or_start(out_dir, fingerprint, model, optimizer, scheduler)
+    forward = _forward_fn(model, params)
+    pad_id = _pad_id(tokenizer)
+    n_tokens, loss, started = state.n_tokens, state.last_loss, time.perf_counter() - state.seconds
+    model.train()
+    with _open_log(out_dir / LOG_FILE, state.step) as log_file:
+        for step in range(state.step, plan.n_steps):
+            t0 = time.perf_counter()
+            batches = [pad_batch([sequences[i] for i in idx], pad_id) for idx in plan.micro_batches(step)]
+            n_step_tokens = sum(count_targets(b["labels"]) for b in batches)
+            loss, stats = _accumulate(forward, batches, objective, params.objective_params, n_step_tokens)
+            stats |= _regularize(model, regs, init)
+            lr = scheduler.get_last_lr()[0]
+            grad_norm = _optimizer_step(model, optimizer, scheduler, hooks, step, params.max_grad_norm)
+            done, n_tokens, now = step + 1, n_tokens + n_step_tokens, time.perf_counter()
+            n_input = sum(int(b["attention_mask"].sum()) for b in batches)
+            record = StepRecord(
+                step=done, total_steps=plan.n_steps, epoch=plan.position(step)[0], loss=loss, lr=lr,
+                n_tokens=n_step_tokens, n_input_tokens=n_input, tokens_per_s=n_input / (now - t0),
+                grad_norm=grad_norm, elapsed_s=now - started, stats=stats,
+            )  # fmt: skip
+            if done % params.log_every == 0 or done == plan.n_steps:
+                log_file.write(json.dumps(record.to_json()) + "\n")
+                log_file.flush()
+            if done == plan.n_steps or (params.checkpoint_every and done % params.checkpoint_every == 0):
+                at = ckpt.Progress(done, *plan.position(done), n_tokens, now - started, loss, fingerprint)
+                ckpt.save_checkpoint(out_dir, model, optimizer, scheduler, at)
+            if progress is not None:
+                progress(record.to_json())
+    model.eval()
+    seconds = time.perf_counter() - started
+    return save_final(model, tokenizer, out_dir, loss, plan.n_steps, n_tokens, seconds, fingerprint)
+
+
+def _optimizer_step(
+    model, optimizer, scheduler, hooks: Sequence[StepHook], step: int, max_norm: float | None
+) -> float:
+    """Hooks, clip, AdamW step, schedule step, zero grads, hooks. Returns the gradient norm before clipping."""
+    for hook in hooks:
+        hook.before_optimizer_step(model, optimizer, step)
+    weights = [p for group in optimizer.param_groups for p in group["params"]]
+    grad_norm = torch.nn.utils.clip_grad_norm_(weights, max_norm or float("inf"), foreach=True)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    for hook in hooks:
+        hook.after_optimizer_step(model, optimizer, step)
+    return grad_norm.item()
+
+
+Forward = Callable[[dict[str, Tensor]], tuple[Tensor, Tensor]]
+
+
+def _accumulate(
+    forward: Forward, batches: list[dict[str, Tensor]], objective: Objective, obj_params, n_step_tokens: int
+) -> tuple[float, dict[str, float]]:
+    """Forward + backward every micro-batch of one step. Returns the step's token-mean loss and stats."""
+    n = max(n_step_tokens, 1)
+    loss_sum, stats = 0.0, {}
+    for batch in batches:
+        out = objective(*forward(batch), **obj_params)
+        (out.loss_sum / n).backward()
+        loss_sum += out.loss_sum.item()
+        for k, v in out.stats.items():  # objective stats are token-means: weight by tokens
+            stats[k] = stats.get(k, 0.0) + v * out.n_tokens / n
+    return loss_sum / n, stats
+
+
+def _forward_fn(model: nn.Module, params: TrainParams) -> Forward:
+    """batch (B, T) → (logits: (B, K, V), labels: (B, K)), K ≤ T the last positions covering every target.
+
+    Skipping the lm_head on prompt positions (transformers' `logits_to_keep`) is exact, since it acts per
+    position, and saves most of its cost and memory when targets are short.
+    """
+    device, prec = params.precision.device, params.precision
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    trim = "logits_to_keep" in inspect.signature(base.forward).parameters
+
+    def forward(batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        labels = batch["labels"].to(device)
+        extra = {"logits_to_keep": _n_keep(labels)} if trim else {}
+        amp = (
+            torch.autocast(device.type, dtype=prec.compute_dtype)
+            if prec.autocast
+            else contextlib.nullcontext()
+        )
+        with amp:
+            logits = model(
+                input_ids=batch["input_ids"].to(device),
+                use_cache=False,
+                attention_mask=batch["attention_mask"].to(device),
+                **extra,
+            ).logits
+        return logits, labels[:, labels.shape[1] - logits.shape[1] :]
+
+    return forward
+
+
+def _n_keep(labels: Tensor) -> int:
+    """How many final positions to keep: from just before the earliest target token. labels: (B, T)."""
+    is_target = labels != IGNORE
+    first = int(is_target.int().argmax(dim=1).min()) if bool(is_target.any()) else 0
+    return labels.shape[1] - max(first - 1, 0)
+
+
+def _regularize(model: nn.Module, regs: dict, init: dict[str, Tensor]) -> dict[str, float]:
+    if not regs:
+        return {}
+    values = {name: fn(model, init, **p) for name, (fn, p) in regs.items()}
+    sum(values.values()).backward()
+    return {f"reg/{name}": v.item() for name, v in values.items()}
+
+
+def _finished(out_dir: Path, fingerprint: str, model: nn.Module) -> TrainResult:
+    result = read_result(out_dir, fingerprint)
+    found = ckpt.latest_checkpoint(out_dir)
+    if found is not None and ckpt.read_progress(found).step == result.n_steps:
+        ckpt.load_trainable(found, model)
+    else:
+        log.warning("%s: finished run without its final checkpoint; `model` is left untrained", out_dir)
+    log.info("%s already holds this finished run; not training again", out_dir)
+    return result
+
+
+def _resume_or_start(out_dir: Path, fingerprint: str, model, optimizer, scheduler) -> ckpt.Progress:
+    found = ckpt.latest_checkpoint(out_dir)
+    if found is None:
+        return ckpt.Progress(0, 0, 0, 0, 0.0, float("nan"), fingerprint)
+    ckpt.check_compatible(ckpt.read_progress(found).fingerprint, fingerprint, out_dir)
+    state = ckpt.load_checkpoint(found, model, optimizer, scheduler)
+    log.info("resuming from %s (step %d)", found, state.step)
+    return state
+
+
+def _open_log(path: Path, step: int) -> IO[str]:
+    """Keep the records of steps ≤ `step` (what the checkpoint covers), drop the rest; open for appending."""
+    kept = []
+    if path.exists() and step > 0:
+        kept = [
+            line for line in path.read_text().splitlines(keepends=True) if json.loads(line)["step"] <= step
+        ]
+    atomic_write_text(path, "".join(kept))
+    return path.open("a", encoding="utf-8")
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _pad_id(tokenizer) -> int:
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad is None:
+        raise SpilloverError("the tokenizer has neither a pad nor an eos token; set tokenizer.pad_token")
+    return pad
+
+
+def _check_data(sequences: Sequence[Sequence_]) -> None:
+    if not sequences:
+        raise SpilloverError("no training sequences: the training split is empty")
+    if not any(len(s.input_ids) > max(s.n_prompt, 1) for s in sequences):
+        raise SpilloverError("no training sequence has a target token (every target is empty or truncated)")

@@ -1,0 +1,148 @@
+"""evaluate_task end to end on the tiny model: results, predictions JSONL, k-shot demos from TRAIN only."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from spillover.data.tasks import load_examples, load_task_file
+from spillover.errors import SpilloverError
+from spillover.evaluation import evaluate as evaluate_module
+from spillover.evaluation.evaluate import evaluate_task, evaluate_tasks, results_to_json
+from spillover.models.load import Precision
+
+
+@pytest.fixture()
+def toy_task(sentiment_task_file):
+    return load_task_file(sentiment_task_file)["toy_sentiment"]
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("shots", [0, 2])
+def test_classification_end_to_end(tiny_model, tokenizer, toy_task, tmp_path, shots):
+    path = tmp_path / "out" / "preds.jsonl"
+    result = evaluate_task(tiny_model, tokenizer, toy_task, shots=shots, batch_size=3, predictions_path=path)
+    records = read_jsonl(path)
+    assert result.task == "toy_sentiment" and result.metric == "accuracy" and result.n == 8 == len(records)
+    assert result.value == pytest.approx(sum(r["correct"] for r in records) / 8)
+    assert result.ci_low <= result.value <= result.ci_high
+    assert result.gold_distribution == {"negative": 4, "positive": 4}
+    assert list(result.label_distribution) == ["negative", "positive"]  # zero counts listed too
+    assert sum(result.label_distribution.values()) == 8
+    assert 0.0 <= result.extra["acc_norm"] <= 1.0 and result.shots == shots
+    assert result.predictions_path == str(path)
+    assert [p.name for p in path.parent.iterdir()] == ["preds.jsonl"]  # no temp file left behind
+    for r in records:
+        assert r["correct"] == float(r["prediction"] == r["gold"])
+        assert r["options"] == ["negative", "positive"] and len(r["option_scores"]) == 2
+        best = max(range(2), key=lambda i: r["option_scores"][i]["logprob"])
+        assert r["prediction"] == r["options"][best]
+        assert len(r["demo_ids"]) == shots
+        assert r["prompt"].count("<|im_start|>user") == shots + 1
+
+
+def test_demonstrations_never_come_from_the_test_split(
+    tiny_model, tokenizer, toy_task, tmp_path, monkeypatch
+):
+    train_ids = {e.id for e in load_examples(toy_task, "train")}
+    test_ids = {e.id for e in load_examples(toy_task, "test")}
+    pools = []
+    real_sample = evaluate_module.sample_demos
+    monkeypatch.setattr(
+        evaluate_module,
+        "sample_demos",
+        lambda pool, *a, **k: pools.append(pool) or real_sample(pool, *a, **k),
+    )
+    path = tmp_path / "p.jsonl"
+    evaluate_task(tiny_model, tokenizer, toy_task, shots=4, seed=1, predictions_path=path)
+    assert pools and all({e.id for e in pool} == train_ids for pool in pools)
+    demo_ids = {d for r in read_jsonl(path) for d in r["demo_ids"]}
+    assert demo_ids <= train_ids and not demo_ids & test_ids
+
+
+def test_demos_are_seeded(tiny_model, tokenizer, toy_task, tmp_path):
+    runs = []
+    for seed in (0, 0, 1):
+        path = tmp_path / f"{len(runs)}.jsonl"
+        evaluate_task(tiny_model, tokenizer, toy_task, shots=2, seed=seed, predictions_path=path)
+        runs.append([r["demo_ids"] for r in read_jsonl(path)])
+    assert runs[0] == runs[1] != runs[2]
+
+
+def test_shots_without_a_train_split_is_a_clear_error(tiny_model, tokenizer, tmp_path):
+    write_jsonl(tmp_path / "test.jsonl", [{"input": "a", "output": "yes"}])
+    (tmp_path / "t.yaml").write_text(
+        "tasks:\n  - {name: no_train, type: classification, test: test.jsonl, labels: ['no', 'yes'], metric: accuracy}\n"
+    )
+    task = load_task_file(tmp_path / "t.yaml")["no_train"]
+    with pytest.raises(SpilloverError, match="no train split"):
+        evaluate_task(tiny_model, tokenizer, task, shots=1)
+
+
+def test_limit_autocast_and_training_mode_restored(tiny_model, tokenizer, toy_task):
+    tiny_model.train()
+    bf16 = Precision(torch.device("cpu"), torch.bfloat16)
+    result = evaluate_task(tiny_model, tokenizer, toy_task, limit=3, precision=bf16)
+    assert result.n == 3 and tiny_model.training
+
+
+def test_generation_task_end_to_end(tiny_model, tokenizer, tmp_path):
+    rows = [
+        {"id": f"g{i}", "question": f"What is {i} + 1?", "output": f"It is {i + 1}.", "answer": str(i + 1)}
+        for i in range(6)
+    ]
+    write_jsonl(tmp_path / "train.jsonl", rows[:3])
+    write_jsonl(tmp_path / "test.jsonl", rows[3:])
+    (tmp_path / "g.yaml").write_text(
+        "tasks:\n"
+        "  - name: toy_math\n"
+        "    type: generation\n"
+        "    train: train.jsonl\n"
+        "    test: test.jsonl\n"
+        "    input: 'Q: {question}'\n"
+        "    metric: exact_match\n"
+        "    answer_field: answer\n"
+        "    extract: last_number\n"
+        "    max_new_tokens: 5\n"
+        "    stop: ['\\n\\n']\n"
+    )
+    task = load_task_file(tmp_path / "g.yaml")["toy_math"]
+    results = evaluate_tasks(tiny_model, tokenizer, [task], predictions_dir=tmp_path / "preds", shots=1)
+    [result] = results
+    records = read_jsonl(tmp_path / "preds" / "toy_math.jsonl")
+    assert result.n == 3 and result.label_distribution == {}
+    assert [r["gold"] for r in records] == ["4", "5", "6"]
+    assert all(r["n_tokens"] <= 5 and r["stop_reason"] in ("eos", "stop", "length") for r in records)
+    assert result.value == pytest.approx(sum(r["score"] for r in records) / 3)
+    summary = results_to_json(results)
+    assert json.loads(json.dumps(summary))["tasks"]["toy_math"]["n"] == 3
+    assert summary["tasks"]["toy_math"]["predictions_path"].endswith("toy_math.jsonl")
+
+
+def test_multiple_choice_end_to_end(tiny_model, tokenizer, tmp_path):
+    rows = [
+        {"id": "m0", "q": "Sky colour?", "choices": ["blue", "green", "red"], "answer": "A"},
+        {"id": "m1", "q": "Grass colour?", "choices": ["blue", "green"], "answer": 1},
+        {"id": "m2", "q": "Blood colour?", "choices": ["red", "black", "white"], "answer": "red"},
+    ]
+    write_jsonl(tmp_path / "test.jsonl", rows)
+    (tmp_path / "mc.yaml").write_text(
+        "tasks:\n  - {name: mc, type: multiple_choice, test: test.jsonl, input: '{q}', choices: choices, "
+        "target: answer, metric: accuracy, chat_template: false}\n"
+    )
+    task = load_task_file(tmp_path / "mc.yaml")["mc"]
+    result = evaluate_task(tiny_model, tokenizer, task, predictions_path=tmp_path / "mc.jsonl")
+    records = read_jsonl(tmp_path / "mc.jsonl")
+    assert [r["gold"] for r in records] == ["blue", "green", "red"]
+    assert result.gold_distribution == {"A": 2, "B": 1}
+    assert sum(result.label_distribution.values()) == 3
+    assert [len(r["option_scores"]) for r in records] == [3, 2, 3]

@@ -1,0 +1,97 @@
+"""LoRA adapters: PEFT-format save/load round trip, swapping several adapters on one base model."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from peft import PeftModel
+
+from spillover.errors import SpilloverError
+from spillover.models.adapters import (
+    activate,
+    apply_lora,
+    base_only,
+    load_adapter,
+    save_adapter,
+    unload_adapter,
+)
+
+IDS = torch.tensor([[5, 17, 99, 3, 42, 7], [8, 8, 120, 64, 2, 1]])
+
+
+def logits(model) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_ids=IDS).logits
+
+
+def trained_adapter(base, seed: int):
+    """An adapter with non-zero B (a fresh LoRA is the identity), as training would leave it."""
+    model = apply_lora(copy.deepcopy(base), r=4, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    return model.eval()
+
+
+def test_apply_lora_freezes_base_and_is_seeded(tiny_model):
+    a = apply_lora(copy.deepcopy(tiny_model), r=4, seed=3)
+    b = apply_lora(copy.deepcopy(tiny_model), r=4, seed=3)
+    trainable = [n for n, p in a.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    assert any("mlp.down_proj" in n for n in trainable) and not any("lm_head" in n for n in trainable)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+    torch.testing.assert_close(logits(a), logits(tiny_model), rtol=0, atol=0)  # B = 0 at init
+
+
+def test_save_then_peft_from_pretrained_gives_identical_logits(tiny_model, make_model, tmp_path):
+    tuned = trained_adapter(tiny_model, seed=1)
+    expected = logits(tuned)
+    assert not torch.equal(expected, logits(tiny_model))
+    save_adapter(tuned, tmp_path / "adapter")
+    assert (tmp_path / "adapter" / "adapter_config.json").exists()
+    reloaded = PeftModel.from_pretrained(make_model(), str(tmp_path / "adapter"))
+    assert torch.equal(logits(reloaded), expected)
+
+
+def test_swap_adapters_on_one_base(tiny_model, make_model, tmp_path):
+    base_logits = logits(tiny_model)
+    want = {}
+    for name, seed in [("a", 1), ("b", 2)]:
+        tuned = trained_adapter(tiny_model, seed)
+        want[name] = logits(tuned)
+        save_adapter(tuned, tmp_path / name)
+    model = load_adapter(make_model(), tmp_path / "a", name="a")
+    model = load_adapter(model, tmp_path / "b", name="b")
+    assert model.active_adapter == "b" and torch.equal(logits(model), want["b"])
+    activate(model, "a")
+    assert torch.equal(logits(model), want["a"])
+    with base_only(model):
+        assert torch.equal(logits(model), base_logits)
+    assert torch.equal(logits(model), want["a"])
+    assert not any(p.requires_grad for p in model.parameters())  # loaded for evaluation: frozen
+    unload_adapter(model, "b")
+    with pytest.raises(SpilloverError, match="no adapter named 'b'"):
+        activate(model, "b")
+    with pytest.raises(SpilloverError, match="already loaded"):
+        load_adapter(model, tmp_path / "a", name="a")
+
+
+def test_save_a_named_adapter_at_the_folder_root(tiny_model, make_model, tmp_path):
+    tuned = trained_adapter(tiny_model, seed=4)
+    expected = logits(tuned)
+    save_adapter(tuned, tmp_path / "first")
+    model = load_adapter(make_model(), tmp_path / "first", name="mine")
+    save_adapter(model, tmp_path / "second")  # the active adapter, named "mine"
+    assert (tmp_path / "second" / "adapter_model.safetensors").exists()
+    assert torch.equal(logits(load_adapter(make_model(), tmp_path / "second")), expected)
+
+
+def test_load_adapter_errors(tiny_model, tmp_path):
+    with pytest.raises(SpilloverError, match="not a saved adapter"):
+        load_adapter(tiny_model, tmp_path)
+    with pytest.raises(SpilloverError, match="needs a model with LoRA adapters"):
+        save_adapter(tiny_model, tmp_path / "x")
