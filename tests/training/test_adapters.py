@@ -95,3 +95,41 @@ def test_load_adapter_errors(tiny_model, tmp_path):
         load_adapter(tiny_model, tmp_path)
     with pytest.raises(SpilloverError, match="needs a model with LoRA adapters"):
         save_adapter(tiny_model, tmp_path / "x")
+
+
+def test_small_adapter_survives_bf16_autocast(tiny_model):
+    """A just-trained adapter's contribution is far below a bf16 ulp of the layer output: it must be added
+    in fp32, or autocast training and evaluation would not see it. Only o_proj is adapted, so the adapted
+    layer's input is the same with and without the adapter and its output difference is the adapter's."""
+    model = apply_lora(copy.deepcopy(tiny_model), r=4, target_modules=["o_proj"])
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.fill_(1e-6)
+    outputs = []
+    layer = model.get_base_model().model.layers[0].self_attn.o_proj
+    layer.register_forward_hook(lambda module, args, out: outputs.append(out.float()))
+
+    def delta(autocast: bool) -> torch.Tensor:
+        outputs.clear()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            logits(model)
+            with base_only(model):
+                logits(model)
+        return outputs[0] - outputs[1]
+
+    exact = delta(False)
+    assert exact.abs().min() > 0
+    assert (delta(True) - exact).abs().max() < 0.05 * exact.abs().max()
+
+
+def test_fp32_sum_leaves_the_base_model_untouched(tiny_model):
+    """base_only and an unloaded model compute exactly like the plain model under autocast."""
+    plain = copy.deepcopy(tiny_model)
+    model = trained_adapter(tiny_model, seed=5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = logits(plain)
+        with base_only(model):
+            assert torch.equal(logits(model), expected)
+        assert not torch.equal(logits(model), expected)
+        assert torch.equal(logits(model.unload()), expected)

@@ -18,12 +18,15 @@ from collections.abc import Sequence
 from spillover.data.tasks import Example, TaskSpec
 
 log = logging.getLogger(__name__)
+_warned: set[str] = set()  # tasks already warned about a missing chat template (warn once, not per example)
 
 
 def uses_chat(task: TaskSpec, tokenizer) -> bool:
-    if task.chat_template and not getattr(tokenizer, "chat_template", None):
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if task.chat_template and not has_template and task.name not in _warned:
+        _warned.add(task.name)
         log.warning("task %s asks for a chat template but the tokenizer has none; using raw prompts", task.name)
-    return bool(task.chat_template and getattr(tokenizer, "chat_template", None))
+    return task.chat_template and has_template
 
 
 def user_text(task: TaskSpec, example: Example) -> str:

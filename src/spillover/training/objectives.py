@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -39,30 +40,36 @@ Objective = Callable[..., ObjectiveOutput]
 OBJECTIVES: Registry[Objective] = Registry("objective")
 
 
-def target_nll(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-target-token NLL after the causal shift.
+class TargetTokens(NamedTuple):
+    """The N target tokens of a batch after the causal shift."""
 
-    logits: (B, T, V) any float dtype; labels: (B, T) with IGNORE on non-target positions.
-    Returns nll: (N,) fp32, rows: (N,) batch row of each token, selected logits: (N, V) in their own
-    dtype (for cheap stats), where N is the number of target tokens.
+    nll: Tensor  # (N,) fp32 negative log-likelihood
+    rows: Tensor  # (N,) batch row (sequence) of each token
+    ids: Tensor  # (N,) target token ids
+    logits: Tensor  # (N, V) the logits that predict them, in the logits' own dtype
+
+
+def target_nll(logits: Tensor, labels: Tensor) -> TargetTokens:
+    """Pick the target positions out of logits (B, T, V) / labels (B, T) and score them in fp32.
+
+    Only the (N, V) target rows are upcast, never the whole (B, T, V) tensor.
     """
     targets = labels[:, 1:]
     keep = targets != IGNORE
-    selected = logits[:, :-1][keep]  # (N, V): only target positions, still in the logits' dtype
-    nll = F.cross_entropy(selected.float(), targets[keep], reduction="none")
-    rows = keep.nonzero()[:, 0]
-    return nll, rows, selected
+    selected = logits[:, :-1][keep]
+    ids = targets[keep]
+    nll = F.cross_entropy(selected.float(), ids, reduction="none")
+    return TargetTokens(nll, keep.nonzero()[:, 0], ids, selected)
 
 
 @OBJECTIVES.register("cross_entropy")
 def cross_entropy(logits: Tensor, labels: Tensor) -> ObjectiveOutput:
     """Plain SFT: loss_sum = Σ −log p(target token). Stats: `token_acc` (argmax == target)."""
-    nll, _, selected = target_nll(logits, labels)
-    n = int(nll.numel())
+    t = target_nll(logits, labels)
+    n = int(t.nll.numel())
     with torch.no_grad():
-        targets = labels[:, 1:][labels[:, 1:] != IGNORE]
-        acc = (selected.argmax(-1) == targets).float().mean().item() if n else 0.0
-    return ObjectiveOutput(nll.sum(), n, {"token_acc": acc})
+        acc = (t.logits.argmax(-1) == t.ids).float().mean().item() if n else 0.0
+    return ObjectiveOutput(t.nll.sum(), n, {"token_acc": acc})
 
 
 def count_targets(labels: Tensor) -> int:
