@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/spillover train configs/quickstart-train.yaml
+	$(BIN)/spillover run studies/quickstart.yaml
 
 test: setup
 	$(BIN)/pytest

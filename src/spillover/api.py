@@ -22,10 +22,11 @@ from spillover.atomic import atomic_write_text
 from spillover.config import TrainSettings, TrainSpec, dump_spec
 from spillover.data.sft import build_multitask_sequences
 from spillover.data.tasks import TaskSpec, load_examples, resolve_tasks
+from spillover.engine.plan import content_hash
+from spillover.engine.tracking import RunSpec, Tracker, base_run, check_report_to, compose
 from spillover.evaluation.evaluate import TaskResult, evaluate_task
 from spillover.models.adapters import apply_lora, base_only, load_adapter
 from spillover.models.load import Precision, load_model, resolve_precision
-from spillover.training.artifacts import RESULT_FILE
 from spillover.training.loop import train
 from spillover.training.types import TrainParams
 
@@ -55,7 +56,9 @@ def prepare_for_training(model, settings: TrainSettings):
 
 
 def run_training(spec: TrainSpec, progress: Callable[[dict], None] | None = None) -> dict[str, Any]:
-    """Fine-tune, then (optionally) evaluate the base and the tuned model. Resumes an interrupted run."""
+    """Fine-tune, then (optionally) evaluate the base and the tuned model. Resumes an interrupted run.
+    `report_to`: the training curves and scores also go to TensorBoard / MLflow (run `train`; `base`)."""
+    check_report_to(spec.report_to, spec.output_dir)
     train_tasks = resolve_tasks(spec.tasks, spec.tasks_file)
     eval_tasks = resolve_tasks(spec.eval_tasks, spec.tasks_file)
     parts = [(t, load_examples(t, "train", spec.limit)) for t in train_tasks]
@@ -69,24 +72,26 @@ def run_training(spec: TrainSpec, progress: Callable[[dict], None] | None = None
     atomic_write_text(out / "config.yaml", dump_spec(spec))
     summary: dict[str, Any] = {"output_dir": str(out)}
     evaluate = lambda m, tag: _evaluate_cached(m, tokenizer, eval_tasks, spec, precision, out / tag)  # noqa: E731
+    tracker = Tracker(spec.report_to, out)
+    run = RunSpec("train", f"train-{content_hash(str(out.resolve()))}", spec.model_dump(mode="json"))
     if eval_tasks and spec.eval_base:
         summary["eval_base"] = evaluate(model, "eval-base")
-    finished = (out / RESULT_FILE).exists()
-    model = prepare_for_training(model, spec) if not finished or spec.method == "lora" else model
-    result = train(model, tokenizer, sequences, train_params(spec, precision), out, progress)
-    if finished:  # the weights in memory are untrained: use the saved ones
-        model = _load_trained(spec, result.artifact, precision)
+        _track_scores(tracker, base_run(spec.model, spec.precision), summary["eval_base"], 0)
+    model = prepare_for_training(model, spec)
+    with tracker.run(run, training=True) as logger:
+        progress = compose(progress, logger.log_record)
+        # a finished run returns its stored result and loads the trained weights into `model`
+        result = train(model, tokenizer, sequences, train_params(spec, precision), out, progress)
     summary["train"] = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(result).items()}
     if eval_tasks:
         summary["eval"] = evaluate(model, "eval")
+        _track_scores(tracker, run, summary["eval"], result.n_steps)
     return summary
 
 
-def _load_trained(spec: TrainSpec, artifact: Path, precision: Precision):
-    if spec.method == "full":
-        return load_model(str(artifact), precision)[0]
-    base, _ = load_model(spec.model, precision)
-    return load_adapter(base, artifact)
+def _track_scores(tracker: Tracker, run: RunSpec, rows: list[dict], step: int) -> None:
+    with tracker.run(run) as logger:
+        logger.log_scores([{**r, "target": r["task"]} for r in rows], step)
 
 
 def _evaluate_cached(model, tokenizer, tasks: list[TaskSpec], spec: TrainSpec, precision, folder: Path) -> list[dict]:

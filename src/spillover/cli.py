@@ -103,7 +103,7 @@ def _nonnegative_int(s: str) -> int:
 
 def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    for name in ("transformers", "peft", "accelerate", "urllib3", "httpx"):
+    for name in ("transformers", "peft", "accelerate", "urllib3", "httpx", "mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
         from transformers.utils import logging as hf_logging

@@ -77,6 +77,7 @@ class TrainSpec(TrainSettings):
     eval_limit: int | None = Field(default=None, ge=1)
     eval_shots: int = Field(default=0, ge=0, le=32)
     eval_base: bool = Field(default=True, description="also evaluate the untuned model, for comparison")
+    report_to: list[Literal["tensorboard", "mlflow"]] = Field(default_factory=list)
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str], origin: str) -> dict[str, Any]:

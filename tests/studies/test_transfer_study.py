@@ -1,72 +1,15 @@
-"""The transfer study end to end on a tiny local model: plan, run, skip finished work, report, status."""
+"""The transfer study end to end on a tiny local model: plan, run, skip finished work, report, status.
+The toy study (`study_file`) is in conftest.py."""
 
 from __future__ import annotations
 
 import json
 
 import pandas as pd
-import pytest
-from conftest import write_jsonl
 
 from spillover.cli import main
 from spillover.engine.store import Store
 from spillover.studies.run import load_study, run_study, study_status
-
-TASKS = """tasks:
-  - name: toy_a
-    type: classification
-    task_type: sentiment
-    train: a_train.jsonl
-    test: a_test.jsonl
-    labels: [negative, positive]
-    metric: accuracy
-    instruction: Sentiment?
-  - name: toy_b
-    type: classification
-    task_type: topic
-    train: b_train.jsonl
-    test: b_test.jsonl
-    labels: [sport, money]
-    metric: accuracy
-  - name: toy_gen
-    type: generation
-    task_type: copy
-    train: g_train.jsonl
-    test: g_test.jsonl
-    metric: rouge_l
-    max_new_tokens: 6
-"""
-
-
-def _rows(labels, words, n):
-    return [{"id": f"{labels[i % 2]}{i}", "input": f"{words[i % 2]} {i % 5}", "output": labels[i % 2]} for i in range(n)]
-
-
-@pytest.fixture()
-def study_file(tmp_path, tiny_model_dir):
-    for name, labels, words in (("a", ["negative", "positive"], ["awful", "great"]), ("b", ["sport", "money"], ["goal", "bank"])):
-        write_jsonl(tmp_path / f"{name}_train.jsonl", _rows(labels, words, 24))
-        write_jsonl(tmp_path / f"{name}_test.jsonl", _rows(labels, words, 8))
-    gen = [{"id": str(i), "input": f"say {w}", "output": w} for i, w in enumerate(["cat", "dog", "sun", "sea"] * 4)]
-    write_jsonl(tmp_path / "g_train.jsonl", gen)
-    write_jsonl(tmp_path / "g_test.jsonl", gen[:6])
-    (tmp_path / "tasks.yaml").write_text(TASKS)
-    (tmp_path / "study.yaml").write_text(f"""study: transfer
-model: {tiny_model_dir}
-tasks_file: tasks.yaml
-output_dir: {tmp_path / "out"}
-precision: fp32
-sources:
-  - toy_a
-  - task: toy_a
-    transforms: [{{name: mislabel, fraction: 1.0}}]
-  - toy_b
-targets: [toy_a, toy_b, toy_gen]
-train: {{limit: 16, batch_size: 4, max_steps: 3, learning_rate: 0.01, checkpoint_every: 1}}
-eval: {{limit: 6, batch_size: 4}}
-stats: {{sample: 8}}
-""")
-    return tmp_path / "study.yaml"
 
 
 def test_transfer_study_runs_skips_and_extends(study_file, tmp_path):

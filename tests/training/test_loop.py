@@ -92,7 +92,7 @@ def test_loss_decreases_on_toy_task(make_model, tokenizer, toy_sequences, make_p
 
 @pytest.mark.parametrize("lora", [True, False])
 def test_resume_is_exact(make_model, tokenizer, toy_sequences, make_params, tmp_path, lora):
-    """6 steps straight vs 3 steps + crash at step 5 + resume: same losses and weights bit for bit.
+    """9 steps straight vs 5 steps + crash (checkpoint at 3) + resume: same losses and weights bit for bit.
     3 epochs (re-bucketed), dropout and weight decay make the RNG and optimiser state matter."""
 
     def fresh():
@@ -117,8 +117,13 @@ def test_resume_is_exact(make_model, tokenizer, toy_sequences, make_params, tmp_
     with pytest.raises(KeyboardInterrupt):
         train(fresh(), tokenizer, toy_sequences[:16], p, tmp_path / "resumed", progress=crash)
     assert sorted(x.name for x in (tmp_path / "resumed" / "checkpoints").iterdir()) == ["step-000003"]
+    # what a kill (SIGKILL, power cut) may leave besides: a torn log line, a half-written checkpoint
+    with (tmp_path / "resumed" / "train_log.jsonl").open("a") as f:
+        f.write('{"step": 6, "total_st')
+    (tmp_path / "resumed" / "checkpoints" / ".step-000006.tmp-killed").mkdir()
     resumed_model = fresh()
     resumed = train(resumed_model, tokenizer, toy_sequences[:16], p, tmp_path / "resumed")
+    assert sorted(x.name for x in (tmp_path / "resumed" / "checkpoints").iterdir()) == ["step-000009"]
 
     assert losses(resumed) == losses(straight) and [
         json.loads(x)["step"] for x in resumed.log_path.read_text().splitlines()

@@ -22,6 +22,7 @@ from spillover.data.tasks import Example, TaskSpec, load_examples
 from spillover.data.transforms import apply_transforms
 from spillover.engine.plan import Job
 from spillover.engine.store import Store
+from spillover.engine.tracking import RunSpec, Tracker, base_run, compose
 from spillover.evaluation.evaluate import evaluate_task
 from spillover.models.adapters import is_peft, load_adapter
 from spillover.models.load import load_model, load_tokenizer, resolve_precision
@@ -32,11 +33,13 @@ JobOutput = tuple[dict[str, Any], list[dict[str, Any]]]
 
 
 class StudyContext:
-    """Resources for one study run: spec, resolved tasks, the store, and the lazily loaded base model."""
+    """Resources for one study run: spec, resolved tasks, the store, the lazily loaded base model, and the
+    metrics tracker (`report_to`; logs nothing when that is empty)."""
 
     def __init__(self, spec: StudySpec, tasks: dict[str, TaskSpec], store: Store,
                  progress: Callable[[dict], None] | None = None) -> None:  # fmt: skip
         self.spec, self.tasks, self.store, self.progress = spec, tasks, store, progress
+        self.tracker = Tracker(spec.report_to, spec.output_dir)
         self.precision = resolve_precision(spec.precision, spec.device)
         self._model = None
         self._tokenizer = None
@@ -67,19 +70,23 @@ class StudyContext:
             examples = self.examples(p["task"], "train", settings.limit, p.get("transforms", []))
         seqs = build_sequences(self.tasks[p["task"]], self.tokenizer, examples, settings.max_len, settings.shots,
                                settings.seed)  # fmt: skip
-        result = self.train_sequences(seqs, settings, self.store.job_dir(job.id))
+        with self.tracker.run(RunSpec(job.name, job.id, job.params), training=True) as run:
+            progress = compose(self.progress, run.log_record)
+            result = self.train_sequences(seqs, settings, self.store.job_dir(job.id), progress)
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(result).items()}, []
 
-    def train_sequences(self, sequences, settings: TrainSettings, out_dir: Path):
-        """Train on ready sequences; LoRA on the shared base (then unloaded), full FT on a fresh copy."""
+    def train_sequences(self, sequences, settings: TrainSettings, out_dir: Path, progress=None):
+        """Train on ready sequences; LoRA on the shared base (then unloaded), full FT on a fresh copy.
+        `progress`: the per-step callback (default: the context's)."""
         params = train_params(settings, self.precision)
+        progress = progress or self.progress
         if settings.method == "full":
             model, _ = load_model(self.spec.model, self.precision)
             return train(prepare_for_training(model, settings), self.tokenizer, sequences, params, out_dir,
-                         self.progress)  # fmt: skip
+                         progress)  # fmt: skip
         model = prepare_for_training(self.base_model(), settings)
         try:
-            return train(model, self.tokenizer, sequences, params, out_dir, self.progress)
+            return train(model, self.tokenizer, sequences, params, out_dir, progress)
         finally:
             self._model = model.unload()
 
@@ -102,6 +109,19 @@ class StudyContext:
         score = {"model": label, "target": task.name, "metric": r.metric, "value": r.value, "n": r.n,
                  "ci_low": r.ci_low, "ci_high": r.ci_high, "shots": r.shots, "extra": r.extra}  # fmt: skip
         return {"result": asdict(r), "behaviour": behaviour}, [score]
+
+    def track_scores(self, trained: Job | None, scores: list[dict[str, Any]]) -> None:
+        """Log evaluation scores into the evaluated model's run: its training job's (at its last step), or
+        the base model's run `base` (at step 0)."""
+        if not self.tracker.sinks:
+            return
+        if trained is None:
+            run, step = base_run(self.spec.model, self.spec.precision), 0
+        else:
+            run = RunSpec(trained.name, trained.id, trained.params)
+            step = self.store.result(trained.id)["n_steps"]
+        with self.tracker.run(run) as logger:
+            logger.log_scores(scores, step)
 
     def _model_for(self, artifact: str | None):
         """(model, restore): the base, the base + a loaded adapter, or a full fine-tuned copy."""

@@ -16,6 +16,7 @@ from spillover.data.tasks import TaskSpec, resolve_tasks
 from spillover.engine.executors import RunSummary, run_local
 from spillover.engine.plan import Job, Plan, content_hash, file_fingerprint
 from spillover.engine.store import Store
+from spillover.engine.tracking import check_report_to
 from spillover.errors import SpilloverError
 from spillover.studies import STUDIES, StudyKind
 from spillover.studies.context import StudyContext
@@ -70,6 +71,7 @@ def run_study(
     kind: StudyKind, spec: StudySpec, progress: Callable[[dict], None] | None = None,
     on_job: Callable[[Job, str], None] | None = None,
 ) -> tuple[RunSummary, Path]:  # fmt: skip
+    check_report_to(spec.report_to, spec.output_dir)
     tasks, plan = prepare(kind, spec)
     out = Path(spec.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -90,8 +92,11 @@ def dispatch(kind: StudyKind, ctx: StudyContext, plan: Plan, job: Job) -> tuple[
     if job.kind == "train":
         return ctx.train_job(job)
     if job.kind == "eval":
-        artifact = ctx.store.result(job.deps[0])["artifact"] if job.deps else None
-        return ctx.eval_job(job, artifact, job.params["label"])
+        trained = plan.jobs[job.deps[0]] if job.deps else None
+        artifact = ctx.store.result(trained.id)["artifact"] if trained else None
+        result, scores = ctx.eval_job(job, artifact, job.params["label"])
+        ctx.track_scores(trained, scores)
+        return result, scores
     if job.kind == "analyse":
         return kind.analyse(ctx, plan, job), []
     raise AssertionError(f"unknown job kind {job.kind}")

@@ -6,7 +6,8 @@ Layout: `out_dir/checkpoints/step-000042/` holding
   progress.json          global step, epoch, batch index within the epoch's batch order, counters, and the
                          run fingerprint (a hash of everything that changes the result)
 A checkpoint is written into a temporary folder and renamed into place (os.replace), so a `step-*` folder
-is always complete; older ones are deleted afterwards. A crash at any point leaves a loadable checkpoint.
+is always complete; older ones (and temporaries of a killed write) are deleted afterwards. A crash at any
+point leaves a loadable checkpoint.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from spillover.atomic import atomic_dir
+from spillover.atomic import atomic_dir, remove_stale_temps
 from spillover.data.collate import Sequence_
 from spillover.errors import SpilloverError
 from spillover.training.params import trainable
@@ -89,6 +90,7 @@ def save_checkpoint(
     for old in root.glob("step-*"):
         if old != final:
             shutil.rmtree(old, ignore_errors=True)
+    remove_stale_temps(root, "step-*")  # a checkpoint write that was killed (another step's name)
     log.debug("checkpoint written: %s", final)
     return final
 

@@ -209,12 +209,24 @@ def _resume_or_start(out_dir: Path, fingerprint: str, model, optimizer, schedule
 
 
 def _open_log(path: Path, step: int) -> IO[str]:
-    """Keep the records of steps ≤ `step` (what the checkpoint covers), drop the rest; open for appending."""
+    """Keep the records of steps ≤ `step` (what the checkpoint covers), drop the rest; open for appending.
+
+    Reading stops at a torn line (a write cut short by a crash); it can only follow the checkpoint's steps.
+    """
     kept = []
-    if path.exists() and step > 0:
-        kept = [
-            line for line in path.read_text().splitlines(keepends=True) if json.loads(line)["step"] <= step
-        ]
+    lines = (
+        path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
+        if path.exists() and step > 0
+        else []
+    )
+    for line in lines:
+        try:
+            record = json.loads(line) if line.endswith("\n") else None
+        except json.JSONDecodeError:
+            record = None
+        if record is None or record["step"] > step:
+            break
+        kept.append(line)
     atomic_write_text(path, "".join(kept))
     return path.open("a", encoding="utf-8")
 

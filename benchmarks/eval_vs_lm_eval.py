@@ -1,0 +1,114 @@
+"""spillover vs lm-evaluation-harness on the same multiple-choice task, prompt, rows and model.
+
+    python benchmarks/eval_vs_lm_eval.py [--precision fp32|bf16] [--limit N] [--threads 2]
+
+Task: sst2's 1000 test rows (the built-in copy), prompt `Review: {input}\\nSentiment:`, choices
+negative/positive, raw prompts (`chat_template: false`), i.e. lm-eval's `multiple_choice` output type.
+Model: the embedded SmolLM2-135M-Instruct checkpoint (converted once). Both run in this process, one after
+the other; times exclude model loading. Prints both accuracies, their difference, per-example agreement and
+the throughput ratio. lm-eval runs with `dtype=float32` for fp32 and `dtype=bfloat16` (bf16 weights) for
+bf16; spillover uses its own precision handling (`--precision`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from spillover.data.tasks import BUILTIN_FILE, load_task_file
+from spillover.evaluation.evaluate import evaluate_task
+from spillover.models.load import ensure_embedded, load_model, resolve_precision
+
+SST2_TEST = BUILTIN_FILE.parent / "sst2" / "test.jsonl"
+PROMPT = "Review: {input}\nSentiment:"
+
+LM_EVAL_TASK = """task: sst2_spillover_bench
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "Review: {{{{input}}}}\\nSentiment:"
+doc_to_choice: ["negative", "positive"]
+doc_to_target: "{{{{['negative', 'positive'].index(label)}}}}"
+metric_list:
+  - metric: acc
+"""
+
+SPILLOVER_TASK = """tasks:
+  - name: sst2_raw
+    type: classification
+    test: {data}
+    input: "Review: {{input}}\\nSentiment:"
+    target: label
+    labels: [negative, positive]
+    metric: accuracy
+    chat_template: false
+"""
+
+
+def run_lm_eval(model_dir: Path, workdir: Path, precision: str, limit: int | None, batch_size: int) -> dict:
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    (workdir / "sst2_spillover_bench.yaml").write_text(LM_EVAL_TASK.format(data=SST2_TEST))
+    dtype = "float32" if precision == "fp32" else "bfloat16"
+    lm = HFLM(pretrained=str(model_dir), dtype=dtype, batch_size=batch_size, device="cpu")
+    start = time.perf_counter()
+    out = simple_evaluate(model=lm, tasks=["sst2_spillover_bench"], task_manager=TaskManager(include_path=str(workdir)),
+                          limit=limit, log_samples=True, bootstrap_iters=0)  # fmt: skip
+    seconds = time.perf_counter() - start
+    samples = out["samples"]["sst2_spillover_bench"]
+    preds = {int(s["doc_id"]): int(max(range(2), key=lambda i: s["filtered_resps"][i][0])) for s in samples}
+    return {"acc": out["results"]["sst2_spillover_bench"]["acc,none"], "seconds": seconds, "n": len(samples),
+            "preds": [preds[i] for i in sorted(preds)]}  # fmt: skip
+
+
+def run_spillover(workdir: Path, precision: str, limit: int | None, batch_size: int) -> dict:
+    (workdir / "tasks.yaml").write_text(SPILLOVER_TASK.format(data=SST2_TEST))
+    task = load_task_file(workdir / "tasks.yaml")["sst2_raw"]
+    prec = resolve_precision(precision)
+    model, tokenizer = load_model("embedded", prec)
+    start = time.perf_counter()
+    r = evaluate_task(model, tokenizer, task, limit=limit, batch_size=batch_size, precision=prec,
+                      predictions_path=workdir / "predictions.jsonl")  # fmt: skip
+    seconds = time.perf_counter() - start
+    rows = [json.loads(line) for line in (workdir / "predictions.jsonl").read_text().splitlines()]
+    labels = ["negative", "positive"]
+    return {"acc": r.value, "seconds": seconds, "n": r.n, "preds": [labels.index(x["prediction"]) for x in rows]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--limit", type=int, default=None, help="first N rows (default: all 1000)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=16)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    model_dir = ensure_embedded()
+    with tempfile.TemporaryDirectory() as tmp:
+        ours = run_spillover(Path(tmp), args.precision, args.limit, args.batch_size)
+        theirs = run_lm_eval(model_dir, Path(tmp), args.precision, args.limit, args.batch_size)
+    agree = sum(a == b for a, b in zip(ours["preds"], theirs["preds"])) / max(1, len(ours["preds"]))
+    result = {
+        "precision": args.precision, "threads": args.threads, "rows": ours["n"],
+        "spillover_acc": round(ours["acc"], 4), "lm_eval_acc": round(theirs["acc"], 4),
+        "acc_diff_points": round(100 * (ours["acc"] - theirs["acc"]), 2), "prediction_agreement": round(agree, 4),
+        "spillover_s": round(ours["seconds"], 1), "lm_eval_s": round(theirs["seconds"], 1),
+        "speedup": round(theirs["seconds"] / ours["seconds"], 2),
+    }  # fmt: skip
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""Atomic writes: complete replacement, and the temporaries of a killed writer are cleaned up."""
+
+from __future__ import annotations
+
+import pytest
+
+from spillover.atomic import atomic_dir, atomic_write_text
+
+
+def test_atomic_dir_replaces_whole_and_removes_a_killed_writers_temporaries(tmp_path):
+    target = tmp_path / "adapter"
+    target.mkdir()
+    (target / "old.bin").write_text("old")
+    (tmp_path / ".adapter.tmp-killed").mkdir()  # left by a writer killed mid-write
+    (tmp_path / ".other.tmp-keep").mkdir()  # another target's: not ours to touch
+    with atomic_dir(target) as tmp:
+        (tmp / "new.bin").write_text("new")
+    assert [p.name for p in target.iterdir()] == ["new.bin"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.tmp-keep", "adapter"]
+
+
+def test_atomic_dir_leaves_the_target_alone_on_error(tmp_path):
+    target = tmp_path / "tables"
+    target.mkdir()
+    (target / "a.csv").write_text("1")
+    with pytest.raises(RuntimeError), atomic_dir(target) as tmp:
+        (tmp / "a.csv").write_text("half")
+        raise RuntimeError("killed")
+    assert (target / "a.csv").read_text() == "1" and sorted(p.name for p in tmp_path.iterdir()) == ["tables"]
+
+
+def test_atomic_write_text(tmp_path):
+    (tmp_path / ".report.html.tmp-killed").write_text("<ht")
+    atomic_write_text(tmp_path / "report.html", "<html></html>")
+    atomic_write_text(tmp_path / "report.html", "<html>2</html>")
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
+    assert (tmp_path / "report.html").read_text() == "<html>2</html>"
+    assert (tmp_path / "report.html").stat().st_mode & 0o777 == 0o644
