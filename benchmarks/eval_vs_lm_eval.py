@@ -83,7 +83,12 @@ def run_spillover(workdir: Path, precision: str, limit: int | None, batch_size: 
     seconds = time.perf_counter() - start
     rows = [json.loads(line) for line in (workdir / "predictions.jsonl").read_text().splitlines()]
     labels = ["negative", "positive"]
-    return {"acc": r.value, "seconds": seconds, "n": r.n, "preds": [labels.index(x["prediction"]) for x in rows]}
+    return {
+        "acc": r.value,
+        "seconds": seconds,
+        "n": r.n,
+        "preds": [labels.index(x["prediction"]) for x in rows],
+    }
 
 
 def main() -> None:
@@ -99,7 +104,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ours = run_spillover(Path(tmp), args.precision, args.limit, args.batch_size)
         theirs = run_lm_eval(model_dir, Path(tmp), args.precision, args.limit, args.batch_size)
-    agree = sum(a == b for a, b in zip(ours["preds"], theirs["preds"])) / max(1, len(ours["preds"]))
+    agree = sum(a == b for a, b in zip(ours["preds"], theirs["preds"], strict=True)) / max(
+        1, len(ours["preds"])
+    )
     result = {
         "precision": args.precision, "threads": args.threads, "rows": ours["n"],
         "spillover_acc": round(ours["acc"], 4), "lm_eval_acc": round(theirs["acc"], 4),

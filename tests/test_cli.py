@@ -61,7 +61,15 @@ def test_eval_unknown_task(capsys):
 
 def test_eval_missing_model_folder(capsys, tmp_path, sentiment_task_file):
     code, _, err = _run(
-        ["eval", "--tasks", "toy_sentiment", "--tasks-file", str(sentiment_task_file), "--model", str(tmp_path / "no/such")],
+        [
+            "eval",
+            "--tasks",
+            "toy_sentiment",
+            "--tasks-file",
+            str(sentiment_task_file),
+            "--model",
+            str(tmp_path / "no/such"),
+        ],
         capsys,
     )
     assert code == 2 and "not found" in err
@@ -83,7 +91,10 @@ def test_console_script_exit_code_and_no_traceback(tmp_path):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text("tasks: [sst2]\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "spillover.cli", "train", str(cfg)], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "spillover.cli", "train", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert "missing required key 'output_dir'" in proc.stderr and "Traceback" not in proc.stderr

@@ -94,7 +94,9 @@ def _track_scores(tracker: Tracker, run: RunSpec, rows: list[dict], step: int) -
         logger.log_scores([{**r, "target": r["task"]} for r in rows], step)
 
 
-def _evaluate_cached(model, tokenizer, tasks: list[TaskSpec], spec: TrainSpec, precision, folder: Path) -> list[dict]:
+def _evaluate_cached(
+    model, tokenizer, tasks: list[TaskSpec], spec: TrainSpec, precision, folder: Path
+) -> list[dict]:
     """Evaluate once per output folder: `folder/results.json` is written last and reused on re-runs.
     The folder `eval-base` evaluates the plain base model (adapters bypassed)."""
     done = folder / "results.json"
@@ -126,8 +128,17 @@ def run_evaluation(
     results: list[TaskResult] = []
     for task in specs:
         results.append(
-            evaluate_task(loaded, tokenizer, task, limit=limit, shots=shots, seed=seed, batch_size=batch_size,
-                          precision=prec, predictions_path=Path(out_dir) / f"{task.name}.jsonl")  # fmt: skip
+            evaluate_task(
+                loaded,
+                tokenizer,
+                task,
+                limit=limit,
+                shots=shots,
+                seed=seed,
+                batch_size=batch_size,
+                precision=prec,
+                predictions_path=Path(out_dir) / f"{task.name}.jsonl",
+            )  # fmt: skip
         )
     payload = {"model": model, "adapter": adapter, "tasks": {r.task: asdict(r) for r in results}}
     if json_path is not None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -18,7 +17,9 @@ log = logging.getLogger("spillover")
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     _quiet_libraries()
     try:
         return args.func(args) or 0
@@ -41,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     rn = sub.add_parser("run", help="run a study: plan, train, evaluate, analyse, write report.html")
     rn.add_argument("study", help="study YAML (see studies/quickstart.yaml)")
-    rn.add_argument("overrides", nargs="*", metavar="key=value", help="override study keys, e.g. eval.limit=50")
+    rn.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="override study keys, e.g. eval.limit=50"
+    )
     rn.add_argument("--out", default=None, help="output folder (default: the study's output_dir)")
     rn.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     rn.set_defaults(func=_cmd_run)
@@ -56,7 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="fine-tune a model (LoRA or full) on one or more tasks")
     tr.add_argument("config", help="training config YAML (see configs/sst2-lora.yaml)")
-    tr.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys, e.g. learning_rate=1e-4 lora.r=16")
+    tr.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="override config keys, e.g. learning_rate=1e-4 lora.r=16",
+    )
     tr.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     tr.set_defaults(func=_cmd_train)
 
@@ -66,11 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--tasks", required=True, help="comma-separated task names")
     ev.add_argument("--tasks-file", default=None, help="YAML file with a `tasks:` list of your own tasks")
     ev.add_argument("--limit", type=_positive_int, default=None, help="first N test examples per task")
-    ev.add_argument("--shots", type=_nonnegative_int, default=0, help="in-context demonstrations from the train split")
+    ev.add_argument(
+        "--shots", type=_nonnegative_int, default=0, help="in-context demonstrations from the train split"
+    )
     ev.add_argument("--seed", type=int, default=0, help="seed for demonstration sampling")
     ev.add_argument("--batch-size", type=_positive_int, default=16)
     ev.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
-    ev.add_argument("--out", default=None, help="folder for per-example predictions (default: a temp-free ./eval-out)")
+    ev.add_argument(
+        "--out", default=None, help="folder for per-example predictions (default: a temp-free ./eval-out)"
+    )
     ev.add_argument("--json", default=None, help="write the results as JSON to this file")
     ev.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     ev.set_defaults(func=_cmd_eval)
@@ -158,7 +170,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
                       f"{r['seconds']:.0f}" if r["seconds"] is not None else "", r["id"], err[-1] if err else "")  # fmt: skip
     _console().print(table)
     counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "failed", "running", "pending")}
-    print(", ".join(f"{v} {k}" for k, v in counts.items()) + ("  (running = interrupted; re-run to resume)" if counts["running"] else ""))
+    print(
+        ", ".join(f"{v} {k}" for k, v in counts.items())
+        + ("  (running = interrupted; re-run to resume)" if counts["running"] else "")
+    )
     return 0
 
 
@@ -171,8 +186,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from spillover.config import TrainSpec, load_spec
     from spillover.api import run_training
+    from spillover.config import TrainSpec, load_spec
 
     spec = load_spec(TrainSpec, args.config, args.overrides)
     _set_threads(args.threads)
@@ -192,9 +207,17 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if not names:
         raise SpilloverError("--tasks is empty; give comma-separated task names (see `spillover tasks`)")
     results = run_evaluation(
-        model=args.model, adapter=args.adapter, tasks=names, tasks_file=args.tasks_file, limit=args.limit,
-        shots=args.shots, seed=args.seed, batch_size=args.batch_size, precision=args.precision,
-        out_dir=Path(args.out or "eval-out"), json_path=args.json,
+        model=args.model,
+        adapter=args.adapter,
+        tasks=names,
+        tasks_file=args.tasks_file,
+        limit=args.limit,
+        shots=args.shots,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        precision=args.precision,
+        out_dir=Path(args.out or "eval-out"),
+        json_path=args.json,
     )
     for row in results["tasks"].values():
         print(_format_result(row))
@@ -223,7 +246,9 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
         table.add_column(col, no_wrap=True)
     table.add_column("licence", overflow="ellipsis", no_wrap=True, max_width=40)
     for row in task_table(args.tasks_file):
-        table.add_row(*[str(row[c]) for c in ("name", "type", "task_type", "train", "test", "metric", "license")])
+        table.add_row(
+            *[str(row[c]) for c in ("name", "type", "task_type", "train", "test", "metric", "license")]
+        )
     _console().print(table)
     return 0
 

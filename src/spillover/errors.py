@@ -13,7 +13,7 @@ class SpilloverError(Exception):
 
 
 def unknown_name_message(kind: str, name: str, available: Iterable[str]) -> str:
-    """"unknown task 'sst'; did you mean 'sst2'? available: a, b, c"."""
+    """ "unknown task 'sst'; did you mean 'sst2'? available: a, b, c"."""
     options = sorted(available)
     close = difflib.get_close_matches(name, options, n=1)
     hint = f"; did you mean '{close[0]}'?" if close else ""

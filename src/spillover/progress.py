@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 
 class RichProgress:
@@ -18,16 +25,21 @@ class RichProgress:
     def __call__(self, event: dict[str, Any]) -> None:
         if self._progress is None:
             self._progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
                 TextColumn("loss {task.fields[loss]:.4f}  {task.fields[tps]:.0f} tok/s"),
-                TimeElapsedColumn(), TimeRemainingColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
             )
             self._progress.start()
             self._task = self._progress.add_task(
                 self.description, total=event.get("total_steps"), loss=float("nan"), tps=0.0
             )
         self._progress.update(
-            self._task, completed=event["step"], loss=event.get("loss", float("nan")),
+            self._task,
+            completed=event["step"],
+            loss=event.get("loss", float("nan")),
             tps=event.get("tokens_per_s", 0.0),
         )
         if event.get("done") or event["step"] >= (event.get("total_steps") or float("inf")):

@@ -18,8 +18,16 @@ def task_table(tasks_file: str | Path | None = None) -> list[dict]:
     rows = []
     for t in tasks.values():
         sizes = {s: _count(t, s) for s in ("train", "test")}
-        rows.append({"name": t.name, "type": t.type, "task_type": t.task_type or "-", **sizes,
-                     "metric": t.metric, "license": _short(t.license)})
+        rows.append(
+            {
+                "name": t.name,
+                "type": t.type,
+                "task_type": t.task_type or "-",
+                **sizes,
+                "metric": t.metric,
+                "license": _short(t.license),
+            }
+        )
     return rows
 
 
@@ -44,7 +52,10 @@ def describe_task(name: str, tasks_file: str | Path | None = None, model: str | 
     example = load_examples(task, "test", limit=1)[0]
     tokenizer = _tokenizer(model)
     if tokenizer is None:
-        context, target = (f"{task.instruction}\n\n" if task.instruction else "") + example.text, example.target
+        context, target = (
+            (f"{task.instruction}\n\n" if task.instruction else "") + example.text,
+            example.target,
+        )
         note = "(raw view; pass --model NAME to render through that model's chat template)"
     else:
         context, target = render_training(task, tokenizer, example)

@@ -33,7 +33,10 @@ def test_raw_layout_matches_lm_eval(tokenizer):
     task = _task(chat_template=False, input="Review: {text}\nSentiment:", instruction=None)
     demo = Example("1", "Review: bad\nSentiment:", "neg", {})
     ex = Example("0", "Review: good\nSentiment:", "pos", {})
-    assert render_context(task, tokenizer, ex, [demo]) == "Review: bad\nSentiment: neg\n\nReview: good\nSentiment:"
+    assert (
+        render_context(task, tokenizer, ex, [demo])
+        == "Review: bad\nSentiment: neg\n\nReview: good\nSentiment:"
+    )
     assert render_training(task, tokenizer, ex)[1] == " pos<|im_end|>"
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import write_jsonl
 
+from conftest import write_jsonl
 from spillover.data.sources import read_rows
 from spillover.data.tasks import builtin_tasks, load_examples, load_task_file, resolve_tasks
 from spillover.errors import SpilloverError
@@ -43,7 +43,10 @@ def test_missing_field_names_file_line_and_field(tmp_path):
 
 def test_label_outside_labels(tmp_path):
     task = _task_dir(tmp_path, [{"p": "x", "h": "y", "label": "maybe"}])
-    with pytest.raises(SpilloverError, match=r"test\.jsonl:1: label 'maybe' is not one of the task's labels: entail, contradict"):
+    with pytest.raises(
+        SpilloverError,
+        match=r"test\.jsonl:1: label 'maybe' is not one of the task's labels: entail, contradict",
+    ):
         load_examples(task, "test")
 
 
@@ -70,14 +73,18 @@ def test_csv_and_parquet_sources(tmp_path):
     import pyarrow.parquet as pq
 
     (tmp_path / "d.csv").write_text("input,output\nhello,world\n")
-    assert read_rows("d.csv", tmp_path, "train") == [(f"{tmp_path / 'd.csv'}:2", {"input": "hello", "output": "world"})]
+    assert read_rows("d.csv", tmp_path, "train") == [
+        (f"{tmp_path / 'd.csv'}:2", {"input": "hello", "output": "world"})
+    ]
     pq.write_table(pa.table({"input": ["a"], "output": ["b"]}), tmp_path / "d.parquet")
     assert read_rows("d.parquet", tmp_path, "train")[0][1] == {"input": "a", "output": "b"}
 
 
 def test_unknown_key_lists_allowed(tmp_path):
     (tmp_path / "tasks.yaml").write_text(TASK + "    colour: red\n")
-    with pytest.raises(SpilloverError, match=r"tasks\[0\]: unknown key 'colour'; allowed keys: .*chat_template"):
+    with pytest.raises(
+        SpilloverError, match=r"tasks\[0\]: unknown key 'colour'; allowed keys: .*chat_template"
+    ):
         load_task_file(tmp_path / "tasks.yaml")
 
 
@@ -110,7 +117,9 @@ def test_builtin_suite_covers_required_kinds():
 
 
 def test_multiple_choice_gold_by_letter(tmp_path):
-    spec = TASK.replace("type: classification", "type: multiple_choice").replace("labels: [entail, contradict]", "choices: opts")
+    spec = TASK.replace("type: classification", "type: multiple_choice").replace(
+        "labels: [entail, contradict]", "choices: opts"
+    )
     task = _task_dir(tmp_path, [{"p": "x", "h": "y", "label": "B", "opts": ["first", "second"]}], spec)
     (ex,) = load_examples(task, "test")
     assert ex.options == ("first", "second") and ex.gold == 1
@@ -118,5 +127,7 @@ def test_multiple_choice_gold_by_letter(tmp_path):
 
 def test_yaml_booleans_get_a_quoting_hint(tmp_path):
     (tmp_path / "tasks.yaml").write_text(TASK.replace("[entail, contradict]", "[yes, no]"))
-    with pytest.raises(SpilloverError, match=r"labels\.0 = True: .*YAML reads yes/no/on/off as booleans; quote it"):
+    with pytest.raises(
+        SpilloverError, match=r"labels\.0 = True: .*YAML reads yes/no/on/off as booleans; quote it"
+    ):
         load_task_file(tmp_path / "tasks.yaml")

@@ -25,7 +25,9 @@ def uses_chat(task: TaskSpec, tokenizer) -> bool:
     has_template = bool(getattr(tokenizer, "chat_template", None))
     if task.chat_template and not has_template and task.name not in _warned:
         _warned.add(task.name)
-        log.warning("task %s asks for a chat template but the tokenizer has none; using raw prompts", task.name)
+        log.warning(
+            "task %s asks for a chat template but the tokenizer has none; using raw prompts", task.name
+        )
     return task.chat_template and has_template
 
 
@@ -38,7 +40,10 @@ def render_context(task: TaskSpec, tokenizer, example: Example, demos: Sequence[
     if uses_chat(task, tokenizer):
         messages = []
         for d in demos:
-            messages += [{"role": "user", "content": user_text(task, d)}, {"role": "assistant", "content": d.target}]
+            messages += [
+                {"role": "user", "content": user_text(task, d)},
+                {"role": "assistant", "content": d.target},
+            ]
         messages.append({"role": "user", "content": user_text(task, example)})
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     head = f"{task.instruction}\n\n" if task.instruction else ""

@@ -158,13 +158,17 @@ def _to_example(task: TaskSpec, where: str, row: dict[str, Any], index: int) -> 
     for field in filter(None, needed):
         if field not in row or row[field] is None:
             have = ", ".join(sorted(row)) or "(none)"
-            raise SpilloverError(f"{where}: missing field '{field}' (task '{task.name}'); the row has: {have}")
+            raise SpilloverError(
+                f"{where}: missing field '{field}' (task '{task.name}'); the row has: {have}"
+            )
     options, gold = _options_and_gold(task, row, where)
     target = _text(row[task.target])
     return Example(_text(row.get("id", index)), task.render_input(row), target, row, options, gold)
 
 
-def _options_and_gold(task: TaskSpec, row: dict[str, Any], where: str) -> tuple[tuple[str, ...] | None, int | None]:
+def _options_and_gold(
+    task: TaskSpec, row: dict[str, Any], where: str
+) -> tuple[tuple[str, ...] | None, int | None]:
     gold_value = row[task.target]
     if task.type == "classification":
         options = tuple(task.labels or ())

@@ -39,7 +39,9 @@ class RunSummary:
         return not self.failed and not self.blocked
 
 
-def run_local(plan: Plan, store: Store, runner: Runner, on_job: Callable[[Job, str], None] | None = None) -> RunSummary:
+def run_local(
+    plan: Plan, store: Store, runner: Runner, on_job: Callable[[Job, str], None] | None = None
+) -> RunSummary:
     """Run every unfinished job in order. Failures are recorded; independent jobs still run."""
     summary = RunSummary()
     bad: set[str] = set()
@@ -58,7 +60,9 @@ def run_local(plan: Plan, store: Store, runner: Runner, on_job: Callable[[Job, s
         try:
             result, scores = runner(job)
             if n_bad:
-                raise SpilloverError(f"partial result: {n_bad} of its {len(job.deps)} inputs failed or were blocked")
+                raise SpilloverError(
+                    f"partial result: {n_bad} of its {len(job.deps)} inputs failed or were blocked"
+                )
         except (SpilloverError, RuntimeError, ValueError, OSError, KeyError, AssertionError) as e:
             # Recorded with its traceback, not swallowed: the study goes on and `spillover status` shows it.
             detail = str(e) if isinstance(e, SpilloverError) else traceback.format_exc(limit=8)

@@ -52,7 +52,9 @@ class Plan:
     def __init__(self) -> None:
         self.jobs: dict[str, Job] = {}
 
-    def add(self, kind: str, name: str, params: dict[str, Any], deps: list[str] | tuple[str, ...] = ()) -> str:
+    def add(
+        self, kind: str, name: str, params: dict[str, Any], deps: list[str] | tuple[str, ...] = ()
+    ) -> str:
         missing = [d for d in deps if d not in self.jobs]
         assert not missing, f"dependencies must be added first: {missing}"
         job = Job(kind, name, params, tuple(deps))

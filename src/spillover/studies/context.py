@@ -57,7 +57,9 @@ class StudyContext:
             self._model, self._tokenizer = load_model(self.spec.model, self.precision)
         return self._model
 
-    def examples(self, task: str, split: str, limit: int | None, transforms: list[dict] = ()) -> list[Example]:
+    def examples(
+        self, task: str, split: str, limit: int | None, transforms: list[dict] = ()
+    ) -> list[Example]:
         return apply_transforms(load_examples(self.tasks[task], split, limit), list(transforms))
 
     # ---- job bodies -------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Run a study: load + validate its YAML, plan, execute (skipping finished jobs), analyse, report.
 
-    spillover run studies/quickstart.yaml [--out DIR] [key=value ...]
+spillover run studies/quickstart.yaml [--out DIR] [key=value ...]
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 SPEC_FILE = "study.yaml"
 
 
-def load_study(path: str | Path, overrides: list[str] = (), out: str | None = None) -> tuple[StudyKind, StudySpec]:
+def load_study(
+    path: str | Path, overrides: list[str] = (), out: str | None = None
+) -> tuple[StudyKind, StudySpec]:
     """Parse and validate a study YAML (relative `tasks_file` resolves against the YAML's folder)."""
     path = Path(path)
     data = load_yaml(path)
@@ -118,7 +120,9 @@ def rerender_report(out: str | Path) -> Path:
 
 def _saved_study(out: Path) -> tuple[StudyKind, StudySpec]:
     if not (out / SPEC_FILE).exists():
-        raise SpilloverError(f"{out} is not a study folder (no {SPEC_FILE}); run `spillover run STUDY.yaml` first")
+        raise SpilloverError(
+            f"{out} is not a study folder (no {SPEC_FILE}); run `spillover run STUDY.yaml` first"
+        )
     return load_study(out / SPEC_FILE, out=str(out))
 
 

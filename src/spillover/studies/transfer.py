@@ -43,7 +43,9 @@ class TransferAnalysisSpec(BaseModel):
     model_config = Strict
     standardize: bool = False
     n_components: int | None = Field(default=None, ge=1)
-    component_labels: dict[str, str] = Field(default_factory=dict, description='e.g. {"PC1": "classification"}')
+    component_labels: dict[str, str] = Field(
+        default_factory=dict, description='e.g. {"PC1": "classification"}'
+    )
     n_boot: int = Field(default=1000, ge=10, le=100_000)
     include_diagonal: bool = False
     anomalies: int = Field(default=10, ge=1)

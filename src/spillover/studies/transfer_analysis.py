@@ -48,9 +48,13 @@ def analyse_transfer(
     sims = similarity_frames(src, tgt)
     out.tables |= {f"similarity_{name}": frame for name, frame in sims.items()}
     usable = {k: v for k, v in sims.items() if v.notna().to_numpy().any()}
-    out.notes += [f"similarity '{k}' is unavailable for every pair and left out" for k in sims if k not in usable]
+    out.notes += [
+        f"similarity '{k}' is unavailable for every pair and left out" for k in sims if k not in usable
+    ]
     kw = {"include_diagonal": settings.get("include_diagonal", False)}
-    out.tables["attribution"] = attribute(tt.delta, usable, n_boot=settings.get("n_boot", 1000), seed=seed, **kw)
+    out.tables["attribution"] = attribute(
+        tt.delta, usable, n_boot=settings.get("n_boot", 1000), seed=seed, **kw
+    )
     out.tables["anomalies"] = anomalies(tt.delta, usable, top=settings.get("anomalies", 10), **kw)
     lengths = behaviour.rename(columns={"mean_length": "value"})[["model", "target", "value"]]
     out.tables["length_shift"] = length_shift_table(tt.delta, lengths)
@@ -67,14 +71,17 @@ def _traits(out: TransferAnalysis, delta: pd.DataFrame, task_types: dict[str, st
     pca = TransferPCA(settings.get("n_components"), settings.get("standardize", False)).fit(delta)
     names = list(pca.loadings_.columns)
     out.tables["pca_variance"] = pd.DataFrame(
-        {"explained_variance_ratio": pca.explained_variance_ratio_, "cumulative": pca.cumulative_variance_ratio_},
+        {
+            "explained_variance_ratio": pca.explained_variance_ratio_,
+            "cumulative": pca.cumulative_variance_ratio_,
+        },
         index=pd.Index(names, name="component"),
     )
     out.tables["pca_loadings"] = pca.loadings_
     out.tables["pca_projections"] = pca.projections_
     suggested = pca.suggest_labels(task_types)
     given = settings.get("component_labels", {})
-    out.component_labels = [given.get(n, s) for n, s in zip(names, suggested)]
+    out.component_labels = [given.get(n, s) for n, s in zip(names, suggested, strict=True)]
     out.tables["pca_labels"] = pd.DataFrame(
         {"suggested": suggested, "label": out.component_labels}, index=pd.Index(names, name="component")
     )

@@ -81,7 +81,11 @@ def transfer_sections(a: TransferAnalysis, tasks) -> list[Section]:
 
 
 def _pivot(frame: pd.DataFrame, value: str) -> pd.DataFrame:
-    return frame.pivot(index="model", columns="target", values=value).astype(float) if len(frame) else pd.DataFrame()
+    return (
+        frame.pivot(index="model", columns="target", values=value).astype(float)
+        if len(frame)
+        else pd.DataFrame()
+    )
 
 
 def _attribution_figures(t: dict[str, pd.DataFrame]) -> list:
@@ -92,12 +96,21 @@ def _attribution_figures(t: dict[str, pd.DataFrame]) -> list:
         if name not in t or t[name].isna().all().all():
             continue
         frame = _cells(delta, t[name])
-        figs.append(plots.scatter(frame, "similarity", "delta_points", text="cell",
-                                  title=f"Δ vs {name.removeprefix('similarity_').replace('_', ' ')}"))
+        figs.append(
+            plots.scatter(
+                frame,
+                "similarity",
+                "delta_points",
+                text="cell",
+                title=f"Δ vs {name.removeprefix('similarity_').replace('_', ' ')}",
+            )
+        )
     ls = t["length_shift"].dropna(subset=["length_shift", "delta"])
     if len(ls):
         ls = ls.assign(cell=ls["source"] + " → " + ls["target"], delta_points=ls["delta"] * 100)
-        figs.append(plots.scatter(ls, "length_shift", "delta_points", text="cell", title="Δ vs output-length shift"))
+        figs.append(
+            plots.scatter(ls, "length_shift", "delta_points", text="cell", title="Δ vs output-length shift")
+        )
     return figs
 
 
