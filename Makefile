@@ -39,9 +39,7 @@ format: setup
 
 bench: setup
 	$(BIN)/pip install -q -c constraints.txt -e '.[bench]'
-	$(BIN)/python benchmarks/eval_vs_lm_eval.py --precision fp32
-	$(BIN)/python benchmarks/eval_vs_lm_eval.py --precision bf16
-	$(BIN)/python benchmarks/train_lora_embedded.py
+	$(BIN)/spillover bench all
 
 clean:
 	rm -rf $(VENV) runs eval-out

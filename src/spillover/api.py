@@ -24,7 +24,7 @@ from spillover.data.sft import build_multitask_sequences
 from spillover.data.tasks import TaskSpec, load_examples, resolve_tasks
 from spillover.engine.plan import content_hash
 from spillover.engine.tracking import RunSpec, Tracker, base_run, check_report_to, compose
-from spillover.evaluation.evaluate import TaskResult, evaluate_task
+from spillover.evaluation.evaluate import evaluate_tasks
 from spillover.models.adapters import apply_lora, base_only, load_adapter
 from spillover.models.load import Precision, load_model, resolve_precision
 from spillover.training.loop import train
@@ -71,11 +71,12 @@ def run_training(spec: TrainSpec, progress: Callable[[dict], None] | None = None
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", dump_spec(spec))
     summary: dict[str, Any] = {"output_dir": str(out)}
-    evaluate = lambda m, tag: _evaluate_cached(m, tokenizer, eval_tasks, spec, precision, out / tag)  # noqa: E731
     tracker = Tracker(spec.report_to, out)
     run = RunSpec("train", f"train-{content_hash(str(out.resolve()))}", spec.model_dump(mode="json"))
     if eval_tasks and spec.eval_base:
-        summary["eval_base"] = evaluate(model, "eval-base")
+        summary["eval_base"] = _evaluate_once(
+            model, tokenizer, eval_tasks, spec, precision, out / "eval-base", base=True
+        )
         _track_scores(tracker, base_run(spec.model, spec.precision), summary["eval_base"], 0)
     model = prepare_for_training(model, spec)
     with tracker.run(run, training=True) as logger:
@@ -84,7 +85,7 @@ def run_training(spec: TrainSpec, progress: Callable[[dict], None] | None = None
         result = train(model, tokenizer, sequences, train_params(spec, precision), out, progress)
     summary["train"] = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(result).items()}
     if eval_tasks:
-        summary["eval"] = evaluate(model, "eval")
+        summary["eval"] = _evaluate_once(model, tokenizer, eval_tasks, spec, precision, out / "eval")
         _track_scores(tracker, run, summary["eval"], result.n_steps)
     return summary
 
@@ -94,20 +95,18 @@ def _track_scores(tracker: Tracker, run: RunSpec, rows: list[dict], step: int) -
         logger.log_scores([{**r, "target": r["task"]} for r in rows], step)
 
 
-def _evaluate_cached(
-    model, tokenizer, tasks: list[TaskSpec], spec: TrainSpec, precision, folder: Path
+def _evaluate_once(
+    model, tokenizer, tasks: list[TaskSpec], spec: TrainSpec, precision, folder: Path, base: bool = False
 ) -> list[dict]:
-    """Evaluate once per output folder: `folder/results.json` is written last and reused on re-runs.
-    The folder `eval-base` evaluates the plain base model (adapters bypassed)."""
+    """Evaluate once per folder: `folder/results.json` is written last and reused on re-runs.
+    `base`: score the plain base model (adapters bypassed)."""
     done = folder / "results.json"
     if done.exists():
         return json.loads(done.read_text())
-    rows = []
-    with base_only(model) if folder.name == "eval-base" else contextlib.nullcontext():
-        for task in tasks:
-            r = evaluate_task(model, tokenizer, task, limit=spec.eval_limit, shots=spec.eval_shots, seed=spec.seed,
-                              precision=precision, predictions_path=folder / f"{task.name}.jsonl")  # fmt: skip
-            rows.append(asdict(r))
+    with base_only(model) if base else contextlib.nullcontext():
+        results = evaluate_tasks(model, tokenizer, tasks, predictions_dir=folder, limit=spec.eval_limit,
+                                 shots=spec.eval_shots, seed=spec.seed, precision=precision)  # fmt: skip
+    rows = [asdict(r) for r in results]
     atomic_write_text(done, json.dumps(rows, indent=2))
     return rows
 
@@ -125,21 +124,8 @@ def run_evaluation(
     loaded, tokenizer = load_model(model, prec)
     if adapter is not None:
         loaded = load_adapter(loaded, adapter)
-    results: list[TaskResult] = []
-    for task in specs:
-        results.append(
-            evaluate_task(
-                loaded,
-                tokenizer,
-                task,
-                limit=limit,
-                shots=shots,
-                seed=seed,
-                batch_size=batch_size,
-                precision=prec,
-                predictions_path=Path(out_dir) / f"{task.name}.jsonl",
-            )  # fmt: skip
-        )
+    results = evaluate_tasks(loaded, tokenizer, specs, predictions_dir=out_dir, limit=limit, shots=shots, seed=seed,
+                             batch_size=batch_size, precision=prec)  # fmt: skip
     payload = {"model": model, "adapter": adapter, "tasks": {r.task: asdict(r) for r in results}}
     if json_path is not None:
         atomic_write_text(Path(json_path), json.dumps(payload, indent=2))

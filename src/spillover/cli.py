@@ -16,7 +16,10 @@ log = logging.getLogger("spillover")
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "bench":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
@@ -96,7 +99,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     md = sub.add_parser("models", help="show the embedded model and cached checkpoints")
     md.set_defaults(func=_cmd_models)
+
+    bn = sub.add_parser(
+        "bench",
+        help="run a benchmark against its competitor (source checkout only; see benchmarks/README.md)",
+        description="Run benchmarks/<script>.py with this interpreter; unknown arguments are passed through.",
+    )
+    bn.add_argument("name", metavar="NAME", help=f"one of: {', '.join([*BENCHMARKS, 'all'])}")
+    bn.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="default: each script's own")
+    bn.set_defaults(func=_cmd_bench)
     return p
+
+
+# `spillover bench NAME` -> script in the source checkout's benchmarks/ folder
+BENCHMARKS = {
+    "eval": "eval_vs_lm_eval.py",
+    "train": "train_vs_trl.py",
+    "generate": "generation_vs_generate.py",
+}
 
 
 def _positive_int(s: str) -> int:
@@ -264,6 +284,34 @@ def _cmd_models(args: argparse.Namespace) -> int:
     for row in list_models():
         table.add_row(row["name"], row["source"], row["cached"])
     _console().print(table)
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import subprocess
+
+    import spillover
+
+    names = [*BENCHMARKS, "all"]
+    if args.name not in names:
+        raise SpilloverError(f"unknown benchmark '{args.name}'; allowed: {', '.join(names)}")
+    folder = Path(spillover.__file__).resolve().parents[2] / "benchmarks"
+    if not folder.is_dir():
+        raise SpilloverError(
+            f"no benchmarks/ folder next to the package ({folder}): benchmarks run from a source checkout "
+            "(git clone, then pip install -e '.[bench]')"
+        )
+    chosen = list(BENCHMARKS) if args.name == "all" else [args.name]
+    for name in chosen:
+        cmd = [sys.executable, str(folder / BENCHMARKS[name]), *args.extra]
+        if args.precision and name == "train":  # train_vs_trl.py takes --fp32 (default: bf16 autocast)
+            cmd += ["--fp32"] if args.precision == "fp32" else []
+        elif args.precision:
+            cmd += ["--precision", args.precision]
+        print(f"$ {' '.join(cmd)}", file=sys.stderr, flush=True)
+        code = subprocess.run(cmd).returncode
+        if code:
+            return code
     return 0
 
 

@@ -1,0 +1,214 @@
+"""TRL `SFTTrainer` vs spillover's training loop: same model, data, batches, LoRA, optimiser settings.
+
+    .venv/bin/python benchmarks/train_vs_trl.py [--fp32] [--rows 64] [--threads 2] [--lr 2e-4]
+
+Model: the embedded SmolLM2-135M-Instruct checkpoint (`ensure_embedded`). Data: the first `--rows` rows of
+the built-in sst2 train split, rendered by spillover (`prompts.render_training`, the task's chat template)
+and tokenised once by `sft.build_sequences` (max_len 256). Both sides train on exactly these token
+sequences: TRL gets them as an already-tokenised prompt-completion dataset (`input_ids` + `completion_mask`,
+`completion_only_loss=True`) rather than as text, because TRL's own text path re-tokenises prompt and
+completion and appends an EOS token, which would change the sequences. The dataset is handed to TRL in the
+order of spillover's length-bucketed batch plan with `train_sampling_strategy="sequential"`, so step k of
+both runs sees the same 8 sequences and the loss curves compare step by step.
+
+Settings on both sides: LoRA r=8, alpha=16, dropout 0, peft `target_modules="all-linear"`, adapter init
+from seed 0; batch 8, 1 epoch, AdamW (0.9, 0.999, eps 1e-8, no weight decay), cosine schedule without
+warm-up, grad-norm clip 1.0; bf16 autocast with fp32 weights (TRL: `bf16=True, use_cpu=True`) or fp32
+(`--fp32`); `--threads` torch threads. TRL: no reporting, eval, checkpoint saving, packing, padding-free or
+gradient checkpointing (TRL turns the last on by default; `--trl-gradient-checkpointing` keeps it).
+
+Each side runs in its own child process (one after the other) so peak RSS is per side. tokens/s = prompt +
+completion tokens without padding / train seconds (model load and dataset preparation excluded).
+
+MFU (both sides): model FLOPs per token = 4·N, N = parameters of the decoder's linear layers (embeddings
+and lm_head excluded: spillover computes the head only on completion positions). 2·N for the forward pass,
+2·N for the activation gradients through the frozen weights in backward; LoRA's own weight gradients
+(~0.4% of N) and attention score FLOPs are ignored. Peak = a 4096x4096 bf16 matmul loop timed for ~3 s on
+the same threads in this process (fp32 runs: an fp32 loop).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+LORA = {"r": 8, "alpha": 16, "target_modules": "all-linear"}
+BATCH, MAX_LEN = 8, 256
+
+
+def build_data(rows: int):
+    """(tokenizer, sequences, batch plan order) shared by both sides."""
+    from spillover.data.sft import build_sequences
+    from spillover.data.tasks import builtin_tasks, load_examples
+    from spillover.models.load import load_tokenizer
+    from spillover.training.batches import BatchPlan
+
+    task = builtin_tasks()["sst2"]
+    tokenizer = load_tokenizer("embedded")
+    seqs = build_sequences(task, tokenizer, load_examples(task, "train", limit=rows), max_len=MAX_LEN)
+    plan = BatchPlan([len(s.input_ids) for s in seqs], BATCH, 1, seed=0, epochs=1)
+    order = [i for step in range(plan.n_steps) for mb in plan.micro_batches(step) for i in mb]
+    return tokenizer, seqs, order
+
+
+def linear_params(model) -> int:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    n = 0
+    for name, mod in base.model.named_modules():
+        if isinstance(mod, torch.nn.Linear) and "lora_" not in name:
+            n += mod.weight.numel()
+    return n
+
+
+def peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def run_spillover(args) -> dict:
+    from spillover.models.adapters import apply_lora
+    from spillover.models.load import Precision, load_model
+    from spillover.training.loop import train
+    from spillover.training.types import TrainParams
+
+    tokenizer, seqs, _ = build_data(args.rows)
+    precision = Precision(torch.device("cpu"), torch.float32 if args.fp32 else torch.bfloat16)
+    model, tokenizer = load_model("embedded", precision)
+    model = apply_lora(model, r=LORA["r"], alpha=LORA["alpha"], target_modules=LORA["target_modules"], seed=0)
+    params = TrainParams(lr=args.lr, epochs=1, batch_size=BATCH, warmup_ratio=0.0, precision=precision)
+    out = Path(tempfile.mkdtemp(prefix="spillover-bench-")) / "run"
+    result = train(model, tokenizer, seqs, params, out)
+    steps = [json.loads(line) for line in result.log_path.read_text().splitlines()]
+    return {"seconds": result.seconds, "losses": [s["loss"] for s in steps], "n_linear_params": linear_params(model),
+            "peak_rss_mb": peak_rss_mb()}  # fmt: skip
+
+
+def run_trl(args) -> dict:
+    from datasets import Dataset
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    from spillover.models.load import ensure_embedded
+
+    tokenizer, seqs, order = build_data(args.rows)
+    rows = [seqs[i] for i in order]
+    data = Dataset.from_dict({
+        "input_ids": [s.input_ids for s in rows],
+        "completion_mask": [[0] * s.n_prompt + [1] * (len(s.input_ids) - s.n_prompt) for s in rows],
+    })  # fmt: skip
+    model = AutoModelForCausalLM.from_pretrained(
+        str(ensure_embedded()), dtype=torch.float32, attn_implementation="sdpa"
+    )
+    config = LoraConfig(task_type="CAUSAL_LM", r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=0.0,
+                        target_modules=LORA["target_modules"])  # fmt: skip
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = get_peft_model(model, config)
+    out = tempfile.mkdtemp(prefix="trl-bench-")
+    sft_args = SFTConfig(
+        output_dir=out, per_device_train_batch_size=BATCH, gradient_accumulation_steps=1, num_train_epochs=1,
+        learning_rate=args.lr, lr_scheduler_type="cosine", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0,
+        adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8, optim="adamw_torch", seed=0,
+        bf16=not args.fp32, use_cpu=True, max_length=MAX_LEN, packing=False, padding_free=False,
+        completion_only_loss=True, gradient_checkpointing=args.trl_gradient_checkpointing,
+        train_sampling_strategy="sequential", report_to=[], eval_strategy="no", save_strategy="no",
+        logging_steps=1, disable_tqdm=True, dataloader_num_workers=0,
+    )  # fmt: skip
+    times, losses = {}, []
+
+    class Clock(TrainerCallback):
+        def on_train_begin(self, *a, **k):
+            times["start"] = time.perf_counter()
+
+        def on_train_end(self, *a, **k):
+            times["end"] = time.perf_counter()
+
+        def on_log(self, _args, _state, _control, logs=None, **k):
+            if logs and "loss" in logs:
+                losses.append(logs["loss"])
+
+    trainer = SFTTrainer(
+        model=model, args=sft_args, train_dataset=data, processing_class=tokenizer, callbacks=[Clock()]
+    )
+    trainer.train()
+    return {"seconds": times["end"] - times["start"], "losses": losses, "n_linear_params": linear_params(model),
+            "peak_rss_mb": peak_rss_mb()}  # fmt: skip
+
+
+def matmul_peak_tflops(dtype: torch.dtype, seconds: float = 3.0, n: int = 4096) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b  # warm-up
+    done, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        done += 1
+    return 2 * n**3 * done / (time.perf_counter() - t0) / 1e12
+
+
+def child(side: str, args) -> dict:
+    cmd = [sys.executable, __file__, "--side", side, "--rows", str(args.rows), "--threads", str(args.threads),
+           "--lr", str(args.lr)] + (["--fp32"] if args.fp32 else []) + (
+           ["--trl-gradient-checkpointing"] if args.trl_gradient_checkpointing else [])  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr[-4000:])
+        raise SystemExit(f"{side} run failed (exit {proc.returncode})")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=64)
+    ap.add_argument("--fp32", action="store_true", help="fp32 on both sides (default: bf16 autocast)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--trl-gradient-checkpointing", action="store_true", help="keep TRL's default")
+    ap.add_argument("--side", choices=["spillover", "trl"], help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if args.side:
+        res = (run_spillover if args.side == "spillover" else run_trl)(args)
+        print(json.dumps(res))
+        return
+
+    _, seqs, _ = build_data(args.rows)
+    n_tokens = sum(len(s.input_ids) for s in seqs)
+    sides = {"spillover": child("spillover", args), "trl": child("trl", args)}
+    peak = matmul_peak_tflops(torch.float32 if args.fp32 else torch.bfloat16)
+    out: dict = {"precision": "fp32" if args.fp32 else "bf16 autocast", "threads": args.threads,
+                 "rows": len(seqs), "tokens": n_tokens, "completion_tokens": sum(len(s.input_ids) - s.n_prompt for s in seqs),
+                 "matmul_peak_tflops": round(peak, 3)}  # fmt: skip
+    for name, r in sides.items():
+        tps = n_tokens / r["seconds"]
+        out[name] = {
+            "train_seconds": round(r["seconds"], 2),
+            "tokens_per_s": round(tps, 1),
+            "final_loss": round(r["losses"][-1], 4),
+            "mean_loss": round(sum(r["losses"]) / len(r["losses"]), 4),
+            "losses": [round(x, 4) for x in r["losses"]],
+            "peak_rss_mb": r["peak_rss_mb"],
+            "mfu": round(4 * r["n_linear_params"] * tps / (peak * 1e12), 4),
+        }
+    s, t = out["spillover"], out["trl"]
+    out["n_linear_params"] = sides["spillover"]["n_linear_params"]
+    out["speedup_vs_trl"] = round(s["tokens_per_s"] / t["tokens_per_s"], 2)
+    out["max_abs_step_loss_diff"] = round(
+        max(abs(a - b) for a, b in zip(s["losses"], t["losses"], strict=True)), 4
+    )
+    out["load_average_1m"] = os.getloadavg()[0]
+    json.dump(out, sys.stdout, indent=2)
+    print()
+
+
+if __name__ == "__main__":
+    main()
