@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from spillover.data.sft import build_sequences
-from spillover.data.tasks import load_examples, load_task_file
+from spillover.data.tasks import BUILTIN_FILE, load_examples, load_task_file
 from spillover.models.adapters import apply_lora
 from spillover.models.load import Precision, load_model
 from spillover.training.loop import train
@@ -41,7 +41,9 @@ TASK_YAML = """tasks:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=64)
-    ap.add_argument("--data", default="/work/shared/data/sst2")
+    ap.add_argument(
+        "--data", default=str(BUILTIN_FILE.parent / "sst2"), help="folder with train.jsonl, test.jsonl"
+    )
     ap.add_argument("--fp32", action="store_true", help="no bf16 autocast")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
