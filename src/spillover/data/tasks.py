@@ -88,11 +88,12 @@ class TaskSpec(BaseModel):
 
     def render_input(self, row: dict[str, Any]) -> str:
         if _FIELD.search(self.input):
-            return string.Formatter().vformat(self.input, (), {k: _text(row[k]) for k in self.input_fields})
-        return _text(row[self.input])
+            return string.Formatter().vformat(self.input, (), {k: as_text(row[k]) for k in self.input_fields})
+        return as_text(row[self.input])
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """A data field as text (numbers and other scalars from JSON/CSV/Parquet become their str)."""
     return value if isinstance(value, str) else str(value)
 
 
@@ -162,8 +163,8 @@ def _to_example(task: TaskSpec, where: str, row: dict[str, Any], index: int) -> 
                 f"{where}: missing field '{field}' (task '{task.name}'); the row has: {have}"
             )
     options, gold = _options_and_gold(task, row, where)
-    target = _text(row[task.target])
-    return Example(_text(row.get("id", index)), task.render_input(row), target, row, options, gold)
+    target = as_text(row[task.target])
+    return Example(as_text(row.get("id", index)), task.render_input(row), target, row, options, gold)
 
 
 def _options_and_gold(
@@ -181,7 +182,7 @@ def _options_and_gold(
         options = row[task.choices]
         if not isinstance(options, list) or len(options) < 2:
             raise SpilloverError(f"{where}: field '{task.choices}' must be a list of at least 2 options")
-        options = tuple(_text(o) for o in options)
+        options = tuple(as_text(o) for o in options)
         return options, _gold_index(gold_value, options, where)
     return None, None
 

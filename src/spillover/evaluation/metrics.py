@@ -18,11 +18,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
-from typing import Any
 
 import numpy as np
 
-from spillover.data.tasks import Example, TaskSpec
+from spillover.data.tasks import Example, TaskSpec, as_text
 from spillover.evaluation.sandbox import run_tests
 from spillover.registry import Registry
 
@@ -120,7 +119,7 @@ def _as_number(text: str) -> Decimal | None:
 def gold_answer(example: Example, task: TaskSpec) -> str:
     """What a generation is compared against (see the module docstring)."""
     if task.answer_field:
-        return _text(example.row[task.answer_field])
+        return as_text(example.row[task.answer_field])
     return extract_answer(example.target, task.extract)
 
 
@@ -130,11 +129,7 @@ def gold_references(example: Example, task: TaskSpec) -> list[str]:
         return [example.target]
     refs = example.row.get(task.references_field)
     refs = [refs] if isinstance(refs, str) else list(refs or [])
-    return [_text(r) for r in refs] or [example.target]
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else str(value)
+    return [as_text(r) for r in refs] or [example.target]
 
 
 # ---------------------------------------------------------------------------------------------- metrics
@@ -186,7 +181,7 @@ def rouge_l(prediction: str, example: Example, task: TaskSpec) -> float:
 def pass_at_1(prediction: str, example: Example, task: TaskSpec) -> float:
     """1.0 if the extracted code passes the example's tests in the sandbox (one greedy sample)."""
     tests = example.row[task.tests_field] if task.tests_field else ""
-    tests = "\n".join(map(str, tests)) if isinstance(tests, list) else _text(tests)
+    tests = "\n".join(map(str, tests)) if isinstance(tests, list) else as_text(tests)
     return float(run_tests(extract_answer(prediction, task.extract), tests).passed)
 
 
