@@ -8,7 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from spillover.evaluation import confine
 from spillover.evaluation.sandbox import Limits, run_program, run_tests
+
+LAYERS = confine.available()
+needs_netns = pytest.mark.skipif(not LAYERS["network_namespace"], reason="no network namespaces here")
+needs_landlock = pytest.mark.skipif(not LAYERS["landlock_fs"], reason="no Landlock on this kernel")
 
 
 def test_passing_program():
@@ -70,7 +75,8 @@ def test_forking_is_capped_and_children_are_killed(tmp_path):
         "        os._exit(0)\n"
         f"    open({str(pids)!r}, 'a').write(f'{{pid}}\\n')\n"
     )
-    result = run_program(program, Limits(timeout=5.0, max_processes=16))
+    limits = Limits(timeout=5.0, max_processes=16, writable=(str(tmp_path),))
+    result = run_program(program, limits)
     assert not result.passed and "Resource temporarily unavailable" in result.reason
     children = [int(p) for p in pids.read_text().split()] if pids.exists() else []
     assert len(children) < 16
@@ -118,3 +124,67 @@ def test_working_directory_is_fresh_and_removed():
 def test_stdin_is_closed():
     result = run_program("import sys\nassert sys.stdin.read() == ''\n", Limits(timeout=5.0))
     assert result.passed, result.reason
+
+
+@needs_netns
+def test_no_network_not_even_to_a_server_on_this_machine():
+    import socket
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    try:
+        tcp = f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2)\n"
+        assert run_program(tcp, Limits(timeout=5.0, confine=False)).passed  # the test itself can fail
+        result = run_program(tcp, Limits(timeout=5.0))
+        assert not result.passed and ("Errno" in result.reason or "refused" in result.reason), result.reason
+        udp = "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.sendto(b'x', ('8.8.8.8', 53))\n"
+        result = run_program(udp, Limits(timeout=5.0))
+        assert not result.passed and "unreachable" in result.reason, result.reason
+    finally:
+        server.close()
+
+
+@needs_landlock
+def test_files_outside_the_sandbox_cannot_be_deleted_or_written(tmp_path):
+    victim = tmp_path / "precious.txt"
+    victim.write_text("keep me")
+    attacks = [
+        f"import os\nos.remove({str(victim)!r})\n",
+        f"open({str(victim)!r}, 'w').write('gone')\n",
+        f"import os\nos.truncate({str(victim)!r}, 0)\n",
+        f"import os\nos.rename({str(victim)!r}, 'stolen.txt')\n",
+        f"open({str(tmp_path / 'new.txt')!r}, 'w').write('x')\n",
+        "import shutil\nshutil.rmtree('/tmp', ignore_errors=False)\n",
+    ]
+    for program in attacks:
+        result = run_program(program, Limits(timeout=5.0))
+        assert not result.passed and "Permission denied" in result.reason, (program, result.reason)
+    assert victim.read_text() == "keep me" and not (tmp_path / "new.txt").exists()
+    inside = "open('mine.txt', 'w').write('x')\nimport os\nos.remove('mine.txt')\nos.mkdir('d')\n"
+    assert run_program(inside).passed  # its own folder stays writable
+
+
+@pytest.mark.skipif(not LAYERS["landlock_scope"], reason="Landlock ABI < 6: no signal scoping")
+def test_processes_outside_the_sandbox_cannot_be_signalled():
+    import subprocess
+
+    outsider = subprocess.Popen(["sleep", "30"])
+    try:
+        result = run_program(
+            f"import os, signal\nos.kill({outsider.pid}, signal.SIGKILL)\n", Limits(timeout=5.0)
+        )
+        assert not result.passed and "not permitted" in result.reason, result.reason
+        assert outsider.poll() is None
+    finally:
+        outsider.kill()
+        outsider.wait()
+
+
+def test_secret_reading_program_is_scored_as_a_failure(monkeypatch):
+    """A generated solution that 'passes' only by reading the evaluator's token fails."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
+    program = (
+        "import os\nkey = os.environ.get('OPENAI_API_KEY', '')\nassert key.startswith('sk-'), 'no key'\n"
+    )
+    result = run_tests(program, "")
+    assert not result.passed and result.reason == "error: AssertionError: no key"

@@ -1,22 +1,26 @@
 """Run model-written Python with its unit tests in a separate, resource-limited process (for pass@1).
 
-The threat model is accidental damage by generated code (endless loops, huge allocations, runaway
-forking, stray files, reading the evaluator's environment), not a determined attacker: the child runs as
-the same user, can read what that user can read, and has network access. Each run gets
+The threat model is damage by generated code (endless loops, huge allocations, fork bombs, deleting or
+overwriting files, phoning home, reading the evaluator's secrets). Each run gets
 - a fresh temporary working directory (also HOME and TMPDIR), deleted afterwards;
 - a scrubbed environment (PATH, locale, single-threaded BLAS), stdin closed, `python -I` (isolated mode);
 - rlimits: address space, CPU seconds, file size, no core files, and a small process count;
-- a wall-clock timeout, after which the whole process group (its own session) is killed.
+- a wall-clock timeout, after which the whole process group (its own session) is killed;
+- on Linux (`confine.py`): an empty network namespace (no network at all) and a Landlock ruleset that
+  allows writes only inside the working directory, and no TCP or signals out of the sandbox. When the
+  kernel offers a layer it is mandatory: if applying it fails the program is not run (fail closed). When
+  the kernel lacks one (no Landlock before 5.13, namespaces disabled), a warning says what is missing.
+  The child can still *read* what its user can read; keep secrets out of world-readable files.
 
 Root is exempt from RLIMIT_NPROC, so under root (containers) the child's *real* uid is switched to
 `nobody` (the effective uid stays 0, so the interpreter under /root stays reachable) and the capabilities
-that lift the limit are dropped from its bounding set; that makes the process limit bite. Stronger
-isolation (namespaces, no network) is a separate, later layer.
+that lift the limit are dropped from its bounding set; that makes the process limit bite.
 """
 
 from __future__ import annotations
 
 import ctypes
+import logging
 import math
 import os
 import resource
@@ -30,6 +34,9 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from spillover.evaluation import confine
+
+log = logging.getLogger(__name__)
 _NOBODY = 65534
 _PR_CAPBSET_DROP = 24
 _CAP_SETUID, _CAP_SYS_ADMIN, _CAP_SYS_RESOURCE = 7, 21, 24
@@ -45,6 +52,8 @@ class Limits:
     memory_bytes: int = 1 << 30  # address space
     max_processes: int = 32  # RLIMIT_NPROC (counts every process of the child's real uid)
     max_file_bytes: int = 16 << 20  # largest file the child may write (stdout/stderr included)
+    confine: bool = True  # no network, writes only in the working directory (where the kernel allows)
+    writable: tuple[str, ...] = ()  # further folders the child may write to (besides its own)
 
 
 @dataclass(frozen=True)
@@ -83,10 +92,12 @@ def _run_in(workdir: Path, limits: Limits) -> SandboxResult:
                 stdout=out,
                 stderr=err,
                 start_new_session=True,  # own process group: one killpg reaches every descendant
-                preexec_fn=partial(_limit_child, limits, os.geteuid() == 0),
+                preexec_fn=partial(_limit_child, limits, os.geteuid() == 0, _layers(limits, workdir)),
             )
         except OSError as e:  # e.g. EAGAIN: too many sandboxed processes alive right now
             return SandboxResult(False, f"error: could not start ({e})", time.monotonic() - start)
+        except subprocess.SubprocessError as e:  # a mandatory confinement layer failed: fail closed
+            return SandboxResult(False, f"error: could not confine ({e})", time.monotonic() - start)
         timed_out = _wait_unreaped(proc.pid, start + limits.timeout)
         _kill_group(proc.pid)  # stray children too; the unreaped leader keeps the group id from reuse
         returncode = proc.wait()
@@ -145,8 +156,36 @@ def _clean_env(workdir: Path) -> dict[str, str]:
     }
 
 
-def _limit_child(limits: Limits, as_root: bool) -> None:
-    """Runs in the child between fork and exec: rlimits only, no logging, no allocation-heavy work."""
+@dataclass(frozen=True)
+class _Layers:
+    network: bool
+    writes: tuple[str, ...] | None  # folders writable under Landlock; None = no Landlock
+
+
+_warned: set[str] = set()
+
+
+def _layers(limits: Limits, workdir: Path) -> _Layers:
+    """The confinement layers to apply: all the kernel offers (warning once about any it lacks)."""
+    if not limits.confine:
+        return _Layers(False, None)
+    have = confine.available()
+    for layer, missing in (("network_namespace", "generated code keeps network access"),
+                           ("landlock_fs", "generated code can write outside its folder")):  # fmt: skip
+        if not have[layer] and layer not in _warned:
+            _warned.add(layer)
+            log.warning("sandbox: %s is unavailable on this machine; %s", layer, missing)
+    writes = (str(workdir), *limits.writable) if have["landlock_fs"] else None
+    return _Layers(have["network_namespace"], writes)
+
+
+def _limit_child(limits: Limits, as_root: bool, layers: _Layers) -> None:
+    """Runs in the child between fork and exec: rlimits and confinement, no logging. Raising here makes
+    Popen fail (SubprocessError), so a layer the kernel offers is never silently skipped."""
+    if layers.network and not confine.isolate_network():
+        raise RuntimeError("could not enter a new network namespace")
+    if layers.writes is not None and not confine.restrict_writes(layers.writes):
+        raise RuntimeError("could not apply the Landlock ruleset")
     cpu = math.ceil(limits.timeout) + 1
     _lower(resource.RLIMIT_AS, limits.memory_bytes)
     _lower(resource.RLIMIT_CPU, cpu)
