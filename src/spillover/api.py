@@ -66,7 +66,7 @@ def run_training(spec: TrainSpec, progress: Callable[[dict], None] | None = None
         load_examples(task, "test", 1)
     precision = resolve_precision(spec.precision, spec.device)
     model, tokenizer = load_model(spec.model, precision)
-    sequences = build_multitask_sequences(parts, tokenizer, spec.max_len, spec.shots, spec.seed)
+    sequences = build_multitask_sequences(parts, tokenizer, spec.max_len, spec.shots, spec.seed, spec.demos)
     out = Path(spec.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", dump_spec(spec))

@@ -44,7 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     rn = sub.add_parser("run", help="run a study: plan, train, evaluate, analyse, write report.html")
-    rn.add_argument("study", help="study YAML (see studies/quickstart.yaml)")
+    from spillover.studies import STUDIES
+
+    rn.add_argument(
+        "study", help=f"study YAML; `study:` is one of {', '.join(STUDIES)} (examples in studies/)"
+    )
     rn.add_argument(
         "overrides", nargs="*", metavar="key=value", help="override study keys, e.g. eval.limit=50"
     )

@@ -36,6 +36,9 @@ class TrainSettings(BaseModel):
     limit: int | None = Field(default=None, ge=1, description="training examples per task (first N)")
     max_len: int = Field(default=256, ge=8, le=32768)
     shots: int = Field(default=0, ge=0, le=32, description="FTICL: demonstrations in every training prompt")
+    demos: Literal["per_example", "fixed"] = Field(
+        default="per_example", description="FTICL: draw demonstrations per example, or one fixed set"
+    )
     lora: LoraSpec = Field(default_factory=LoraSpec)
     learning_rate: float = Field(default=2e-4, gt=0, le=1)
     epochs: int = Field(default=1, ge=1, le=1000)

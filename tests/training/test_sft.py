@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from spillover.data.collate import IGNORE, pad_batch
+from spillover.data.prompts import render_context, sample_demos
 from spillover.data.sft import build_multitask_sequences, build_sequences
 from spillover.data.tasks import load_examples, load_task_file
 from spillover.training.objectives import count_targets
@@ -57,3 +58,32 @@ def test_multitask_concatenates(sentiment_task_file, tokenizer):
     assert both == build_sequences(task, tokenizer, examples[:3], 256) + build_sequences(
         task, tokenizer, examples[3:5], 256
     )
+
+
+def _prompt(tokenizer, seq) -> str:
+    return tokenizer.decode(seq.input_ids[: seq.n_prompt])
+
+
+def test_fticl_prompt_is_the_evaluation_prompt_with_demonstrations(sentiment_task_file, tokenizer):
+    """FTICL training renders demonstrations exactly as k-shot evaluation does (same template)."""
+    task, examples = toy_task(sentiment_task_file)
+    (seq,) = build_sequences(task, tokenizer, examples[:1], max_len=4096, shots=2, seed=3, demo_pool=examples)
+    demos = sample_demos(examples, 2, 3, exclude_id=examples[0].id)
+    assert _prompt(tokenizer, seq) == render_context(task, tokenizer, examples[0], demos)
+    assert all(d.target in _prompt(tokenizer, seq) for d in demos)
+
+
+def test_fticl_fixed_demonstrations_are_shared_and_never_the_example_itself(sentiment_task_file, tokenizer):
+    task, examples = toy_task(sentiment_task_file)
+    pool = examples[:6]
+    fixed = build_sequences(task, tokenizer, pool, max_len=4096, shots=2, seed=1, demos="fixed")
+    drawn = sample_demos(pool, 3, 1)  # the fixed set: k + 1 draws, the spare replaces the example itself
+    for ex, seq in zip(pool, fixed, strict=True):
+        shown = [d for d in drawn if d.id != ex.id][:2]
+        assert _prompt(tokenizer, seq) == render_context(task, tokenizer, ex, shown)
+    assert any(ex.id in {d.id for d in drawn[:2]} for ex in pool)  # the swap rule was exercised
+    per_example = build_sequences(task, tokenizer, pool, max_len=4096, shots=2, seed=1)
+    demo_sets = {
+        tuple(d.id for d in sample_demos(pool, 2, 1, exclude_id=ex.id)) for ex in pool
+    }  # per-example draws differ between examples
+    assert len(demo_sets) > 1 and per_example != fixed

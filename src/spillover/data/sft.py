@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Literal
 
 from spillover.data.collate import Sequence_, encode_pair, truncate
 from spillover.data.prompts import render_training, sample_demos, uses_chat
 from spillover.data.tasks import Example, TaskSpec
 
 log = logging.getLogger(__name__)
+DemoDraw = Literal["per_example", "fixed"]
 
 
 def build_sequences(
@@ -25,16 +27,23 @@ def build_sequences(
     shots: int = 0,
     seed: int = 0,
     demo_pool: Sequence[Example] | None = None,
+    demos: DemoDraw = "per_example",
 ) -> list[Sequence_]:
     """One training sequence per example. With `shots` > 0 every prompt is prefixed with that many
-    demonstrations drawn (seeded, per example, never the example itself) from `demo_pool` (default:
-    `examples`, i.e. the training set itself, as FTICL does)."""
+    demonstrations (FTICL) from `demo_pool` (default: `examples`, i.e. the training set itself), seeded:
+    `demos="per_example"` draws a fresh set for each example (never the example itself); `"fixed"` draws
+    one set and prefixes every prompt with it (an example that is itself a demonstration gets the set with
+    itself swapped for the next draw, so no prompt shows its own answer)."""
     chat = uses_chat(task, tokenizer)
     pool = examples if demo_pool is None else demo_pool
+    fixed = sample_demos(pool, shots + 1, seed, exclude_id=None) if demos == "fixed" and shots else None
     out, n_cut = [], 0
     for example in examples:
-        demos = sample_demos(pool, shots, seed, exclude_id=example.id)
-        context, continuation = render_training(task, tokenizer, example, demos)
+        if fixed is None:
+            shown = sample_demos(pool, shots, seed, exclude_id=example.id)
+        else:
+            shown = [d for d in fixed if d.id != example.id][:shots]
+        context, continuation = render_training(task, tokenizer, example, shown)
         ctx, cont = encode_pair(tokenizer, context, continuation, chat=chat)
         n_cut += len(ctx) + len(cont) > max_len
         out.append(truncate(ctx, cont, max_len))
@@ -55,10 +64,11 @@ def build_multitask_sequences(
     max_len: int,
     shots: int = 0,
     seed: int = 0,
+    demos: DemoDraw = "per_example",
 ) -> list[Sequence_]:
     """Concatenate the sequences of several tasks (each with its own examples as its demo pool).
     The loop's length bucketing shuffles them together; weighted mixtures live in `data/mixture.py`."""
     out: list[Sequence_] = []
     for task, examples in parts:
-        out += build_sequences(task, tokenizer, examples, max_len, shots=shots, seed=seed)
+        out += build_sequences(task, tokenizer, examples, max_len, shots=shots, seed=seed, demos=demos)
     return out

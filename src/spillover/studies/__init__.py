@@ -27,3 +27,15 @@ def _transfer() -> StudyKind:
     return StudyKind(
         transfer.TransferStudySpec, transfer.check_inputs, transfer.build_plan, transfer_report.analyse_job
     )
+
+
+@STUDIES.register("generalization")
+def _generalization() -> StudyKind:
+    from spillover.studies import generalization, generalization_report
+
+    return StudyKind(
+        generalization.GeneralizationStudySpec,
+        generalization.check_study,
+        generalization.build_plan,
+        generalization_report.analyse_job,
+    )

@@ -71,7 +71,7 @@ class StudyContext:
         if examples is None:
             examples = self.examples(p["task"], "train", settings.limit, p.get("transforms", []))
         seqs = build_sequences(self.tasks[p["task"]], self.tokenizer, examples, settings.max_len, settings.shots,
-                               settings.seed)  # fmt: skip
+                               settings.seed, demos=settings.demos)  # fmt: skip
         with self.tracker.run(RunSpec(job.name, job.id, job.params), training=True) as run:
             progress = compose(self.progress, run.log_record)
             result = self.train_sequences(seqs, settings, self.store.job_dir(job.id), progress)

@@ -1,0 +1,162 @@
+"""The generalization study (methods.md §2): fine-tune on each source dataset (plain FT and FTICL, at
+several training sizes), evaluate every model zero-shot and k-shot on every target, and label each cell
+in-domain / out-of-domain / cross-task from the tasks' `task_type`.
+
+Plan: base evaluations per target × shot setting; per source × method × size one `train` job followed by
+its `eval` jobs (target × shot setting); one `analyse` job. Training sizes are nested (the first N rows of
+the source's train split), so a larger size only adds data.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from spillover.config import Strict, StudySpec
+from spillover.data.tasks import TaskSpec
+from spillover.engine.plan import Plan
+from spillover.errors import SpilloverError
+from spillover.studies.transfer import BASE, SourceSpec, check_inputs
+
+Method = Literal["ft", "fticl"]
+
+
+class FticlSpec(BaseModel):
+    """How FTICL training prompts carry demonstrations from the training set itself."""
+
+    model_config = Strict
+    shots: int = Field(default=2, ge=1, le=32)
+    demos: Literal["per_example", "fixed"] = "per_example"
+
+
+class GeneralizationAnalysisSpec(BaseModel):
+    model_config = Strict
+    size: int | None = Field(
+        default=None, ge=1, description="training size of the main table (default: largest)"
+    )
+
+
+class GeneralizationStudySpec(StudySpec):
+    study: Literal["generalization"] = "generalization"
+    sources: list[SourceSpec] = Field(min_length=1)
+    targets: list[str] = Field(min_length=1)
+    methods: list[Method] = Field(default_factory=lambda: ["ft", "fticl"], min_length=1)
+    shots: list[int] = Field(default_factory=lambda: [0, 3], min_length=1, description="evaluation settings")
+    fticl: FticlSpec = Field(default_factory=FticlSpec)
+    sizes: list[int] | None = Field(default=None, min_length=1, description="training-size ablation")
+    analysis: GeneralizationAnalysisSpec = Field(default_factory=GeneralizationAnalysisSpec)
+
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _bare_names(cls, v: Any) -> Any:
+        return [{"task": s} if isinstance(s, str) else s for s in v] if isinstance(v, list) else v
+
+    @field_validator("shots")
+    @classmethod
+    def _shots(cls, v: list[int]) -> list[int]:
+        if any(k < 0 or k > 32 for k in v) or len(set(v)) != len(v):
+            raise ValueError(f"must be distinct demonstration counts between 0 and 32, got {v}")
+        return sorted(v)
+
+    @field_validator("sizes")
+    @classmethod
+    def _sizes(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (any(n < 1 for n in v) or len(set(v)) != len(v)):
+            raise ValueError(f"must be distinct positive training sizes, got {v}")
+        return sorted(v) if v is not None else None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GeneralizationStudySpec:
+        names = [s.name for s in self.sources]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"two sources share the row label {sorted(dup)}; give one a distinct `label`")
+        if len(set(self.targets)) != len(self.targets):
+            raise ValueError(f"targets has duplicates: {self.targets}")
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"methods has duplicates: {self.methods}")
+        size = self.analysis.size
+        if size is not None and size not in self.training_sizes():
+            raise ValueError(
+                f"analysis.size = {size} is not one of the training sizes {self.training_sizes()}"
+            )
+        return self
+
+    def training_sizes(self) -> list[int | None]:
+        """The sizes trained at; [train.limit] (possibly None = the whole split) without an ablation."""
+        return list(self.sizes) if self.sizes else [self.train.limit]
+
+    def main_size(self) -> int | None:
+        return self.analysis.size if self.analysis.size is not None else self.training_sizes()[-1]
+
+    def task_names(self) -> list[str]:
+        return list(dict.fromkeys([s.task for s in self.sources] + self.targets))
+
+
+def check_study(spec: GeneralizationStudySpec, tasks: dict[str, TaskSpec], load) -> None:
+    """Everything the transfer study checks, plus: every task has a task type (cells are labelled by it),
+    and k-shot targets have a train split to draw demonstrations from."""
+    check_inputs(spec, tasks, load)
+    untyped = [name for name in spec.task_names() if not tasks[name].task_type]
+    if untyped:
+        raise SpilloverError(
+            f"tasks {untyped} have no `task_type`; the generalization study labels cells in-domain / "
+            "out-of-domain / cross-task by it (set e.g. `task_type: sentiment` in the task spec)"
+        )
+    if max(spec.shots) > 0:
+        for t in spec.targets:
+            if tasks[t].train is None:
+                raise SpilloverError(
+                    f"target '{t}' has no train split, so k-shot demonstrations (shots: {spec.shots}) cannot "
+                    "be drawn for it; give it a `train:` split or use shots: [0]"
+                )
+    for s in spec.sources:
+        n = len(load(s.task, "train", None))
+        big = [size for size in spec.training_sizes() if size is not None and size > n]
+        if big:
+            raise SpilloverError(f"sizes {big} exceed the {n} training rows of source '{s.task}'")
+
+
+def model_label(source: str, method: str, size: int | None) -> str:
+    return f"{source} · {method.upper()} · n={size if size is not None else 'all'}"
+
+
+def build_plan(spec: GeneralizationStudySpec, fingerprints: dict[str, dict[str, str]]) -> Plan:
+    """The study's DAG; eval jobs carry (source, method, size, target, shots) for the analysis."""
+    plan = Plan()
+    model = {"model": spec.model, "precision": spec.precision}
+    evals = []
+    for t in spec.targets:
+        for k in spec.shots:
+            evals.append(plan.add("eval", f"eval base -> {t} ({k}-shot)", {
+                **model, "label": BASE, "source": None, "method": None, "size": None, "target": t, "shots": k,
+                "data": fingerprints[t], "eval": _eval(spec, k)}))  # fmt: skip
+    for s in spec.sources:
+        for method in spec.methods:
+            for size in spec.training_sizes():
+                label = model_label(s.name, method, size)
+                train_id = plan.add("train", f"train {label}", {
+                    **model, "task": s.task, "data": fingerprints[s.task], "transforms": s.transforms,
+                    "train": _train(spec, method, size)})  # fmt: skip
+                for t in spec.targets:
+                    for k in spec.shots:
+                        evals.append(plan.add("eval", f"eval {label} -> {t} ({k}-shot)", {
+                            **model, "label": label, "source": s.name, "method": method, "size": size,
+                            "target": t, "shots": k, "data": fingerprints[t], "eval": _eval(spec, k)},
+                            deps=[train_id]))  # fmt: skip
+    plan.add("analyse", "analyse + report", {
+        "sources": {s.name: s.task for s in spec.sources}, "targets": spec.targets, "methods": spec.methods,
+        "shots": spec.shots, "sizes": spec.training_sizes(), "main_size": spec.main_size()}, deps=evals)  # fmt: skip
+    return plan
+
+
+def _train(spec: GeneralizationStudySpec, method: str, size: int | None) -> dict[str, Any]:
+    update: dict[str, Any] = {"limit": size, "shots": 0}
+    if method == "fticl":
+        update |= {"shots": spec.fticl.shots, "demos": spec.fticl.demos}
+    return spec.train.model_copy(update=update).model_dump(mode="json")
+
+
+def _eval(spec: GeneralizationStudySpec, shots: int) -> dict[str, Any]:
+    return spec.eval.model_copy(update={"shots": shots}).model_dump(mode="json")
