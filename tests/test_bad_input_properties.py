@@ -601,6 +601,15 @@ def test_study_checks_every_row_its_jobs_read(base_dir, capsys):
     _run_study(folder, capsys, "g_test.jsonl:5", "missing field 'input'")
 
 
+def test_train_checks_every_evaluation_row_before_training(base_dir, tiny_model_dir, capsys):
+    """Was: `spillover train` checked one test row of each eval task; a bad row 2 failed after training."""
+    folder = base_dir()
+    rows = _jsonl_rows(folder / "b_test.jsonl")
+    rows[1]["output"] = "tennis"
+    (folder / "b_test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    _run_train(folder, tiny_model_dir, capsys, "b_test.jsonl:2", "label 'tennis'")
+
+
 def test_study_with_shots_needs_every_targets_train_split(base_dir, capsys):
     folder = base_dir()
     tasks = read_yaml(folder / "tasks.yaml")
