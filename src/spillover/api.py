@@ -63,7 +63,7 @@ def run_training(spec: TrainSpec, progress: Callable[[dict], None] | None = None
     eval_tasks = resolve_tasks(spec.eval_tasks, spec.tasks_file)
     parts = [(t, load_examples(t, "train", spec.limit)) for t in train_tasks]
     for task in eval_tasks:  # fail on bad evaluation data now, not after an hour of training
-        load_examples(task, "test", 1)
+        _check_eval_data(task, spec.eval_limit, spec.eval_shots)
     precision = resolve_precision(spec.precision, spec.device)
     model, tokenizer = load_model(spec.model, precision)
     sequences = build_multitask_sequences(parts, tokenizer, spec.max_len, spec.shots, spec.seed, spec.demos)
@@ -88,6 +88,13 @@ def run_training(spec: TrainSpec, progress: Callable[[dict], None] | None = None
         summary["eval"] = _evaluate_once(model, tokenizer, eval_tasks, spec, precision, out / "eval")
         _track_scores(tracker, run, summary["eval"], result.n_steps)
     return summary
+
+
+def _check_eval_data(task: TaskSpec, limit: int | None, shots: int) -> None:
+    """Read every test row the evaluation will use (and the train split its demonstrations come from)."""
+    load_examples(task, "test", limit)
+    if shots:
+        load_examples(task, "train")
 
 
 def _track_scores(tracker: Tracker, run: RunSpec, rows: list[dict], step: int) -> None:
@@ -119,7 +126,7 @@ def run_evaluation(
     """Evaluate a model (optionally with a PEFT adapter) on tasks; per-example predictions go to out_dir."""
     specs = resolve_tasks(tasks, tasks_file)
     for task in specs:
-        load_examples(task, "test", 1)
+        _check_eval_data(task, limit, shots)
     prec = resolve_precision(precision)
     loaded, tokenizer = load_model(model, prec)
     if adapter is not None:

@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from spillover.errors import SpilloverError
+from spillover.errors import SpilloverError, unknown_name_message
 from spillover.yamlio import load_yaml, validate
 
 Strict = ConfigDict(extra="forbid", allow_inf_nan=False)
+MAX_SEED = 2**32 - 1  # numpy's limit; torch and random take the same range
+DEVICE = r"^(auto|cpu|mps|cuda(:\d+)?)$"
 
 
 class LoraSpec(BaseModel):
@@ -25,7 +27,7 @@ class LoraSpec(BaseModel):
     r: int = Field(default=8, ge=1, le=1024)
     alpha: float = Field(default=16, gt=0)
     dropout: float = Field(default=0.0, ge=0, lt=1)
-    target_modules: str | list[str] = "all-linear"
+    target_modules: str | list[str] = Field(default="all-linear", min_length=1)
 
 
 class TrainSettings(BaseModel):
@@ -50,21 +52,49 @@ class TrainSettings(BaseModel):
     weight_decay: float = Field(default=0.0, ge=0)
     max_grad_norm: float | None = Field(default=1.0, gt=0)
     objective: str = "cross_entropy"
-    objective_params: dict[str, Any] = Field(default_factory=dict)
+    objective_params: dict[str, Any] = Field(default_factory=dict, validate_default=True)
     regularizers: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
     checkpoint_every: int = Field(default=50, ge=1)
     log_every: int = Field(default=1, ge=1)
 
-    @model_validator(mode="after")
-    def _names_exist(self) -> TrainSettings:
+    @field_validator("objective")
+    @classmethod
+    def _known_objective(cls, name: str) -> str:
         from spillover.training.objectives import OBJECTIVES
+
+        if name not in OBJECTIVES:
+            raise ValueError(unknown_name_message("objective", name, OBJECTIVES))
+        return name
+
+    @field_validator("objective_params")
+    @classmethod
+    def _objective_params(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """The objective's parameters, checked before any model is loaded."""
+        from spillover.training.objectives import OBJECTIVES
+
+        if "objective" in info.data:  # else `objective` itself failed and is reported
+            _check_params("objective", info.data["objective"], OBJECTIVES, params)
+        return params
+
+    @field_validator("regularizers")
+    @classmethod
+    def _known_regularizers(cls, regs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         from spillover.training.regularizers import REGULARIZERS
 
-        OBJECTIVES.get(self.objective)
-        for name in self.regularizers:
-            REGULARIZERS.get(name)
-        return self
+        for name, params in regs.items():
+            _check_params("regularizer", name, REGULARIZERS, params)
+        return regs
+
+
+def _check_params(kind: str, name: str, registry, params: dict[str, Any]) -> None:
+    """Name known, parameters match the function after its two tensor arguments (see registry.check_params)."""
+    from spillover.registry import check_params
+
+    try:
+        check_params(kind, name, registry.get(name), params, skip=2)
+    except SpilloverError as e:  # reported by pydantic with the file and the field path
+        raise ValueError(str(e)) from None
 
 
 class TrainSpec(TrainSettings):
@@ -73,9 +103,9 @@ class TrainSpec(TrainSettings):
     model: str = "embedded"
     tasks: list[str] = Field(min_length=1)
     tasks_file: str | None = None
-    output_dir: str
+    output_dir: str = Field(min_length=1)
     precision: Literal["auto", "bf16", "fp32"] = "auto"
-    device: str = "auto"
+    device: str = Field(default="auto", pattern=DEVICE)
     eval_tasks: list[str] = Field(default_factory=list, description="evaluate these after training")
     eval_limit: int | None = Field(default=None, ge=1)
     eval_shots: int = Field(default=0, ge=0, le=32)
@@ -123,7 +153,7 @@ class EvalSettings(BaseModel):
     limit: int | None = Field(default=None, ge=1, description="first N test examples per target")
     shots: int = Field(default=0, ge=0, le=32)
     batch_size: int = Field(default=16, ge=1, le=4096)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
 
 
 class StudySpec(BaseModel):
@@ -133,10 +163,10 @@ class StudySpec(BaseModel):
     study: str
     model: str = "embedded"
     tasks_file: str | None = None
-    output_dir: str
-    seed: int = 0
+    output_dir: str = Field(min_length=1)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
     precision: Literal["auto", "bf16", "fp32"] = "auto"
-    device: str = "auto"
+    device: str = Field(default="auto", pattern=DEVICE)
     train: TrainSettings = Field(default_factory=TrainSettings)
     eval: EvalSettings = Field(default_factory=EvalSettings)
     report_to: list[Literal["tensorboard", "mlflow"]] = Field(default_factory=list)

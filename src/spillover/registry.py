@@ -5,8 +5,9 @@ Names are short and stable: they appear in user YAML and in cache keys, never im
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+import inspect
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Generic, TypeVar
 
 from spillover.errors import SpilloverError, unknown_name_message
 
@@ -30,8 +31,8 @@ class Registry(Generic[T]):
         return add
 
     def get(self, name: str) -> T:
-        if name not in self._items:
-            raise SpilloverError(unknown_name_message(self.kind, name, self._items))
+        if not isinstance(name, str) or name not in self._items:
+            raise SpilloverError(unknown_name_message(self.kind, str(name), self._items))
         return self._items[name]
 
     def names(self) -> list[str]:
@@ -42,3 +43,30 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+def check_params(kind: str, name: str, fn: Callable, params: Mapping[str, Any], skip: int) -> None:
+    """Check `params` against `fn`'s signature after its first `skip` arguments, before any work: unknown
+    and missing names, and each value against its annotation (strictly: "0.5" is not a float, nan and inf
+    are not allowed; `Annotated[float, Field(ge=0)]` bounds are honoured). Raises SpilloverError."""
+    import pydantic
+
+    allowed = dict(list(inspect.signature(fn, eval_str=True).parameters.items())[skip:])
+    for key in params:
+        if key not in allowed:
+            raise SpilloverError(
+                f"{kind} '{name}': unknown parameter '{key}'; allowed: {', '.join(allowed) or '(none)'}"
+            )
+    missing = [k for k, p in allowed.items() if p.default is inspect.Parameter.empty and k not in params]
+    if missing:
+        raise SpilloverError(f"{kind} '{name}': missing parameter(s) {', '.join(missing)}")
+    config = pydantic.ConfigDict(strict=True, allow_inf_nan=False, arbitrary_types_allowed=True)
+    for key, value in params.items():
+        annotation = allowed[key].annotation
+        if annotation is inspect.Parameter.empty:
+            continue
+        try:
+            pydantic.TypeAdapter(annotation, config=config).validate_python(value)
+        except pydantic.ValidationError as e:
+            problem = e.errors()[0]["msg"]
+            raise SpilloverError(f"{kind} '{name}': {key} = {value!r}: {problem}") from None

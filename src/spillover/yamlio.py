@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections.abc
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -13,6 +14,25 @@ from spillover.errors import SpilloverError
 M = TypeVar("M", bound=BaseModel)
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load, except that a key given twice in one mapping is an error (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may be overridden, by design
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, collections.abc.Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' is given twice (first on line {seen[key].line + 1})",
+                    key_node.start_mark,
+                )  # fmt: skip
+            if isinstance(key, collections.abc.Hashable):
+                seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: str | Path) -> Any:
     path = Path(path)
     if not path.exists():
@@ -22,7 +42,7 @@ def load_yaml(path: str | Path) -> Any:
     except UnicodeDecodeError as e:
         raise SpilloverError(f"{path}: not valid UTF-8 (byte {e.start})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)

@@ -31,7 +31,12 @@ def read_rows(source: str, base_dir: Path, split: str) -> list[Located]:
         raise SpilloverError(
             f"{path}: unsupported data file type '{path.suffix}'; allowed: .jsonl, .csv, .parquet or hf:owner/name"
         )
-    rows = reader(path)
+    if not path.is_file():
+        raise SpilloverError(f"{split} data path is not a file: {path}")
+    try:
+        rows = reader(path)
+    except OSError as e:
+        raise SpilloverError(f"{path}: cannot read the {split} data ({e.strerror or e})") from None
     if not rows:
         raise SpilloverError(f"{path}: the {split} split is empty (no rows)")
     return rows
@@ -43,7 +48,8 @@ def _read_jsonl(path: Path) -> list[Located]:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise SpilloverError(f"{path}: not valid UTF-8 (byte {e.start}); save the file as UTF-8") from None
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    # "\n" only: str.splitlines() would also split inside JSON strings at U+2028, U+0085, \x1c, ...
+    for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         where = f"{path}:{lineno}"
@@ -58,12 +64,22 @@ def _read_jsonl(path: Path) -> list[Located]:
 
 
 def _read_csv(path: Path) -> list[Located]:
+    rows: list[Located] = []
     try:
         with path.open(newline="", encoding="utf-8") as f:
-            # line 1 is the header, so data row i sits on line i + 1 (for single-line records)
-            return [(f"{path}:{i}", dict(row)) for i, row in enumerate(csv.DictReader(f), start=2)]
+            reader = csv.DictReader(f)
+            for row in reader:  # `line_num` is the line a (possibly multi-line) record ends on
+                if None in row or None in row.values():
+                    raise SpilloverError(
+                        f"{path}:{reader.line_num}: the row does not have the header's "
+                        f"{len(reader.fieldnames or [])} columns (an unquoted comma or quote?)"
+                    )
+                rows.append((f"{path}:{reader.line_num}", row))
     except UnicodeDecodeError as e:
         raise SpilloverError(f"{path}: not valid UTF-8 (byte {e.start}); save the file as UTF-8") from None
+    except csv.Error as e:  # NUL bytes, a field over csv.field_size_limit(), ...
+        raise SpilloverError(f"{path}:{reader.line_num + 1}: malformed CSV ({e})") from None
+    return rows
 
 
 def _read_parquet(path: Path) -> list[Located]:

@@ -30,8 +30,8 @@ class TaskSpec(BaseModel):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
     type: Literal["classification", "multiple_choice", "generation"]
-    train: str | None = None
-    test: str
+    train: str | None = Field(default=None, min_length=1)
+    test: str = Field(min_length=1)
     input: str = "input"
     target: str = "output"
     labels: list[str] | None = None
@@ -61,6 +61,21 @@ class TaskSpec(BaseModel):
         v = {"pass@1": "pass_at_1", "rougeL": "rouge_l", "acc": "accuracy"}.get(v, v)
         if v not in METRICS:
             raise ValueError(unknown_name_message("metric", v, METRICS))
+        return v
+
+    @field_validator("input")
+    @classmethod
+    def _plain_placeholders(cls, v: str) -> str:
+        """A template's placeholders are plain `{field}`s (rendering must not fail on the first row)."""
+        if not _FIELD.search(v):
+            return v  # the name of a single field
+        try:
+            parts = list(string.Formatter().parse(v))
+        except ValueError as e:
+            raise ValueError(f"malformed template: {e} (write a literal brace as {{{{ or }}}})") from None
+        for _, name, spec, conversion in parts:
+            if name is not None and (not re.fullmatch(r"\w+", name) or name.isdigit() or spec or conversion):
+                raise ValueError("every placeholder must be a plain {field_name} (no index, ! or :)")
         return v
 
     @model_validator(mode="after")

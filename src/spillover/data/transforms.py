@@ -20,7 +20,7 @@ from typing import Any
 
 from spillover.data.tasks import Example
 from spillover.errors import SpilloverError, unknown_name_message
-from spillover.registry import Registry
+from spillover.registry import Registry, check_params
 
 Transform = Callable[..., list[Example]]
 TRANSFORMS: Registry[Transform] = Registry("transform")
@@ -157,21 +157,21 @@ def _params(name: str) -> dict[str, inspect.Parameter]:
 
 
 def _check(spec: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    if not isinstance(spec, Mapping) or "name" not in spec:
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str):
         raise SpilloverError(
             f"a transform spec needs a `name` (one of {', '.join(TRANSFORMS)}), got {spec!r}"
         )
     name, params = spec["name"], {k: v for k, v in spec.items() if k != "name"}
-    allowed = _params(name)
-    for key in params:
-        if key not in allowed:
-            raise SpilloverError(
-                f"transform '{name}': unknown parameter '{key}'; allowed: {', '.join(allowed)}"
-            )
-    missing = [k for k, p in allowed.items() if p.default is inspect.Parameter.empty and k not in params]
-    if missing:
-        raise SpilloverError(f"transform '{name}': missing parameter(s) {', '.join(missing)}")
+    check_params("transform", name, TRANSFORMS.get(name), params, skip=1)
     return name, params
+
+
+def check_transforms(specs: Sequence[Mapping[str, Any]]) -> None:
+    """Validate transform specs (names, parameter names and types) without applying them."""
+    if not isinstance(specs, Sequence) or isinstance(specs, str):
+        raise SpilloverError(f"transforms must be a list of {{name: ..., ...}} specs, got {specs!r}")
+    for spec in specs:
+        _check(spec)
 
 
 def apply_transforms(examples: Sequence[Example], specs: Sequence[Mapping[str, Any]]) -> list[Example]:

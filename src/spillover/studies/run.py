@@ -39,8 +39,15 @@ def load_study(
         data["output_dir"] = out
     if "study" not in data:
         raise SpilloverError(f"{path}: missing required key 'study'; allowed kinds: {', '.join(STUDIES)}")
-    kind = STUDIES.get(str(data["study"]))()
-    if data.get("tasks_file") and not Path(data["tasks_file"]).is_absolute():
+    try:
+        kind = STUDIES.get(str(data["study"]))()
+    except SpilloverError as e:
+        raise SpilloverError(f"{path}: study = {data['study']!r}: {e}") from None
+    if (
+        isinstance(data.get("tasks_file"), str)
+        and data["tasks_file"]
+        and not Path(data["tasks_file"]).is_absolute()
+    ):
         data["tasks_file"] = str((path.parent / data["tasks_file"]).resolve())
     return kind, validate(kind.spec, data, str(path))
 
@@ -62,11 +69,21 @@ def task_fingerprints(tasks: dict[str, TaskSpec]) -> dict[str, dict[str, str]]:
 
 def prepare(kind: StudyKind, spec: StudySpec) -> tuple[dict[str, TaskSpec], Plan]:
     """Resolve tasks, check every input, and build the plan — all before anything is written."""
+    check_model(spec.model, spec.precision, spec.device)
     tasks = {t.name: t for t in resolve_tasks(spec.task_names(), spec.tasks_file)}
     from spillover.data.tasks import load_examples
 
     kind.check(spec, tasks, lambda name, split, limit: load_examples(tasks[name], split, limit))
     return tasks, kind.build_plan(spec, task_fingerprints(tasks))
+
+
+def check_model(model: str, precision: str, device: str) -> None:
+    """The model name resolves (a local folder exists) and the device is usable; loads nothing."""
+    from spillover.models.load import EMBEDDED, resolve_model_path, resolve_precision
+
+    resolve_precision(precision, device)
+    if model != EMBEDDED:  # the embedded model is converted on first use, in the first job that needs it
+        resolve_model_path(model)
 
 
 def run_study(

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from spillover.config import Strict, StudySpec
 from spillover.data.tasks import TaskSpec
-from spillover.data.transforms import apply_transforms, describe
+from spillover.data.transforms import apply_transforms, check_transforms, describe
 from spillover.engine.plan import Plan
 from spillover.errors import SpilloverError
 
@@ -30,6 +30,15 @@ class SourceSpec(BaseModel):
     task: str
     transforms: list[dict[str, Any]] = Field(default_factory=list)
     label: str | None = Field(default=None, pattern=r"^[^+]+$")
+
+    @field_validator("transforms")
+    @classmethod
+    def _known_transforms(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        try:
+            check_transforms(v)
+        except SpilloverError as e:  # reported by pydantic with the file and the field path
+            raise ValueError(str(e)) from None
+        return v
 
     @property
     def name(self) -> str:
@@ -83,13 +92,20 @@ class TransferStudySpec(StudySpec):
 
 
 def check_inputs(spec: TransferStudySpec, tasks: dict[str, TaskSpec], load) -> None:
-    """Fail before any work: every source has a train split and valid transforms, every target a test split."""
-    for s in spec.sources:
+    """Fail before any work: every source has a train split and valid transforms, every target a test split,
+    and every row the jobs will read (up to `train.limit` / `eval.limit`) is valid."""
+    for i, s in enumerate(spec.sources):
         if tasks[s.task].train is None:
             raise SpilloverError(f"source '{s.task}' has no train split (set `train:` in its task spec)")
-        apply_transforms(load(s.task, "train", 4), s.transforms)
+        examples = load(s.task, "train", spec.train.limit)
+        try:
+            apply_transforms(examples, s.transforms)
+        except SpilloverError as e:  # a value that does not fit the data (a label, a size)
+            raise SpilloverError(f"sources[{i}] (task '{s.task}') transforms: {e}") from None
     for t in spec.targets:
-        load(t, "test", 1)
+        load(t, "test", spec.eval.limit)
+        if spec.eval.shots:  # demonstrations come from the target's whole train split
+            load(t, "train", None)
 
 
 def build_plan(spec: TransferStudySpec, fingerprints: dict[str, dict[str, str]]) -> Plan:

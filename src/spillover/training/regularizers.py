@@ -9,8 +9,10 @@ optimiser step (not per micro-batch), so their weight does not depend on gradien
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Annotated
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
 from spillover.registry import Registry
@@ -21,7 +23,7 @@ REGULARIZERS: Registry[Regularizer] = Registry("regularizer")
 
 
 @REGULARIZERS.register("l2_to_init")
-def l2_to_init(model: nn.Module, init: dict[str, Tensor], weight: float) -> Tensor:
+def l2_to_init(model: nn.Module, init: dict[str, Tensor], weight: Annotated[float, Field(ge=0)]) -> Tensor:
     """weight · Σ ||θ − θ0||² over trainable parameters (methods.md §4.4, the L2 baseline)."""
     params = trainable(model)
     total = torch.zeros((), device=next(iter(params.values())).device)
