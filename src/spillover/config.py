@@ -61,6 +61,15 @@ class TrainSettings(BaseModel):
         OBJECTIVES.get(self.objective)
         for name in self.regularizers:
             REGULARIZERS.get(name)
+        from spillover.training.objectives import check_objective_params
+        from spillover.training.regularizers import check_regularizer_params
+
+        try:
+            check_objective_params(self.objective, self.objective_params)
+            for name, params in self.regularizers.items():
+                check_regularizer_params(name, params)
+        except SpilloverError as e:
+            raise ValueError(str(e)) from None
         return self
 
 

@@ -8,13 +8,15 @@ optimiser step (not per micro-batch), so their weight does not depend on gradien
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
+from spillover.errors import SpilloverError
 from spillover.registry import Registry
-from spillover.training.params import trainable
+from spillover.training.params import snapshot_trainable, trainable
 
 Regularizer = Callable[..., Tensor]
 REGULARIZERS: Registry[Regularizer] = Registry("regularizer")
@@ -22,9 +24,31 @@ REGULARIZERS: Registry[Regularizer] = Registry("regularizer")
 
 @REGULARIZERS.register("l2_to_init")
 def l2_to_init(model: nn.Module, init: dict[str, Tensor], weight: float) -> Tensor:
-    """weight · Σ ||θ − θ0||² over trainable parameters (methods.md §4.4, the L2 baseline)."""
+    """weight · Σ ||θ − θ0||² over the trainable parameters only (methods.md §4.4, the L2 baseline).
+
+    Frozen parameters cannot move, so they are neither regularised nor copied into `init`; tied parameters
+    count once. Differences and squares are summed in fp32 even for bf16 parameters. With LoRA the
+    trainable parameters are the adapter's A and B, so the penalty is ||A − A0||² + ||B||² (B0 = 0), not the
+    norm of the weight update B·A; with full fine-tuning θ0 is one copy of the model (see docs/training.md).
+    """
+    if not (isinstance(weight, int | float) and weight >= 0):
+        raise SpilloverError(f"regularizer l2_to_init: weight={weight!r} is not allowed; use a number ≥ 0")
     params = trainable(model)
     total = torch.zeros((), device=next(iter(params.values())).device)
     for name, p in params.items():
-        total = total + (p - init[name]).pow(2).sum()
+        total = total + (p.float() - init[name].float()).pow(2).sum()
     return weight * total
+
+
+def check_regularizer_params(name: str, params: dict) -> None:
+    """Fail early (at the config edge) on unknown or bad parameters: run the regulariser on a tiny model."""
+    fn = REGULARIZERS.get(name)
+    try:
+        inspect.signature(fn).bind(None, None, **params)
+    except TypeError:
+        allowed = [p for p in inspect.signature(fn).parameters if p not in ("model", "init")]
+        raise SpilloverError(
+            f"regularizer {name}: parameters {sorted(params)} do not fit; it takes: {', '.join(allowed)}"
+        ) from None
+    tiny = nn.Linear(1, 1)
+    fn(tiny, snapshot_trainable(tiny), **params)
