@@ -49,7 +49,7 @@ formats: [target, label_only]
 methods: {methods}
 train: {{limit: 12, batch_size: 4, max_steps: 2, checkpoint_every: 2}}
 eval: {{limit: 4, batch_size: 4}}
-codelength: {{limit: 4}}
+codelength: {{limit: 4, tasks: [toy_gen]}}  # general data for ΔCL_general
 tokens: {{examples: 2, thresholds: [0.1, 0.5]}}
 {extra}""")
     return study
@@ -73,7 +73,8 @@ def test_tradeoff_study_end_to_end(tradeoff_file, tmp_path):
     base = runs[runs["model"] == "base"].iloc[0]
     assert base["general_score"] == pytest.approx((base["general_toy_a"] + base["general_toy_b"]) / 2)
     cl = pd.read_csv(out / "tables" / "code_length.csv")
-    assert {"dCL_domain", "dCL_general", "CL_toy_a"} <= set(cl.columns)
+    assert {"dCL_domain", "dCL_general", "CL_toy_gen"} <= set(cl.columns) and "CL_toy_a" not in cl
+    assert (cl["CL_general"] == cl["CL_toy_gen"]).all()
     assert cl.loc[cl["model"] == "base", "dCL_domain"].iloc[0] == 0
     tokens = pd.read_csv(out / "tables" / "token_summary.csv")
     assert set(tokens["format"]) == {"target", "label_only"} and (tokens["n_tokens"] > 0).all()
@@ -116,19 +117,20 @@ def test_wise_alpha_evaluations_and_rerun_skips(tradeoff_file):
 
 
 @pytest.mark.parametrize(
-    ("override", "message"),
+    ("overrides", "message"),
     [
-        ("general=[toy_math]", "both a domain and a general task"),
-        ("methods=[{label: x, objective: talr, objective_params: {temperature: 2}}]", "unknown parameter"),
-        ("methods=[{label: x, objective: talr, objective_params: {floor: 2}}]", "floor=2 is not allowed"),
-        ("methods=[{label: x, wise_ft: [1.5]}]", "wise_ft alpha 1.5"),
-        ("methods=[{label: x, regularizers: {l2_to_init: {weight: -1}}}]", "weight=-1"),
-        ("domains=[toy_gen]", "label_only needs a domain"),
-        ("learning_rates=[0]", "learning_rates must be > 0"),
-        ("formats=[cot]", "formats.0"),
+        (["general=[toy_math]"], "both a domain and a general task"),
+        (["methods=[{label: x, objective: talr, objective_params: {temperature: 2}}]"], "unknown parameter"),
+        (["methods=[{label: x, objective: talr, objective_params: {floor: 2}}]"], "floor=2 is not allowed"),
+        (["methods=[{label: x, wise_ft: [1.5]}]"], "wise_ft alpha 1.5"),
+        (["methods=[{label: x, regularizers: {l2_to_init: {weight: -1}}}]"], "weight=-1"),
+        (["domains=[toy_gen]", "codelength.tasks=[toy_a]"], "label_only needs a domain"),
+        (["learning_rates=[0]"], "learning_rates must be > 0"),
+        (["formats=[cot]"], "formats.0"),
+        (["codelength.tasks=[toy_math]"], "is a domain"),
     ],
 )
-def test_bad_input_exits_2_and_writes_nothing(tradeoff_file, tmp_path, capsys, override, message):
-    assert main(["run", str(tradeoff_file), override]) == 2
+def test_bad_input_exits_2_and_writes_nothing(tradeoff_file, tmp_path, capsys, overrides, message):
+    assert main(["run", str(tradeoff_file), *overrides]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

@@ -69,6 +69,9 @@ class TokenSettings(BaseModel):
 
 class CodeLengthSettings(BaseModel):
     model_config = Strict
+    tasks: list[str] | None = Field(
+        default=None, description="general data for ΔCL_general (default: general)"
+    )
     limit: int | None = Field(default=64, ge=1, description="test examples per task scored (first N)")
     batch_size: int = Field(default=8, ge=1, le=4096)
 
@@ -94,6 +97,9 @@ class TradeoffStudySpec(StudySpec):
         both = sorted(set(self.domains) & set(self.general))
         if both:
             raise ValueError(f"{both} is both a domain and a general task; a task can be only one")
+        both = sorted(set(self.domains) & set(self.codelength.tasks or []))
+        if both:
+            raise ValueError(f"codelength.tasks {both} is a domain; list general data only")
         if any(not lr > 0 for lr in self.learning_rates):
             raise ValueError(f"learning_rates must be > 0, got {self.learning_rates}")
         for m in self.methods:
@@ -104,7 +110,11 @@ class TradeoffStudySpec(StudySpec):
         return self
 
     def task_names(self) -> list[str]:
-        return list(dict.fromkeys(self.domains + self.general))
+        return list(dict.fromkeys(self.domains + self.general + self.cl_general()))
+
+    def cl_general(self) -> list[str]:
+        """The general data of the code-length view: `codelength.tasks`, else the general tasks."""
+        return self.codelength.tasks or self.general
 
 
 def run_settings(spec: TradeoffStudySpec, method: MethodSpec, lr: float) -> TrainSettings:
@@ -162,7 +172,7 @@ def build_plan(spec: TradeoffStudySpec, fingerprints: dict[str, dict[str, str]],
             needed.append(plan.add("tokens", f"tokens {d} ({fmt})", {
                 **model, "task": d, "data": fingerprints[d], "format": fmt, "transforms": format_transforms(tasks[d], fmt),
                 "limit": spec.train.limit, "max_len": spec.train.max_len, "examples": spec.tokens.examples}))  # fmt: skip
-    for t in spec.task_names():
+    for t in [*spec.domains, *spec.general]:
         needed.append(plan.add("eval", f"eval base -> {t}", {
             **model, "label": BASE, "target": t, "data": fingerprints[t], "eval": ev}))  # fmt: skip
     needed.append(plan.add("codelen", "code length base", {
@@ -173,7 +183,7 @@ def build_plan(spec: TradeoffStudySpec, fingerprints: dict[str, dict[str, str]],
                 for lr in m.learning_rates or spec.learning_rates:
                     needed += _run_jobs(plan, spec, tasks, model, d, fmt, m, lr, fingerprints)
     plan.add("analyse", "analyse + report", {"domains": spec.domains, "general": spec.general,
-             "tokens": spec.tokens.model_dump(mode="json")}, deps=needed)  # fmt: skip
+             "cl_general": spec.cl_general(), "tokens": spec.tokens.model_dump(mode="json")}, deps=needed)  # fmt: skip
     return plan
 
 
@@ -186,7 +196,7 @@ def _run_jobs(plan, spec, tasks, model, domain, fmt, m: MethodSpec, lr, fingerpr
         "train": settings, "run": run})  # fmt: skip
     ids = [train_id]
     ev, cl = spec.eval.model_dump(mode="json"), spec.codelength.model_dump(mode="json")
-    targets = [domain, *spec.general]
+    targets, cl_targets = [domain, *spec.general], [domain, *spec.cl_general()]
     for alpha in [1.0, *m.wise_ft]:
         label = run_label(domain, fmt, m.label, lr, alpha)
         wise = {} if alpha == 1.0 else {"alpha": alpha}  # absent for α = 1: plain runs keep the usual ids
@@ -195,6 +205,6 @@ def _run_jobs(plan, spec, tasks, model, domain, fmt, m: MethodSpec, lr, fingerpr
                 **model, "label": label, "target": t, "data": fingerprints[t], "eval": ev, "run": run, **wise},
                 deps=[train_id]))  # fmt: skip
         ids.append(plan.add("codelen", f"code length {label}", {
-            **model, "label": label, "datasets": [{"task": t, "data": fingerprints[t]} for t in targets],
+            **model, "label": label, "datasets": [{"task": t, "data": fingerprints[t]} for t in cl_targets],
             "codelength": cl, "max_len": spec.train.max_len, "run": run, **wise}, deps=[train_id]))  # fmt: skip
     return ids

@@ -123,7 +123,7 @@ def analyse_tradeoff(store, plan, p: dict[str, Any]) -> tuple[dict[str, pd.DataF
     scores = score_rows(store, finished("eval"))
     runs = runs_table(scores, p["domains"], p["general"])
     cl_results = {j.params["label"]: store.result(j.id)["code_length"] for j in finished("codelen")}
-    cl = code_lengths(cl_results, runs, p["domains"], p["general"])
+    cl = code_lengths(cl_results, runs, p["domains"], p["cl_general"])
     if len(cl) and len(runs):
         runs = runs.merge(
             cl[["model", "domain", "dCL_domain", "dCL_general"]], on=["model", "domain"], how="left"
