@@ -71,10 +71,13 @@ class TrainSettings(BaseModel):
     @classmethod
     def _objective_params(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         """The objective's parameters, checked before any model is loaded."""
-        from spillover.training.objectives import OBJECTIVES
+        from spillover.training.objectives import check_objective_params
 
         if "objective" in info.data:  # else `objective` itself failed and is reported
-            _check_params("objective", info.data["objective"], OBJECTIVES, params)
+            try:  # runs the objective on a 1-token batch: value ranges too (e.g. talr's tau > 0)
+                check_objective_params(info.data["objective"], params)
+            except SpilloverError as e:  # reported by pydantic with the file and the field path
+                raise ValueError(str(e)) from None
         return params
 
     @field_validator("regularizers")

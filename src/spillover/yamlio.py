@@ -70,6 +70,8 @@ def format_validation_error(e: ValidationError, model: type[BaseModel], origin: 
             lines.append(f"unknown key '{loc}'; allowed keys: {allowed}")
         elif err["type"] == "missing":
             lines.append(f"missing required key '{loc}'")
+        elif not err["loc"]:  # a whole-spec check: its message names the fields, the input is the whole file
+            lines.append(err["msg"].removeprefix("Value error, "))
         else:
             msg = err["msg"].removeprefix("Value error, ")
             if isinstance(err.get("input"), bool) and err["type"] == "string_type":

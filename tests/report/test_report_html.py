@@ -181,3 +181,13 @@ def test_rendering_is_deterministic() -> None:
     first, _ = _hostile_report()
     second, _ = _hostile_report()
     assert first == second  # no timestamps or random ids: reruns of a cached study give the same file
+
+
+def test_coloured_tokens_are_escaped_and_shaded():
+    from spillover.report.html import ColouredText, Section, render_report
+
+    block = ColouredText("ex <1>", ["<script>alert(1)</script>", " ok"], [0.0, 1.0])
+    page = render_report("t", [Section("s", "S", coloured=[block])], {})
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert(1)" not in page
+    assert "rgba(207,34,46,1.00)" in page and "rgba(207,34,46,0.00)" in page
+    assert "ex &lt;1&gt;" in page and 'title="p = 0"' in page

@@ -63,3 +63,24 @@ def test_l2_to_init_by_hand():
         model.bias += 100.0
     assert REGULARIZERS.get("l2_to_init") is l2_to_init
     assert l2_to_init(model, init, weight=0.5).item() == pytest.approx(0.5 * (1.0 + 4.0))
+
+
+def test_l2_to_init_sums_in_fp32_and_checks_weight():
+    model = torch.nn.Linear(1, 1, bias=False).to(torch.bfloat16)
+    init = {"weight": model.weight.detach().clone()}
+    with torch.no_grad():
+        model.weight += 1.0
+    value = l2_to_init(model, init, weight=2.0)
+    assert value.dtype == torch.float32
+    assert value.item() == pytest.approx(2.0 * (model.weight.float() - init["weight"].float()).item() ** 2)
+    with pytest.raises(SpilloverError, match="weight=-1"):
+        l2_to_init(model, init, weight=-1)
+
+
+def test_l2_to_init_gradient_is_2_lambda_delta():
+    model = torch.nn.Linear(2, 1, bias=False)
+    init = {"weight": model.weight.detach().clone()}
+    with torch.no_grad():
+        model.weight += torch.tensor([[0.5, -1.0]])
+    l2_to_init(model, init, weight=0.1).backward()
+    assert model.weight.grad[0].tolist() == pytest.approx([2 * 0.1 * 0.5, 2 * 0.1 * -1.0])

@@ -1,4 +1,5 @@
-"""Controls applied to a source dataset before fine-tuning (methods §1.5): mislabel, rebalance, subsample.
+"""Controls applied to a source dataset before fine-tuning (methods §1.5): mislabel, rebalance, subsample;
+and `target_field` (train on another field as the target: the tradeoff study's label-only format).
 
 Each transform is a pure function `(examples, ..., seed=0) -> list[Example]` registered under a short
 name; a study lists them as specs `{"name": "mislabel", "fraction": 0.5}`. `describe(specs)` gives the
@@ -18,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from spillover.data.tasks import Example
+from spillover.data.tasks import Example, as_text
 from spillover.errors import SpilloverError, unknown_name_message
 from spillover.registry import Registry, check_params
 
@@ -149,6 +150,20 @@ def subsample(examples: Sequence[Example], n: int, seed: int = 0, replace: bool 
         keep = sorted(rng.sample(range(len(examples)), n))
         return [examples[i] for i in keep]
     return _with_copies(examples, n, rng)
+
+
+@TRANSFORMS.register("target_field")
+def target_field(examples: Sequence[Example], field: str) -> list[Example]:
+    """Train on another field of each row as the target, e.g. gsm8k's bare `answer` instead of its worked
+    solution (the tradeoff study's `label_only` supervision format, methods.md §4.2)."""
+    out = []
+    for e in examples:
+        if e.row.get(field) is None:
+            raise SpilloverError(
+                f"target_field: example '{e.id}' has no field '{field}'; it has: {', '.join(sorted(e.row))}"
+            )
+        out.append(replace(e, target=as_text(e.row[field])))
+    return out
 
 
 def _params(name: str) -> dict[str, inspect.Parameter]:

@@ -47,6 +47,31 @@ class Section:
     notes: list[str] = field(default_factory=list)
     subsections: list[Section] = field(default_factory=list)
     columns: int = 1  # figures per row on wide screens
+    coloured: list[ColouredText] = field(default_factory=list)
+
+
+@dataclass
+class ColouredText:
+    """Text shown token by token, each token's background shaded by a value in [0, 1] (e.g. its probability:
+    0 = full colour, 1 = none), the value in the token's tooltip. Tokens are escaped: data stays inert text."""
+
+    caption: str
+    tokens: list[str]
+    values: list[float]
+
+
+def coloured_html(block: ColouredText) -> str:
+    spans = []
+    for token, value in zip(block.tokens, block.values, strict=True):
+        shade = min(max(1.0 - float(value), 0.0), 1.0)
+        spans.append(
+            f'<span style="background:rgba(207,34,46,{shade:.2f})" title="p = {float(value):.4g}">'
+            f"{html.escape(token)}</span>"
+        )
+    return (
+        f'<figure class="coloured"><figcaption>{html.escape(block.caption)}</figcaption>'
+        f'<div style="white-space:pre-wrap;font-family:monospace;line-height:1.6">{"".join(spans)}</div></figure>'
+    )
 
 
 def script_safe_json(text: str) -> str:
@@ -114,6 +139,7 @@ def _section(section: Section, b: _Builder, level: int, anchors: dict[int, str])
         f'<section id="{sid}" class="level-{level}"><h{level}>{html.escape(section.title)}</h{level}>',
         f'<div class="intro">{_paragraphs(section.intro)}</div>' if section.intro.strip() else "",
         _figures(section, b),
+        "".join(coloured_html(block) for block in section.coloured),
         "".join(table_html(caption, frame) for caption, frame in section.tables),
         f'<ul class="notes">{notes}</ul>' if notes else "",
         "".join(_section(sub, b, min(level + 1, 4), anchors) for sub in section.subsections),

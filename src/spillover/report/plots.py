@@ -176,10 +176,11 @@ def pareto(
     *,
     marker_label: str = "base",
     title: str = "",
+    text: str | None = None,
 ) -> go.Figure:
-    """Points (coloured by `color`), the Pareto frontier (rows of `frontier`, joined in x order) and a
-    marked reference point `marker` = (x, y), e.g. the base model."""
-    fig = scatter(frame, x, y, title=title, trendline=False, color=color)
+    """Points (coloured by `color`, labelled by `text`), the Pareto frontier (rows of `frontier`, joined in
+    x order) and a marked reference point `marker` = (x, y), e.g. the base model."""
+    fig = scatter(frame, x, y, text=text, title=title, trendline=False, color=color)
     if frontier is not None and len(frontier):
         front = frontier.sort_values(x)
         fig.add_scatter(

@@ -3,8 +3,8 @@ registry maps the YAML's `study:` value to them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from spillover.registry import Registry
 
@@ -15,6 +15,8 @@ class StudyKind:
     check: Callable  # (spec, tasks, load) -> None, raises SpilloverError before any work
     build_plan: Callable  # (spec, fingerprints) -> Plan
     analyse: Callable  # (ctx, plan, job) -> result dict; writes tables/ and report.html
+    # the kind's own job kinds: {job kind: (ctx, plan, job) -> (result, score rows)}, tried before the shared ones
+    handlers: Mapping[str, Callable] = field(default_factory=dict)
 
 
 STUDIES: Registry[Callable[[], StudyKind]] = Registry("study kind")
@@ -39,3 +41,11 @@ def _generalization() -> StudyKind:
         generalization.build_plan,
         generalization_report.analyse_job,
     )
+
+
+@STUDIES.register("tradeoff")
+def _tradeoff() -> StudyKind:
+    from spillover.studies import tradeoff, tradeoff_jobs, tradeoff_report
+
+    return StudyKind(tradeoff.TradeoffStudySpec, tradeoff.check_inputs, tradeoff.build_plan,
+                     tradeoff_report.analyse_job, tradeoff_jobs.HANDLERS)  # fmt: skip

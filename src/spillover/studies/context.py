@@ -8,6 +8,7 @@ weights are never copied or reloaded. Full fine-tuning trains a separate copy lo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from spillover.engine.plan import Job
 from spillover.engine.store import Store
 from spillover.engine.tracking import RunSpec, Tracker, base_run, compose
 from spillover.evaluation.evaluate import evaluate_task
+from spillover.merging.wise import interpolate_, scale_adapter_
 from spillover.models.adapters import is_peft, load_adapter
 from spillover.models.load import load_model, load_tokenizer, resolve_precision
 from spillover.training.loop import train
@@ -92,12 +94,13 @@ class StudyContext:
         finally:
             self._model = model.unload()
 
-    def eval_job(self, job: Job, artifact: str | None, label: str) -> JobOutput:
-        """params: target, eval (EvalSettings dict). `artifact`: an adapter or full-model folder, or None."""
+    def eval_job(self, job: Job, artifact: str | None, label: str, alpha: float = 1.0) -> JobOutput:
+        """params: target, eval (EvalSettings dict). `artifact`: an adapter or full-model folder, or None;
+        `alpha` < 1: evaluate its WiSE-FT interpolation with the base (see `_model_for`)."""
         p, e = job.params, job.params["eval"]
         task = self.tasks[p["target"]]
         folder = self.store.job_dir(job.id)
-        model, restore = self._model_for(artifact)
+        model, restore = self._model_for(artifact, alpha)
         try:
             r = evaluate_task(model, self.tokenizer, task, limit=e["limit"], shots=e["shots"], seed=e["seed"],
                               batch_size=e["batch_size"], precision=self.precision,
@@ -125,18 +128,33 @@ class StudyContext:
         with self.tracker.run(run) as logger:
             logger.log_scores(scores, step)
 
-    def _model_for(self, artifact: str | None):
-        """(model, restore): the base, the base + a loaded adapter, or a full fine-tuned copy."""
+    @contextlib.contextmanager
+    def loaded(self, artifact: str | None, alpha: float = 1.0):
+        """The model to evaluate (see `_model_for`) for the duration of the block."""
+        model, restore = self._model_for(artifact, alpha)
+        try:
+            yield model
+        finally:
+            restore()
+
+    def _model_for(self, artifact: str | None, alpha: float = 1.0):
+        """(model, restore): the base, the base + a loaded adapter, or a full fine-tuned copy. `alpha` < 1:
+        WiSE-FT θ0 + α·(θ_ft − θ0), exactly — the loaded adapter's B scaled by α, or the full copy
+        interpolated in memory with the shared base (`merging.wise`); nothing is written to disk."""
         if artifact is None:
             return self.base_model(), lambda: None
         if (Path(artifact) / "adapter_config.json").exists():
             model = load_adapter(self.base_model(), artifact)
+            if alpha != 1.0:
+                scale_adapter_(model, alpha)  # on this loaded copy only; unloading below discards it
 
             def restore() -> None:
                 self._model = model.unload() if is_peft(model) else model
 
             return model, restore
         model, _ = load_model(artifact, self.precision)
+        if alpha != 1.0:
+            interpolate_(model, self.base_model(), alpha)
         return model, lambda: None
 
     def stats_job(self, job: Job) -> JobOutput:

@@ -105,7 +105,9 @@ def run_study(
 
 
 def dispatch(kind: StudyKind, ctx: StudyContext, plan: Plan, job: Job) -> tuple[dict[str, Any], list[dict]]:
-    """Run one job with the study's context."""
+    """Run one job with the study's context; a study kind's own `handlers` come first."""
+    if job.kind in kind.handlers:
+        return kind.handlers[job.kind](ctx, plan, job)
     if job.kind == "stats":
         return ctx.stats_job(job)
     if job.kind == "train":
@@ -113,7 +115,7 @@ def dispatch(kind: StudyKind, ctx: StudyContext, plan: Plan, job: Job) -> tuple[
     if job.kind == "eval":
         trained = plan.jobs[job.deps[0]] if job.deps else None
         artifact = ctx.store.result(trained.id)["artifact"] if trained else None
-        result, scores = ctx.eval_job(job, artifact, job.params["label"])
+        result, scores = ctx.eval_job(job, artifact, job.params["label"], job.params.get("alpha", 1.0))
         ctx.track_scores(trained, scores)
         return result, scores
     if job.kind == "analyse":

@@ -49,11 +49,19 @@ class Progress:
     fingerprint: str
 
 
-def fingerprint(settings: dict[str, Any], sequences: Sequence[Sequence_], model: nn.Module) -> str:
-    """Hash of the result-affecting settings, the training data and the trainable parameters' names/shapes."""
+def fingerprint(
+    settings: dict[str, Any],
+    sequences: Sequence[Sequence_],
+    model: nn.Module,
+    weights: torch.Tensor | None = None,
+) -> str:
+    """Hash of the result-affecting settings, the training data (and per-sequence loss weights, when the
+    objective uses them) and the trainable parameters' names/shapes."""
     h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     for s in sequences:
         h.update(np.asarray([s.n_prompt, len(s.input_ids), *s.input_ids], dtype=np.int64).tobytes())
+    if weights is not None:
+        h.update(weights.detach().cpu().float().numpy().tobytes())
     for name, p in trainable(model).items():
         h.update(f"{name}:{tuple(p.shape)}:{p.dtype}".encode())
     return h.hexdigest()[:16]

@@ -4,7 +4,8 @@ One optimiser step = `grad_accum` micro-batches of length-bucketed sequences (se
 micro-batch's objective returns a loss *sum* over its target tokens, divided by the number of target
 tokens of the whole step before backward: accumulating 4 × 2 sequences gives the gradient of one batch of
 8. Regularisers are added once per step. `hooks` run around the optimiser step: the seam for exact
-parameter masks (methods.md §3.4). Same seed and thread count → bit-identical losses on CPU, also across a
+parameter masks (methods.md §3.4). Objectives that declare `sequence_weights` (FLOW) get their
+micro-batch's slice of per-sequence weights fixed before training (`training.flow`). Same seed and thread count → bit-identical losses on CPU, also across a
 crash and resume.
 
 Files in `out_dir`: `train_log.jsonl`, `checkpoints/` (latest only), then `adapter/` (LoRA, PEFT format) or
@@ -33,6 +34,7 @@ from spillover.errors import SpilloverError
 from spillover.training import checkpoint as ckpt
 from spillover.training.artifacts import LOG_FILE, RESULT_FILE, read_result, save_final
 from spillover.training.batches import BatchPlan
+from spillover.training.flow import prepare_sequence_weights
 from spillover.training.objectives import OBJECTIVES, Objective, count_targets
 from spillover.training.optim import build_optimizer, build_scheduler
 from spillover.training.params import snapshot_trainable
@@ -61,10 +63,14 @@ def train(
     """
     out_dir = Path(out_dir)
     _check_data(sequences)
+    objective = OBJECTIVES.get(params.objective)
     fingerprint = ckpt.fingerprint(params.settings(), sequences, model)
+    seq_weights = prepare_sequence_weights(objective, params.objective_params, model, sequences,
+                                           _pad_id(tokenizer), params.precision, out_dir, fingerprint)  # fmt: skip
+    if seq_weights is not None:  # FLOW: the weights are part of what the run computes
+        fingerprint = ckpt.fingerprint(params.settings(), sequences, model, seq_weights)
     if (out_dir / RESULT_FILE).exists():
         return _finished(out_dir, fingerprint, model)
-    objective = OBJECTIVES.get(params.objective)
     regs = {name: (REGULARIZERS.get(name), p) for name, p in params.regularizers.items()}
     lengths = [len(s.input_ids) for s in sequences]
     plan = BatchPlan(
@@ -82,9 +88,13 @@ def train(
     with _open_log(out_dir / LOG_FILE, state.step) as log_file:
         for step in range(state.step, plan.n_steps):
             t0 = time.perf_counter()
-            batches = [pad_batch([sequences[i] for i in idx], pad_id) for idx in plan.micro_batches(step)]
+            micro = plan.micro_batches(step)
+            batches = [pad_batch([sequences[i] for i in idx], pad_id) for idx in micro]
+            extras = [{} if seq_weights is None else {"sequence_weights": seq_weights[idx]} for idx in micro]
             n_step_tokens = sum(count_targets(b["labels"]) for b in batches)
-            loss, stats = _accumulate(forward, batches, objective, params.objective_params, n_step_tokens)
+            loss, stats = _accumulate(
+                forward, batches, objective, params.objective_params, n_step_tokens, extras
+            )
             stats |= _regularize(model, regs, init)
             lr = scheduler.get_last_lr()[0]
             grad_norm = _optimizer_step(model, optimizer, scheduler, hooks, step, params.max_grad_norm)
@@ -128,13 +138,15 @@ Forward = Callable[[dict[str, Tensor]], tuple[Tensor, Tensor]]
 
 
 def _accumulate(
-    forward: Forward, batches: list[dict[str, Tensor]], objective: Objective, obj_params, n_step_tokens: int
-) -> tuple[float, dict[str, float]]:
-    """Forward + backward every micro-batch of one step. Returns the step's token-mean loss and stats."""
+    forward: Forward, batches: list[dict[str, Tensor]], objective: Objective, obj_params, n_step_tokens: int,
+    extras: Sequence[dict[str, Tensor]] = (),
+) -> tuple[float, dict[str, float]]:  # fmt: skip
+    """Forward + backward every micro-batch of one step. Returns the step's token-mean loss and stats.
+    `extras[i]`: further objective inputs for micro-batch i (FLOW's `sequence_weights`)."""
     n = max(n_step_tokens, 1)
     loss_sum, stats = 0.0, {}
-    for batch in batches:
-        out = objective(*forward(batch), **obj_params)
+    for batch, extra in zip(batches, extras or [{}] * len(batches), strict=True):
+        out = objective(*forward(batch), **obj_params, **extra)
         (out.loss_sum / n).backward()
         loss_sum += out.loss_sum.item()
         for k, v in out.stats.items():  # objective stats are token-means: weight by tokens

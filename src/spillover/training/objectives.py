@@ -9,12 +9,17 @@ accumulation over micro-batches equals one large batch exactly.
 Log-probabilities are computed in fp32 even when the logits come out of bf16 autocast, and only at target
 positions: the (B, T, V) logits are never copied to fp32 as a whole (the vocabulary may be 49k+).
 
-Future objectives slot in as one function each: TALR weights the per-token NLL from `target_nll` by
-detached `p ** (1/tau)`; FLOW weights it per sequence using the `rows` index `target_nll` also returns.
+Reweighted objectives (methods.md §4.3–4.4) keep that contract: `talr` weights each target token's NLL by
+a detached `p ** (1/τ)`, `flow` each sequence's tokens by a weight fixed before training (`training.flow`).
+Both return `Σ w_i ℓ_i`, so after the loop's division the step loss is `Σ w_i ℓ_i / Σ 1` — the weights are
+*not* renormalised to sum to the token count, and a step whose tokens are all hard has a small loss.
+An objective that declares a `sequence_weights` parameter receives its micro-batch's (B,) weights from
+the loop.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -24,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from spillover.data.collate import IGNORE
+from spillover.errors import SpilloverError
 from spillover.registry import Registry
 
 
@@ -66,12 +72,107 @@ def target_nll(logits: Tensor, labels: Tensor) -> TargetTokens:
 def cross_entropy(logits: Tensor, labels: Tensor) -> ObjectiveOutput:
     """Plain SFT: loss_sum = Σ −log p(target token). Stats: `token_acc` (argmax == target)."""
     t = target_nll(logits, labels)
-    n = int(t.nll.numel())
+    return ObjectiveOutput(t.nll.sum(), int(t.nll.numel()), _token_acc(t))
+
+
+def talr_weights(
+    nll: Tensor, rows: Tensor, tau: float | None = None, floor: float = 0.0
+) -> tuple[Tensor, float]:
+    """TALR token weights w_i = max(p_i^(1/τ), floor) = max(exp(−ℓ_i/τ), floor), detached, and τ.
+
+    nll: (N,) per-token loss ℓ_i; rows: (N,) sequence of each token. τ = `tau` when given, else the median
+    (torch.quantile, i.e. the mean of the two middle values for an even count) over the batch's sequences
+    of their mean token loss. This is the closed-form solution of min_w Σ w_i ℓ_i − τ·H(w) on the simplex,
+    unnormalised (methods.md §4.3).
+    """
+    nll = nll.detach()
+    if tau is None:
+        tau = float(torch.quantile(_sequence_means(nll, rows), 0.5)) if nll.numel() else 1.0
+    w = torch.exp(-nll / max(tau, _MIN_TAU))  # exp(−ℓ/τ) = p^(1/τ), computed without forming p
+    return w.clamp(min=floor), tau
+
+
+_MIN_TAU = 1e-6  # a batch the model already predicts perfectly has τ = 0; p^(1/0⁺) is then 1 or 0
+
+
+def _sequence_means(nll: Tensor, rows: Tensor) -> Tensor:
+    """Mean of `nll` (N,) over the tokens of each sequence present in `rows` (N,): (S,)."""
+    _, index = torch.unique(rows, return_inverse=True)
+    n_seq = int(index.max()) + 1
+    sums = torch.zeros(n_seq, dtype=nll.dtype, device=nll.device).index_add_(0, index, nll)
+    counts = torch.zeros(n_seq, dtype=nll.dtype, device=nll.device).index_add_(0, index, torch.ones_like(nll))
+    return sums / counts
+
+
+def _check_params(name: str, tau: float | None, floor: float = 0.0) -> None:
+    if tau is not None and not (isinstance(tau, int | float) and tau > 0):
+        raise SpilloverError(f"objective {name}: tau={tau!r} is not allowed; use a number > 0 or null")
+    if not (isinstance(floor, int | float) and 0.0 <= floor <= 1.0):
+        raise SpilloverError(f"objective {name}: floor={floor!r} is not allowed; use a number in [0, 1]")
+
+
+@OBJECTIVES.register("talr")
+def talr(logits: Tensor, labels: Tensor, tau: float | None = None, floor: float = 0.0) -> ObjectiveOutput:
+    """Token-adaptive loss reweighting: loss_sum = Σ w_i ℓ_i with w from `talr_weights` (no gradient
+    through w, so ∂loss/∂θ = Σ w_i ∂ℓ_i/∂θ). τ is per call, i.e. per micro-batch when grad_accum > 1.
+
+    Stats (token means over the step): `talr/tau`, `talr/w_mean`, `talr/w_p10|p50|p90` (weight quantiles),
+    `talr/frac_floor` (tokens at the floor), `talr/nll` (the unweighted loss), `token_acc`.
+    """
+    _check_params("talr", tau, floor)
+    t = target_nll(logits, labels)
+    w, tau_used = talr_weights(t.nll, t.rows, tau, floor)
+    stats = _token_acc(t)
+    if t.nll.numel():
+        q = torch.quantile(w, torch.tensor([0.1, 0.5, 0.9], device=w.device)).tolist()
+        stats |= {"talr/tau": tau_used, "talr/w_mean": w.mean().item(), "talr/w_p10": q[0], "talr/w_p50": q[1],
+                  "talr/w_p90": q[2], "talr/frac_floor": (w <= floor).float().mean().item() if floor > 0 else 0.0,
+                  "talr/nll": t.nll.detach().mean().item()}  # fmt: skip
+    return ObjectiveOutput((w * t.nll).sum(), int(t.nll.numel()), stats)
+
+
+@OBJECTIVES.register("flow")
+def flow(
+    logits: Tensor, labels: Tensor, sequence_weights: Tensor, tau: float | None = None
+) -> ObjectiveOutput:
+    """FLOW: loss_sum = Σ_s w_s Σ_{i∈s} ℓ_i with per-sequence weights w_s (B,) fixed before training.
+
+    The weights come from the base model (`training.flow.flow_weights`: exp(−L_s/τ), mean 1 over the
+    dataset); the loop passes the micro-batch's slice. `tau` is the temperature they were computed with; it
+    is not used here. Stats: `flow/w_mean` (token mean of the weights), `flow/nll`, `token_acc`.
+    """
+    _check_params("flow", tau)
+    t = target_nll(logits, labels)
+    w = sequence_weights.detach().to(device=t.nll.device, dtype=t.nll.dtype)[t.rows]
+    stats = _token_acc(t)
+    if t.nll.numel():
+        stats |= {"flow/w_mean": w.mean().item(), "flow/nll": t.nll.detach().mean().item()}
+    return ObjectiveOutput((w * t.nll).sum(), int(t.nll.numel()), stats)
+
+
+def _token_acc(t: TargetTokens) -> dict[str, float]:
     with torch.no_grad():
-        acc = (t.logits.argmax(-1) == t.ids).float().mean().item() if n else 0.0
-    return ObjectiveOutput(t.nll.sum(), n, {"token_acc": acc})
+        return {"token_acc": (t.logits.argmax(-1) == t.ids).float().mean().item() if t.nll.numel() else 0.0}
 
 
 def count_targets(labels: Tensor) -> int:
     """Number of tokens that carry loss after the causal shift. labels: (B, T)."""
     return int((labels[:, 1:] != IGNORE).sum())
+
+
+def check_objective_params(name: str, params: dict) -> None:
+    """Fail early (at the config edge) on unknown or bad parameters: run the objective on a 1-token batch."""
+    fn = OBJECTIVES.get(name)
+    extra = (
+        {"sequence_weights": torch.ones(1)} if "sequence_weights" in inspect.signature(fn).parameters else {}
+    )
+    try:
+        inspect.signature(fn).bind(None, None, **params, **extra)
+    except TypeError:
+        allowed = [
+            p for p in inspect.signature(fn).parameters if p not in ("logits", "labels", "sequence_weights")
+        ]
+        raise SpilloverError(
+            f"objective {name}: unknown parameter(s) {sorted(params)}; allowed: {', '.join(allowed) or '(none)'}"
+        ) from None
+    fn(torch.zeros(1, 2, 2), torch.tensor([[IGNORE, 0]]), **params, **extra)

@@ -1,0 +1,210 @@
+"""The tradeoff study (methods.md §4): forgetting vs specialisation over learning rates and training methods.
+
+For every domain task, every supervision format, every method (LoRA/full, objective, regularisers) and
+every learning rate, fine-tune on the domain; evaluate the domain task and every general task; measure the
+code length (mean target-token cross-entropy in bits) on the domain's and the general tasks' test data;
+for methods with `wise_ft` alphas, also evaluate the WiSE-FT interpolations. The base model is evaluated
+once, and its token probabilities on each domain's training data are recorded (`tokens` jobs).
+
+Plan: per domain × format a `tokens` job; base `eval` per target and a base `codelen` job; per run a
+`train` job, its `eval` jobs (domain + general) and a `codelen` job, and the same per WiSE-FT α (eval jobs
+carry `alpha`); one `analyse` job. `tokens` and `codelen` run in `studies.tradeoff_jobs`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from spillover.config import Strict, StudySpec, TrainSettings
+from spillover.data.tasks import TaskSpec
+from spillover.engine.plan import Plan
+from spillover.errors import SpilloverError
+
+BASE = "base"
+FORMATS = ("target", "label_only")
+
+
+class MethodSpec(BaseModel):
+    """One training recipe of the grid; unset fields take the study's `train:` values."""
+
+    model_config = Strict
+    label: str = Field(pattern=r"^[A-Za-z0-9_.+\-]+$")
+    method: Literal["lora", "full"] | None = None
+    objective: str | None = None
+    objective_params: dict[str, Any] | None = None
+    regularizers: dict[str, dict[str, Any]] | None = None
+    learning_rates: list[float] | None = Field(default=None, min_length=1, description="replaces the study's")
+    wise_ft: list[float] = Field(default_factory=list, description="WiSE-FT alphas in (0, 1) to evaluate")
+
+    @model_validator(mode="after")
+    def _alphas(self) -> MethodSpec:
+        bad = [a for a in self.wise_ft if not 0.0 < a < 1.0]
+        if bad:
+            raise ValueError(f"wise_ft alpha {bad[0]} is not allowed; use numbers strictly between 0 and 1")
+        if len(set(self.wise_ft)) != len(self.wise_ft):
+            raise ValueError(f"wise_ft has duplicates: {self.wise_ft}")
+        if any(not lr > 0 for lr in self.learning_rates or []):
+            raise ValueError(f"learning_rates must be > 0, got {self.learning_rates}")
+        return self
+
+    def overrides(self) -> dict[str, Any]:
+        fields = ("method", "objective", "objective_params", "regularizers")
+        return {k: getattr(self, k) for k in fields if getattr(self, k) is not None}
+
+
+class TokenSettings(BaseModel):
+    model_config = Strict
+    thresholds: list[float] = Field(default=[0.1, 0.5], min_length=1, description="hard token: p below this")
+    examples: int = Field(default=4, ge=0, le=50, description="example sequences shown coloured by p")
+    bins: int = Field(default=20, ge=2, le=200)
+
+    @model_validator(mode="after")
+    def _in_unit(self) -> TokenSettings:
+        if any(not 0.0 < t < 1.0 for t in self.thresholds):
+            raise ValueError(f"thresholds must be in (0, 1), got {self.thresholds}")
+        return self
+
+
+class CodeLengthSettings(BaseModel):
+    model_config = Strict
+    tasks: list[str] | None = Field(
+        default=None, description="general data for ΔCL_general (default: general)"
+    )
+    limit: int | None = Field(default=64, ge=1, description="test examples per task scored (first N)")
+    batch_size: int = Field(default=8, ge=1, le=4096)
+
+
+class TradeoffStudySpec(StudySpec):
+    study: Literal["tradeoff"] = "tradeoff"
+    domains: list[str] = Field(min_length=1)
+    general: list[str] = Field(min_length=1)
+    learning_rates: list[float] = Field(min_length=1)
+    methods: list[MethodSpec] = Field(
+        default_factory=lambda: [MethodSpec(label="cross_entropy")], min_length=1
+    )
+    formats: list[Literal["target", "label_only"]] = Field(default=["target"], min_length=1)
+    tokens: TokenSettings = Field(default_factory=TokenSettings)
+    codelength: CodeLengthSettings = Field(default_factory=CodeLengthSettings)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TradeoffStudySpec:
+        for name, values in (("domains", self.domains), ("general", self.general), ("formats", self.formats),
+                             ("methods", [m.label for m in self.methods])):  # fmt: skip
+            if len(set(values)) != len(values):
+                raise ValueError(f"{name} has duplicates: {values}")
+        both = sorted(set(self.domains) & set(self.general))
+        if both:
+            raise ValueError(f"{both} is both a domain and a general task; a task can be only one")
+        both = sorted(set(self.domains) & set(self.codelength.tasks or []))
+        if both:
+            raise ValueError(f"codelength.tasks {both} is a domain; list general data only")
+        if any(not lr > 0 for lr in self.learning_rates):
+            raise ValueError(f"learning_rates must be > 0, got {self.learning_rates}")
+        for m in self.methods:
+            try:
+                run_settings(self, m, self.learning_rates[0])
+            except SpilloverError as e:
+                raise ValueError(f"methods[{m.label}]: {e}") from None
+        return self
+
+    def task_names(self) -> list[str]:
+        return list(dict.fromkeys(self.domains + self.general + self.cl_general()))
+
+    def cl_general(self) -> list[str]:
+        """The general data of the code-length view: `codelength.tasks`, else the general tasks."""
+        return self.codelength.tasks or self.general
+
+
+def run_settings(spec: TradeoffStudySpec, method: MethodSpec, lr: float) -> TrainSettings:
+    """The study's `train:` with the method's overrides and this learning rate, validated."""
+    from pydantic import ValidationError
+
+    data = spec.train.model_dump() | method.overrides() | {"learning_rate": lr}
+    try:
+        return TrainSettings.model_validate(data)
+    except ValidationError as e:
+        raise SpilloverError(
+            "; ".join(err["msg"].removeprefix("Value error, ") for err in e.errors())
+        ) from None
+
+
+def check_inputs(spec: TradeoffStudySpec, tasks: dict[str, TaskSpec], load) -> None:
+    """Fail before any work: domains have a train split (and an answer field for label_only), every task a
+    test split."""
+    for d in spec.domains:
+        task = tasks[d]
+        if task.train is None:
+            raise SpilloverError(f"domain '{d}' has no train split (set `train:` in its task spec)")
+        load(d, "train", 1)
+        if "label_only" in spec.formats and (task.answer_field is None or task.answer_field == task.target):
+            raise SpilloverError(
+                f"formats: label_only needs a domain whose target has reasoning and a separate bare answer "
+                f"(`answer_field`, e.g. gsm8k); '{d}' has none"
+            )
+    for t in spec.task_names():
+        load(t, "test", 1)
+
+
+def format_transforms(task: TaskSpec, fmt: str) -> list[dict[str, Any]]:
+    """`target`: the task's target as is (for gsm8k the worked solution); `label_only`: its bare answer."""
+    return [{"name": "target_field", "field": task.answer_field}] if fmt == "label_only" else []
+
+
+def run_label(domain: str, fmt: str, method: str, lr: float, alpha: float = 1.0) -> str:
+    """The model name in scores: "gsm8k:target:talr:lr=0.0001" (+ ":wise=0.5")."""
+    label = f"{domain}:{fmt}:{method}:lr={lr:g}"
+    return label if alpha == 1.0 else f"{label}:wise={alpha:g}"
+
+
+def build_plan(spec: TradeoffStudySpec, fingerprints: dict[str, dict[str, str]], tasks=None) -> Plan:
+    """The study's DAG. `fingerprints[task]` = {"spec": ..., "train": ..., "test": ...} content hashes."""
+    from spillover.data.tasks import resolve_tasks
+
+    tasks = tasks or {t.name: t for t in resolve_tasks(spec.task_names(), spec.tasks_file)}
+    plan, model = Plan(), {"model": spec.model, "precision": spec.precision}
+    ev, cl = spec.eval.model_dump(mode="json"), spec.codelength.model_dump(mode="json")
+    data = lambda names: [{"task": t, "data": fingerprints[t]} for t in names]  # noqa: E731
+    needed = []
+    for d in spec.domains:
+        for fmt in spec.formats:
+            needed.append(plan.add("tokens", f"tokens {d} ({fmt})", {
+                **model, "task": d, "data": fingerprints[d], "format": fmt, "transforms": format_transforms(tasks[d], fmt),
+                "limit": spec.train.limit, "max_len": spec.train.max_len, "examples": spec.tokens.examples}))  # fmt: skip
+    for t in [*spec.domains, *spec.general]:
+        needed.append(plan.add("eval", f"eval base -> {t}", {
+            **model, "label": BASE, "target": t, "data": fingerprints[t], "eval": ev}))  # fmt: skip
+    needed.append(plan.add("codelen", "code length base", {
+        **model, "label": BASE, "datasets": data(spec.task_names()), "codelength": cl, "max_len": spec.train.max_len}))  # fmt: skip
+    for d in spec.domains:
+        for fmt in spec.formats:
+            for m in spec.methods:
+                for lr in m.learning_rates or spec.learning_rates:
+                    needed += _run_jobs(plan, spec, tasks, model, d, fmt, m, lr, fingerprints)
+    plan.add("analyse", "analyse + report", {"domains": spec.domains, "general": spec.general,
+             "cl_general": spec.cl_general(), "tokens": spec.tokens.model_dump(mode="json")}, deps=needed)  # fmt: skip
+    return plan
+
+
+def _run_jobs(plan, spec, tasks, model, domain, fmt, m: MethodSpec, lr, fingerprints) -> list[str]:
+    """One training run's train job, then per α (1 = the tuned model itself) its eval and codelen jobs."""
+    settings = run_settings(spec, m, lr).model_dump(mode="json")
+    run = {"domain": domain, "format": fmt, "method": m.label, "lr": lr}
+    train_id = plan.add("train", f"train {run_label(domain, fmt, m.label, lr)}", {
+        **model, "task": domain, "data": fingerprints[domain], "transforms": format_transforms(tasks[domain], fmt),
+        "train": settings, "run": run})  # fmt: skip
+    ids = [train_id]
+    ev, cl = spec.eval.model_dump(mode="json"), spec.codelength.model_dump(mode="json")
+    targets, cl_targets = [domain, *spec.general], [domain, *spec.cl_general()]
+    for alpha in [1.0, *m.wise_ft]:
+        label = run_label(domain, fmt, m.label, lr, alpha)
+        wise = {} if alpha == 1.0 else {"alpha": alpha}  # absent for α = 1: plain runs keep the usual ids
+        for t in targets:
+            ids.append(plan.add("eval", f"eval {label} -> {t}", {
+                **model, "label": label, "target": t, "data": fingerprints[t], "eval": ev, "run": run, **wise},
+                deps=[train_id]))  # fmt: skip
+        ids.append(plan.add("codelen", f"code length {label}", {
+            **model, "label": label, "datasets": [{"task": t, "data": fingerprints[t]} for t in cl_targets],
+            "codelength": cl, "max_len": spec.train.max_len, "run": run, **wise}, deps=[train_id]))  # fmt: skip
+    return ids

@@ -1,0 +1,136 @@
+"""The tradeoff study's tables, from the stored results: runs (domain vs general score, ΔCL, Pareto), code
+length, token probabilities and TALR weight curves. Pure over what the store returned; no model needed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from spillover.analysis.pareto import pareto_mask
+from spillover.analysis.tokens import code_length_table, empirical_cdf, probability_summary
+from spillover.studies.tradeoff import BASE
+
+RUN_KEYS = ["domain", "format", "method", "lr", "alpha"]
+
+
+def score_rows(store, evals) -> pd.DataFrame:
+    """One row per finished evaluation: model label, run keys (base: method 'base'), target, value, CI."""
+    rows = []
+    for job in evals:
+        run = job.params.get("run") or {"domain": None, "format": None, "method": BASE, "lr": np.nan}
+        for s in store.scores([job.id]):
+            rows.append({"model": job.params["label"], **run, "alpha": job.params.get("alpha", 1.0),
+                         "target": s["target"], "metric": s["metric"], "value": s["value"], "n": s["n"],
+                         "ci_low": s["ci_low"], "ci_high": s["ci_high"]})  # fmt: skip
+    return pd.DataFrame(
+        rows, columns=["model", *RUN_KEYS, "target", "metric", "value", "n", "ci_low", "ci_high"]
+    )
+
+
+def runs_table(scores: pd.DataFrame, domains: list[str], general: list[str]) -> pd.DataFrame:
+    """Per domain: the base model and every run, with domain_score, general_<task>, general_score (mean over
+    the general tasks scored), series (method, + format, + WiSE α) and on_front (Pareto, incl. the base)."""
+    parts = []
+    for d in domains:
+        mine = scores[(scores["domain"] == d) | (scores["model"] == BASE)]
+        if mine.empty:
+            continue
+        wide = mine.pivot_table(index="model", columns="target", values="value", aggfunc="first")
+        wide = wide[
+            [t for t in [d, *general] if t in wide.columns]
+        ]  # the base also has other domains' scores
+        keys = mine.drop_duplicates("model").set_index("model")[RUN_KEYS[1:]]
+        frame = keys.join(wide, how="left").reset_index()
+        frame.insert(1, "domain", d)
+        frame["domain_score"] = frame.get(d, np.nan)
+        gen = [t for t in general if t in frame]
+        for t in gen:
+            frame[f"general_{t}"] = frame[t]
+        frame["general_score"] = frame[gen].mean(axis=1, skipna=False) if gen else np.nan
+        frame = frame.drop(columns=[c for c in [d, *general] if c in frame])
+        frame["on_front"] = pareto_mask(frame["domain_score"], frame["general_score"])
+        parts.append(frame)
+    if not parts:
+        return pd.DataFrame(columns=["model", *RUN_KEYS, "domain_score", "general_score", "on_front"])
+    out = pd.concat(parts, ignore_index=True)
+    out["series"] = [_series(r, out) for r in out.itertuples()]
+    return out
+
+
+def _series(row, frame: pd.DataFrame) -> str:
+    """The curve a run belongs to: its method, + its format when several, + 'WiSE α' for interpolations."""
+    if row.method == BASE:
+        return BASE
+    name = row.method
+    if frame["format"].dropna().nunique() > 1:
+        name += f" [{row.format}]"
+    return name if row.alpha == 1.0 else f"{name} WiSE α={row.alpha:g}"
+
+
+def code_lengths(
+    results: dict[str, dict], runs: pd.DataFrame, domains: list[str], general: list[str]
+) -> pd.DataFrame:
+    """ΔCL table (see `analysis.tokens.code_length_table`) for every domain's base + runs."""
+    parts = []
+    for d in domains:
+        labels = runs.loc[(runs["domain"] == d) & (runs["model"] != BASE), "model"]
+        domain_of = {BASE: d} | {m: d for m in labels}
+        parts.append(code_length_table(results, BASE, domain_of, general))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def token_tables(results: list[dict], thresholds: list[float], bins: int) -> dict[str, pd.DataFrame]:
+    """token_summary (per domain × format), token_cdf and token_hist (p in [0, 1]) in long form."""
+    summary, cdf, hist = [], [], []
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    for r in results:
+        key = {"domain": r["task"], "format": r["format"]}
+        summary.append(key | {"n_sequences": r["n_sequences"]} | probability_summary(r["p"], thresholds))
+        cdf.append(empirical_cdf(r["p"], np.linspace(0.0, 1.0, 101)).assign(**key))
+        counts, _ = np.histogram(r["p"], bins=edges)
+        hist.append(pd.DataFrame({"p_low": edges[:-1], "p_high": edges[1:], "count": counts}).assign(**key))
+    cat = lambda frames: pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()  # noqa: E731
+    return {"token_summary": pd.DataFrame(summary), "token_cdf": cat(cdf), "token_hist": cat(hist)}
+
+
+def talr_curves(train_jobs: list, job_dir) -> pd.DataFrame:
+    """Every `talr/*` statistic per logged step of every TALR run (from its train_log.jsonl): long form."""
+    rows = []
+    for job in train_jobs:
+        if job.params["train"]["objective"] != "talr":
+            continue
+        path = Path(job_dir(job.id)) / "train_log.jsonl"
+        if not path.exists():
+            continue
+        run = job.params["run"]
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            for k, v in record.items():
+                if k.startswith("talr/"):
+                    rows.append({"run": f"{run['method']} lr={run['lr']:g}", **run, "step": record["step"],
+                                 "stat": k.removeprefix("talr/"), "value": v})  # fmt: skip
+    return pd.DataFrame(rows, columns=["run", "domain", "format", "method", "lr", "step", "stat", "value"])
+
+
+def analyse_tradeoff(store, plan, p: dict[str, Any]) -> tuple[dict[str, pd.DataFrame], list[dict]]:
+    """All tables, and the example sequences for the token section."""
+    done = {j["id"] for j in store.jobs() if j["status"] == "done"}
+    finished = lambda kind: [j for j in plan.by_kind(kind) if j.id in done]  # noqa: E731
+    scores = score_rows(store, finished("eval"))
+    runs = runs_table(scores, p["domains"], p["general"])
+    cl_results = {j.params["label"]: store.result(j.id)["code_length"] for j in finished("codelen")}
+    cl = code_lengths(cl_results, runs, p["domains"], p["cl_general"])
+    if len(cl) and len(runs):
+        runs = runs.merge(
+            cl[["model", "domain", "dCL_domain", "dCL_general"]], on=["model", "domain"], how="left"
+        )
+    token_results = [store.result(j.id) for j in finished("tokens")]
+    tables = {"runs": runs, "scores": scores, "pareto_front": runs[runs["on_front"]] if len(runs) else runs,
+              "code_length": cl, "talr_weights": talr_curves(finished("train"), store.job_dir)}  # fmt: skip
+    tables |= token_tables(token_results, p["tokens"]["thresholds"], p["tokens"]["bins"])
+    examples = [dict(e, domain=r["task"], format=r["format"]) for r in token_results for e in r["examples"]]
+    return tables, examples
