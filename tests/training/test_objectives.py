@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 
+import pydantic
 import pytest
 import torch
 
+from spillover.config import TrainSettings
 from spillover.data.collate import IGNORE
 from spillover.errors import SpilloverError
 from spillover.training.objectives import OBJECTIVES, count_targets, cross_entropy
@@ -73,8 +75,10 @@ def test_l2_to_init_sums_in_fp32_and_checks_weight():
     value = l2_to_init(model, init, weight=2.0)
     assert value.dtype == torch.float32
     assert value.item() == pytest.approx(2.0 * (model.weight.float() - init["weight"].float()).item() ** 2)
-    with pytest.raises(SpilloverError, match="weight=-1"):
-        l2_to_init(model, init, weight=-1)
+    with pytest.raises(
+        pydantic.ValidationError, match="weight = -1: Input should be greater than or equal to 0"
+    ):
+        TrainSettings(regularizers={"l2_to_init": {"weight": -1}})  # checked at the config edge
 
 
 def test_l2_to_init_gradient_is_2_lambda_delta():

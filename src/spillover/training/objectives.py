@@ -30,7 +30,7 @@ from torch import Tensor
 
 from spillover.data.collate import IGNORE
 from spillover.errors import SpilloverError
-from spillover.registry import Registry
+from spillover.registry import Registry, check_params
 
 
 @dataclass(frozen=True)
@@ -161,18 +161,22 @@ def count_targets(labels: Tensor) -> int:
 
 
 def check_objective_params(name: str, params: dict) -> None:
-    """Fail early (at the config edge) on unknown or bad parameters: run the objective on a 1-token batch."""
+    """Fail early (at the config edge) on unknown or bad parameters: names and types against the signature
+    (registry.check_params; `sequence_weights` is supplied by the loop, not the user), then value ranges by
+    running the objective on a 1-token batch."""
     fn = OBJECTIVES.get(name)
-    extra = (
-        {"sequence_weights": torch.ones(1)} if "sequence_weights" in inspect.signature(fn).parameters else {}
-    )
-    try:
-        inspect.signature(fn).bind(None, None, **params, **extra)
-    except TypeError:
-        allowed = [
-            p for p in inspect.signature(fn).parameters if p not in ("logits", "labels", "sequence_weights")
-        ]
-        raise SpilloverError(
-            f"objective {name}: unknown parameter(s) {sorted(params)}; allowed: {', '.join(allowed) or '(none)'}"
-        ) from None
+    signature = inspect.signature(fn, eval_str=True)
+    user = {k: p for k, p in list(signature.parameters.items())[2:] if k != "sequence_weights"}
+    check_params("objective", name, _with_params(fn, user), params, skip=0)
+    extra = {"sequence_weights": torch.ones(1)} if "sequence_weights" in signature.parameters else {}
     fn(torch.zeros(1, 2, 2), torch.tensor([[IGNORE, 0]]), **params, **extra)
+
+
+def _with_params(fn, params: dict[str, inspect.Parameter]):
+    """A stand-in carrying only `params` as its signature, for registry.check_params."""
+
+    def stand_in(**kwargs):
+        return fn
+
+    stand_in.__signature__ = inspect.Signature(list(params.values()))
+    return stand_in
