@@ -12,6 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from spillover.data.mixture import MixtureSettings
 from spillover.errors import SpilloverError
 from spillover.yamlio import load_yaml, validate
 
@@ -52,6 +53,9 @@ class TrainSettings(BaseModel):
     seed: int = 0
     checkpoint_every: int = Field(default=50, ge=1)
     log_every: int = Field(default=1, ge=1)
+    mixture: MixtureSettings | None = Field(
+        default=None, description="weighted task mixture (docs/mixture.md)"
+    )
 
     @model_validator(mode="after")
     def _names_exist(self) -> TrainSettings:

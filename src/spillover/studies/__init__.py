@@ -3,8 +3,8 @@ registry maps the YAML's `study:` value to them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from spillover.registry import Registry
 
@@ -15,6 +15,9 @@ class StudyKind:
     check: Callable  # (spec, tasks, load) -> None, raises SpilloverError before any work
     build_plan: Callable  # (spec, fingerprints) -> Plan
     analyse: Callable  # (ctx, plan, job) -> result dict; writes tables/ and report.html
+    jobs: Mapping[str, Callable] = field(
+        default_factory=dict
+    )  # job kind -> (ctx, plan, job) -> (result, scores)
 
 
 STUDIES: Registry[Callable[[], StudyKind]] = Registry("study kind")
@@ -27,3 +30,11 @@ def _transfer() -> StudyKind:
     return StudyKind(
         transfer.TransferStudySpec, transfer.check_inputs, transfer.build_plan, transfer_report.analyse_job
     )
+
+
+@STUDIES.register("mixture")
+def _mixture() -> StudyKind:
+    from spillover.studies import mixture, mixture_report
+
+    return StudyKind(mixture.MixtureStudySpec, mixture.check_inputs, mixture.build_plan, mixture_report.analyse_job,
+                     jobs=mixture.JOBS)  # fmt: skip

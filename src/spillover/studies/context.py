@@ -77,18 +77,19 @@ class StudyContext:
             result = self.train_sequences(seqs, settings, self.store.job_dir(job.id), progress)
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(result).items()}, []
 
-    def train_sequences(self, sequences, settings: TrainSettings, out_dir: Path, progress=None):
+    def train_sequences(self, sequences, settings: TrainSettings, out_dir: Path, progress=None, *, hooks=(),
+                        plan=None):  # fmt: skip
         """Train on ready sequences; LoRA on the shared base (then unloaded), full FT on a fresh copy.
-        `progress`: the per-step callback (default: the context's)."""
+        `progress`: the per-step callback (default: the context's); `hooks`, `plan`: passed to `train`."""
         params = train_params(settings, self.precision)
         progress = progress or self.progress
         if settings.method == "full":
             model, _ = load_model(self.spec.model, self.precision)
             return train(prepare_for_training(model, settings), self.tokenizer, sequences, params, out_dir,
-                         progress)  # fmt: skip
+                         progress, hooks, plan)  # fmt: skip
         model = prepare_for_training(self.base_model(), settings)
         try:
-            return train(model, self.tokenizer, sequences, params, out_dir, progress)
+            return train(model, self.tokenizer, sequences, params, out_dir, progress, hooks, plan)
         finally:
             self._model = model.unload()
 

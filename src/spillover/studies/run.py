@@ -88,7 +88,9 @@ def run_study(
 
 
 def dispatch(kind: StudyKind, ctx: StudyContext, plan: Plan, job: Job) -> tuple[dict[str, Any], list[dict]]:
-    """Run one job with the study's context."""
+    """Run one job with the study's context: the study kind's own job handlers first, then the shared ones."""
+    if job.kind in kind.jobs:
+        return kind.jobs[job.kind](ctx, plan, job)
     if job.kind == "stats":
         return ctx.stats_job(job)
     if job.kind == "train":

@@ -37,7 +37,7 @@ from spillover.training.objectives import OBJECTIVES, Objective, count_targets
 from spillover.training.optim import build_optimizer, build_scheduler
 from spillover.training.params import snapshot_trainable
 from spillover.training.regularizers import REGULARIZERS
-from spillover.training.types import StepHook, StepRecord, TrainParams, TrainResult
+from spillover.training.types import StepHook, StepPlan, StepRecord, TrainParams, TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ def train(
     out_dir: Path,
     progress: Callable[[dict[str, Any]], None] | None = None,
     hooks: Sequence[StepHook] = (),
+    plan: StepPlan | None = None,
 ) -> TrainResult:
     """Fine-tune the trainable parameters of `model` in place; resume when `out_dir` holds a checkpoint.
 
@@ -58,18 +59,22 @@ def train(
 
     `progress` is called after every optimiser step with the step's record as a plain dict (the same keys
     as a train_log.jsonl line: step, total_steps, loss, lr, tokens_per_s, ...; see `StepRecord`).
+
+    `plan` decides each step's micro-batches (default: `BatchPlan`, length-bucketed epochs over all
+    sequences; a task mixture passes a `MixturePlan`). It must be a pure function of the step.
     """
     out_dir = Path(out_dir)
     _check_data(sequences)
-    fingerprint = ckpt.fingerprint(params.settings(), sequences, model)
+    lengths = [len(s.input_ids) for s in sequences]
+    if plan is None:
+        plan = BatchPlan(
+            lengths, params.batch_size, params.grad_accum, params.seed, params.epochs, params.max_steps
+        )
+    fingerprint = ckpt.fingerprint(params.settings() | plan.describe(), sequences, model)
     if (out_dir / RESULT_FILE).exists():
         return _finished(out_dir, fingerprint, model)
     objective = OBJECTIVES.get(params.objective)
     regs = {name: (REGULARIZERS.get(name), p) for name, p in params.regularizers.items()}
-    lengths = [len(s.input_ids) for s in sequences]
-    plan = BatchPlan(
-        lengths, params.batch_size, params.grad_accum, params.seed, params.epochs, params.max_steps
-    )
     _seed_everything(params.seed)
     init = snapshot_trainable(model) if regs else {}  # θ0 taken before any resume: the run's true start
     optimizer = build_optimizer(model, params.lr, params.weight_decay, params.betas, params.eps)
@@ -85,7 +90,7 @@ def train(
             batches = [pad_batch([sequences[i] for i in idx], pad_id) for idx in plan.micro_batches(step)]
             n_step_tokens = sum(count_targets(b["labels"]) for b in batches)
             loss, stats = _accumulate(forward, batches, objective, params.objective_params, n_step_tokens)
-            stats |= _regularize(model, regs, init)
+            stats |= _regularize(model, regs, init) | plan.step_stats(step)
             lr = scheduler.get_last_lr()[0]
             grad_norm = _optimizer_step(model, optimizer, scheduler, hooks, step, params.max_grad_norm)
             done, n_tokens, now = step + 1, n_tokens + n_step_tokens, time.perf_counter()
