@@ -39,12 +39,13 @@ RESULT = "result.json"
 @dataclass(frozen=True)
 class ProbeSettings:
     """limit: held-out test rows per task; free_tokens: free generation length on classification prompts
-    (0 = none); hedges: hedge/refusal phrases."""
+    (0 = none); hedges: hedge/refusal phrases; max_new_tokens: cap on generation tasks' own limit."""
 
     limit: int | None = 64
     batch_size: int = 16
     free_tokens: int = 8
     hedges: tuple[str, ...] = ()
+    max_new_tokens: int | None = None
 
 
 def style_references(train: dict[str, Sequence[Example]]) -> dict[str, list[float]]:
@@ -73,6 +74,8 @@ def probe(model, tokenizer, task: TaskSpec, settings: ProbeSettings, styles: dic
           folder: Path, precision: Precision | None = None) -> dict[str, Any]:  # fmt: skip
     """Score + behaviour of `model` on `task`'s held-out slice; writes folder/{predictions.jsonl, result.json}."""
     preds = folder / "predictions.jsonl"
+    if task.type == "generation" and settings.max_new_tokens is not None:
+        task = task.model_copy(update={"max_new_tokens": min(task.max_new_tokens, settings.max_new_tokens)})
     r = evaluate_task(model, tokenizer, task, limit=settings.limit, batch_size=settings.batch_size,
                       precision=precision, predictions_path=preds)  # fmt: skip
     rows = [json.loads(line) for line in preds.read_text(encoding="utf-8").splitlines() if line]

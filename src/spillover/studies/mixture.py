@@ -51,6 +51,9 @@ class CheckpointSettings(BaseModel):
     model_config = Strict
     every: int = Field(default=10, ge=1, description="probe every N optimiser steps (and at the last)")
     free_tokens: int = Field(default=8, ge=0, le=256, description="free generation on classification prompts")
+    max_new_tokens: int | None = Field(
+        default=32, ge=1, description="cap on generation tasks' max_new_tokens"
+    )
     hedges: list[str] = Field(
         default_factory=lambda: list(DEFAULT_HEDGES), description="hedge/refusal phrases"
     )
@@ -108,7 +111,9 @@ def build_plan(spec: MixtureStudySpec, fingerprints: dict[str, dict[str, str]]) 
 
 def _probe_settings(p: dict[str, Any]) -> ProbeSettings:
     c, e = p["checkpoints"], p["eval"]
-    return ProbeSettings(e["limit"], e["batch_size"], c["free_tokens"], tuple(c["hedges"]))
+    return ProbeSettings(
+        e["limit"], e["batch_size"], c["free_tokens"], tuple(c["hedges"]), c["max_new_tokens"]
+    )
 
 
 def _train_parts(ctx, p: dict[str, Any], limit: int | None):
