@@ -23,6 +23,7 @@ from spillover.data.transforms import apply_transforms
 from spillover.engine.plan import Job
 from spillover.engine.store import Store
 from spillover.engine.tracking import RunSpec, Tracker, base_run, compose
+from spillover.errors import SpilloverError
 from spillover.evaluation.evaluate import evaluate_task
 from spillover.models.adapters import is_peft, load_adapter
 from spillover.models.load import load_model, load_tokenizer, resolve_precision
@@ -68,6 +69,10 @@ class StudyContext:
         """params: task, transforms, train (TrainSettings dict). Trains in the job's folder (resumable)."""
         p = job.params
         settings = TrainSettings.model_validate(p["train"])
+        if settings.mixture is not None:  # one task per job here: a mixture would be silently meaningless
+            raise SpilloverError(
+                f"{job.name}: train.mixture needs several tasks (the mixture study or `spillover train`)"
+            )
         if examples is None:
             examples = self.examples(p["task"], "train", settings.limit, p.get("transforms", []))
         seqs = build_sequences(self.tasks[p["task"]], self.tokenizer, examples, settings.max_len, settings.shots,
