@@ -128,3 +128,24 @@ def test_degradation_and_main_task_tables_by_hand():
     row = main_task_table(final, base, ratios).iloc[0]
     assert (row["main_task_by_style"], row["largest_gain_task"], row["largest_ratio_task"]) == ("a", "a", "a")
     assert row["largest_gain"] == pytest.approx(0.4) and row["style_votes"] == "a: 2"
+
+
+def test_a_failed_mixture_leaves_a_partial_report(mixture_study, monkeypatch):
+    from spillover.studies import mixture
+
+    real = mixture.train_mixture_job
+
+    def flaky(ctx, plan, job):
+        if job.params["label"] == "a_heavy":
+            raise RuntimeError("simulated failure")
+        return real(ctx, plan, job)
+
+    monkeypatch.setitem(mixture.JOBS, "train_mixture", flaky)
+    summary, out = run_study(*load_study(mixture_study))
+    assert len(summary.failed) == 2  # the mixture and the (partial) analysis
+    final = pd.read_csv(out / "tables" / "final_scores.csv", index_col=0)
+    assert list(final.index) == ["base", "equal", "anneal"]
+    assert "mixtures without results (failed or not run yet): a_heavy" in (out / "report.html").read_text()
+    monkeypatch.setitem(mixture.JOBS, "train_mixture", real)
+    fixed, _ = run_study(*load_study(mixture_study))
+    assert fixed.ok and len(fixed.done) == 2  # the failed mixture and the analysis

@@ -116,15 +116,11 @@ def analyse_mixture(
     """rows: `probe_rows` of every job (base included); ratios: mixture × task run-average ratio;
     plans: per (mixture, task) sequences drawn, realised fraction and epochs."""
     out = MixtureAnalysis()
-    if rows.empty:
-        out.notes.append("no probe finished: nothing to analyse yet")
+    if rows.empty or not (rows["mixture"] != BASE).any():
+        out.notes.append("no mixture finished training: nothing to analyse yet")
         return out
     curves = mark_degradation(with_base(rows, mixtures))
-    final = (
-        final_rows(curves[curves["mixture"] != BASE])
-        if (curves["mixture"] != BASE).any()
-        else curves.iloc[:0]
-    )
+    final = final_rows(curves)
     base = rows[rows["mixture"] == BASE]
     keep = ["mixture", "step", "task", "metric", "value", "ci_low", "ci_high", "n", "best_before", "degraded"]
     behaviour_cols = [c for c in rows.columns if c not in keep[:8]]
