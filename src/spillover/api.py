@@ -28,6 +28,7 @@ from spillover.evaluation.evaluate import evaluate_tasks
 from spillover.models.adapters import apply_lora, base_only, load_adapter
 from spillover.models.load import Precision, load_model, resolve_precision
 from spillover.training.loop import train
+from spillover.training.mixture_plan import MixturePlan
 from spillover.training.types import TrainParams
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,21 @@ def train_params(settings: TrainSettings, precision: Precision) -> TrainParams:
         seed=settings.seed, objective=settings.objective, objective_params=dict(settings.objective_params),
         regularizers={k: dict(v) for k, v in settings.regularizers.items()}, log_every=settings.log_every,
         checkpoint_every=settings.checkpoint_every, precision=precision,
+    )  # fmt: skip
+
+
+def mixture_plan(
+    settings: TrainSettings, tasks: list[str], sizes: list[int], sequences
+) -> MixturePlan | None:
+    """The `mixture:` section as the loop's step plan over the tasks' concatenated sequences (task order =
+    `tasks`, `sizes[i]` sequences each); None without a mixture (plain length-bucketed concatenation)."""
+    m = settings.mixture
+    if m is None:
+        return None
+    return MixturePlan.build(
+        tasks, sizes, [len(s.input_ids) for s in sequences], m.to_schedule(tasks, sizes), sampling=m.sampling,
+        stop=m.stop, batch_size=settings.batch_size, grad_accum=settings.grad_accum, seed=settings.seed,
+        epochs=settings.epochs, max_steps=settings.max_steps,
     )  # fmt: skip
 
 
@@ -62,11 +78,14 @@ def run_training(spec: TrainSpec, progress: Callable[[dict], None] | None = None
     train_tasks = resolve_tasks(spec.tasks, spec.tasks_file)
     eval_tasks = resolve_tasks(spec.eval_tasks, spec.tasks_file)
     parts = [(t, load_examples(t, "train", spec.limit)) for t in train_tasks]
+    if spec.mixture is not None:  # bad ratio names fail here, before anything is written
+        spec.mixture.to_schedule([t.name for t, _ in parts], [len(ex) for _, ex in parts])
     for task in eval_tasks:  # fail on bad evaluation data now, not after an hour of training
         _check_eval_data(task, spec.eval_limit, spec.eval_shots)
     precision = resolve_precision(spec.precision, spec.device)
     model, tokenizer = load_model(spec.model, precision)
     sequences = build_multitask_sequences(parts, tokenizer, spec.max_len, spec.shots, spec.seed, spec.demos)
+    plan = mixture_plan(spec, [t.name for t, _ in parts], [len(ex) for _, ex in parts], sequences)
     out = Path(spec.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", dump_spec(spec))
@@ -82,8 +101,10 @@ def run_training(spec: TrainSpec, progress: Callable[[dict], None] | None = None
     with tracker.run(run, training=True) as logger:
         progress = compose(progress, logger.log_record)
         # a finished run returns its stored result and loads the trained weights into `model`
-        result = train(model, tokenizer, sequences, train_params(spec, precision), out, progress)
+        result = train(model, tokenizer, sequences, train_params(spec, precision), out, progress, plan=plan)
     summary["train"] = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(result).items()}
+    if plan is not None:
+        summary["mixture"] = plan.summary()
     if eval_tasks:
         summary["eval"] = _evaluate_once(model, tokenizer, eval_tasks, spec, precision, out / "eval")
         _track_scores(tracker, run, summary["eval"], result.n_steps)

@@ -217,6 +217,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     result = run_training(spec, progress=_rich_progress())
     print(f"trained in {result['train']['seconds']:.0f}s, final loss {result['train']['final_loss']:.4f}")
+    for m in result.get("mixture", []):
+        print(f"  {m['task']}: ratio {m['mean_ratio']:.3f}, drew {m['sequences']} sequences "
+              f"({m['realised_fraction']:.3f}), {m['epochs']:.2f} epochs")  # fmt: skip
     for row in result.get("eval", []):
         print(_format_result(row))
     print(f"outputs: {spec.output_dir}")

@@ -12,6 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from spillover.data.mixture import MixtureSettings
 from spillover.errors import SpilloverError, unknown_name_message
 from spillover.yamlio import load_yaml, validate
 
@@ -57,6 +58,9 @@ class TrainSettings(BaseModel):
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
     checkpoint_every: int = Field(default=50, ge=1)
     log_every: int = Field(default=1, ge=1)
+    mixture: MixtureSettings | None = Field(
+        default=None, description="weighted task mixture (docs/mixture.md)"
+    )
 
     @field_validator("objective")
     @classmethod

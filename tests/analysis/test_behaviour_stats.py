@@ -43,3 +43,45 @@ def test_generation_rows_give_lengths_in_tokens_only(tokenizer):
 def test_total_variation_by_hand():
     assert total_variation({"a": 1.0}, {"b": 1.0}) == 1.0
     assert total_variation({"a": 0.6, "b": 0.4}, {"a": 0.5, "b": 0.5}) == pytest.approx(0.1)
+
+
+def test_hedging_format_and_style_by_hand():
+    from spillover.analysis.behaviour import DEFAULT_HEDGES
+
+    rows = [
+        {"prediction": "positive", "options": OPTS, "gold": 1, "free_text": "Positive."},
+        {"prediction": "negative", "options": OPTS, "gold": 0, "free_text": "I don’t know."},
+        {"prediction": "negative", "options": OPTS, "gold": 0, "free_text": "The paper proposes a method"},
+        {"prediction": "positive", "options": OPTS, "gold": 1},  # no free text: the prediction is the output
+    ]
+    ok = lambda text: text.lower().rstrip(".") in OPTS  # noqa: E731
+    s = behaviour_stats(rows, hedges=DEFAULT_HEDGES, format_ok=ok, styles=None)
+    assert s.hedge_rate == pytest.approx(1 / 4)  # the curly apostrophe is normalised
+    assert s.format_fail_rate == pytest.approx(2 / 4)
+    assert s.char_length.mean == pytest.approx((9 + 13 + 27 + 8) / 4)  # free text where present
+    assert s.label_counts == {"negative": 2, "positive": 2} and s.sounds_like is None
+
+
+def test_sounds_like_picks_the_reference_with_the_closest_style():
+    from spillover.analysis.behaviour import sounds_like
+    from spillover.data.stats import style_profile
+
+    refs = {"sentiment": style_profile(["positive", "negative"]).tolist(),
+            "summary": style_profile(["We propose a new method for the task of the paper."]).tolist()}  # fmt: skip
+    sims, best = sounds_like(["In this paper we propose a method for the task."], refs)
+    assert best == "summary" and sims["summary"] > sims["sentiment"]
+    assert sounds_like(["negative", "positive"], refs)[1] == "sentiment"
+    assert sounds_like(["   "], refs) == ({"sentiment": None, "summary": None}, None)
+
+
+def test_expected_format_per_task_type():
+    from spillover.data.tasks import builtin_tasks
+    from spillover.evaluation.checkpoint_eval import expected_format
+
+    tasks = builtin_tasks()
+    sst2 = expected_format(tasks["sst2"])
+    assert sst2("Positive.") and sst2("negative sentiment\nbecause") and not sst2("The review is positive")
+    gsm = expected_format(tasks["gsm8k"])
+    assert gsm("so 3 + 4 = 7") and not gsm("I don't know")
+    squad = expected_format(tasks["squad_rc"])
+    assert squad("Paris") and not squad("  \n ")

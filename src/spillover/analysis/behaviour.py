@@ -1,22 +1,39 @@
-"""Behaviour statistics of a model's outputs on one target (methods §1.3): did it inherit a source's
-length or label prior?
+"""Behaviour statistics of a model's outputs on one target (methods §1.3, §5.3): did it inherit a source's
+length or label prior, does it hedge or refuse, answer in the expected format, and which training task
+does it sound like?
 
 Input is the per-example prediction rows the evaluation stores: dicts with at least `prediction` (the
 generated text, or the predicted label / option index), and for classification `options` (the candidate
 labels) plus `gold` (index into options, or the gold label text) or `target` (gold text).
-A prediction that matches none of the options is counted under `OTHER`.
+A prediction that matches none of the options is counted under `OTHER`. A row may also carry
+`free_text`: what the model says when it generates freely on a classification prompt (log-likelihood
+scoring always picks an option, so hedging, format and style are read from this text when present).
+Lengths, hedging, format and style use `free_text` when present, else `prediction`.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from spillover.data.stats import LengthSummary, entropy_bits, length_summary, token_lengths
+from spillover.data.stats import (
+    LengthSummary,
+    entropy_bits,
+    length_summary,
+    style_profile,
+    style_similarity,
+    token_lengths,
+)
 
 OTHER = "(other)"
+# Case-insensitive substrings that mark a hedged or refused answer (configurable per study).
+DEFAULT_HEDGES = (
+    "not sure", "i don't know", "i do not know", "i cannot", "i can't", "i'm unable", "i am unable",
+    "unable to", "as an ai", "it depends", "hard to say", "difficult to determine", "cannot determine",
+    "not possible to", "no way to know", "sorry",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -24,6 +41,9 @@ class BehaviourStats:
     """Output lengths and, for classification, the predicted-label distribution and its prior shift.
 
     `label_prior_shift` is the total variation distance ½ Σ |p_pred − p_gold| over the labels.
+    `hedge_rate`: share of outputs containing a hedge phrase; `format_fail_rate`: share not in the task's
+    expected format; `style_similarity`: cosine (`data.stats.style_similarity`) of the outputs' style
+    profile with each reference (e.g. each training task's outputs); `sounds_like`: the most similar.
     """
 
     n: int
@@ -34,6 +54,10 @@ class BehaviourStats:
     label_entropy_bits: float | None = None
     gold_proportions: dict[str, float] | None = None
     label_prior_shift: float | None = None
+    hedge_rate: float | None = None
+    format_fail_rate: float | None = None
+    style_similarity: dict[str, float | None] | None = None
+    sounds_like: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,14 +92,49 @@ def _gold(row: Mapping[str, Any]) -> Any:
     return row["gold"] if row.get("gold") is not None else row.get("target")
 
 
-def behaviour_stats(rows: Sequence[Mapping[str, Any]], tokenizer=None) -> BehaviourStats:
-    """Length and label-prior statistics of one (model, target) cell's predictions."""
-    texts = [str(r["prediction"]) for r in rows]
+def output_text(row: Mapping[str, Any]) -> str:
+    return str(row["free_text"] if row.get("free_text") is not None else row["prediction"])
+
+
+def hedge_rate(texts: Sequence[str], phrases: Sequence[str]) -> float:
+    """Share of texts containing any phrase (case-insensitive, apostrophes normalised)."""
+    norm = lambda t: t.lower().replace("\u2019", "'")  # noqa: E731
+    wanted = [norm(p) for p in phrases]
+    return sum(any(p in norm(t) for p in wanted) for t in texts) / len(texts) if texts else 0.0
+
+
+def sounds_like(texts: Sequence[str], references: Mapping[str, Sequence[float]]) -> tuple[dict, str | None]:
+    """({reference: style cosine}, the most similar reference) for the outputs `texts`."""
+    profile = style_profile(texts)
+    sims = {name: style_similarity(profile, ref) for name, ref in references.items()}
+    known = {k: v for k, v in sims.items() if v is not None}
+    return sims, (max(known, key=known.get) if known else None)
+
+
+def behaviour_stats(
+    rows: Sequence[Mapping[str, Any]],
+    tokenizer=None,
+    *,
+    hedges: Sequence[str] | None = None,
+    format_ok: Callable[[str], bool] | None = None,
+    styles: Mapping[str, Sequence[float]] | None = None,
+) -> BehaviourStats:
+    """Length and label-prior statistics of one (model, target) cell's predictions; with `hedges`,
+    `format_ok` (text -> in the expected format?) and `styles` (reference style profiles) also the hedging
+    rate, the format-failure rate and the style comparison."""
+    texts = [output_text(r) for r in rows]
     chars = length_summary([len(t) for t in texts])
     tokens = length_summary(token_lengths(texts, tokenizer)) if tokenizer is not None else None
+    extra: dict[str, Any] = {}
+    if hedges is not None:
+        extra["hedge_rate"] = hedge_rate(texts, hedges)
+    if format_ok is not None:
+        extra["format_fail_rate"] = sum(not format_ok(t) for t in texts) / len(texts) if texts else 0.0
+    if styles:
+        extra["style_similarity"], extra["sounds_like"] = sounds_like(texts, styles)
     labels = _label_universe(rows)
     if not labels:
-        return BehaviourStats(len(rows), chars, tokens)
+        return BehaviourStats(len(rows), chars, tokens, **extra)
     opts = [tuple(str(o) for o in r.get("options") or labels) for r in rows]
     pred = Counter(_as_label(r["prediction"], o) for r, o in zip(rows, opts, strict=True))
     gold = Counter(_as_label(_gold(r), o) for r, o in zip(rows, opts, strict=True) if _gold(r) is not None)
@@ -92,4 +151,5 @@ def behaviour_stats(rows: Sequence[Mapping[str, Any]], tokenizer=None) -> Behavi
         label_entropy_bits=entropy_bits(list(pred_counts.values())),
         gold_proportions=gold_props,
         label_prior_shift=total_variation(props, gold_props) if gold_props else None,
+        **extra,
     )

@@ -49,3 +49,11 @@ def _tradeoff() -> StudyKind:
 
     return StudyKind(tradeoff.TradeoffStudySpec, tradeoff.check_inputs, tradeoff.build_plan,
                      tradeoff_report.analyse_job, tradeoff_jobs.HANDLERS)  # fmt: skip
+
+
+@STUDIES.register("mixture")
+def _mixture() -> StudyKind:
+    from spillover.studies import mixture, mixture_report
+
+    return StudyKind(mixture.MixtureStudySpec, mixture.check_inputs, mixture.build_plan, mixture_report.analyse_job,
+                     handlers=mixture.JOBS)  # fmt: skip

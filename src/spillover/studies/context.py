@@ -24,6 +24,7 @@ from spillover.data.transforms import apply_transforms
 from spillover.engine.plan import Job
 from spillover.engine.store import Store
 from spillover.engine.tracking import RunSpec, Tracker, base_run, compose
+from spillover.errors import SpilloverError
 from spillover.evaluation.evaluate import evaluate_task
 from spillover.merging.wise import interpolate_, scale_adapter_
 from spillover.models.adapters import is_peft, load_adapter
@@ -70,6 +71,10 @@ class StudyContext:
         """params: task, transforms, train (TrainSettings dict). Trains in the job's folder (resumable)."""
         p = job.params
         settings = TrainSettings.model_validate(p["train"])
+        if settings.mixture is not None:  # one task per job here: a mixture would be silently meaningless
+            raise SpilloverError(
+                f"{job.name}: train.mixture needs several tasks (the mixture study or `spillover train`)"
+            )
         if examples is None:
             examples = self.examples(p["task"], "train", settings.limit, p.get("transforms", []))
         seqs = build_sequences(self.tasks[p["task"]], self.tokenizer, examples, settings.max_len, settings.shots,
@@ -79,18 +84,19 @@ class StudyContext:
             result = self.train_sequences(seqs, settings, self.store.job_dir(job.id), progress)
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(result).items()}, []
 
-    def train_sequences(self, sequences, settings: TrainSettings, out_dir: Path, progress=None):
+    def train_sequences(self, sequences, settings: TrainSettings, out_dir: Path, progress=None, *, hooks=(),
+                        plan=None):  # fmt: skip
         """Train on ready sequences; LoRA on the shared base (then unloaded), full FT on a fresh copy.
-        `progress`: the per-step callback (default: the context's)."""
+        `progress`: the per-step callback (default: the context's); `hooks`, `plan`: passed to `train`."""
         params = train_params(settings, self.precision)
         progress = progress or self.progress
         if settings.method == "full":
             model, _ = load_model(self.spec.model, self.precision)
             return train(prepare_for_training(model, settings), self.tokenizer, sequences, params, out_dir,
-                         progress)  # fmt: skip
+                         progress, hooks, plan)  # fmt: skip
         model = prepare_for_training(self.base_model(), settings)
         try:
-            return train(model, self.tokenizer, sequences, params, out_dir, progress)
+            return train(model, self.tokenizer, sequences, params, out_dir, progress, hooks, plan)
         finally:
             self._model = model.unload()
 

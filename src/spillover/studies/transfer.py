@@ -94,6 +94,9 @@ class TransferStudySpec(StudySpec):
 def check_inputs(spec: TransferStudySpec, tasks: dict[str, TaskSpec], load) -> None:
     """Fail before any work: every source has a train split and valid transforms, every target a test split,
     and every row the jobs will read (up to `train.limit` / `eval.limit`) is valid."""
+    if spec.train.mixture is not None:
+        raise SpilloverError("train.mixture: this study trains on one source at a time; mix tasks with "
+                             "the mixture study or `spillover train` with several tasks")  # fmt: skip
     for i, s in enumerate(spec.sources):
         if tasks[s.task].train is None:
             raise SpilloverError(f"source '{s.task}' has no train split (set `train:` in its task spec)")

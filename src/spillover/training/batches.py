@@ -51,3 +51,11 @@ class BatchPlan:
     def micro_batches(self, step: int) -> list[list[int]]:
         epoch, start = self.position(step)
         return self.epoch_batches(epoch)[start : start + self.grad_accum]
+
+    def step_stats(self, step: int) -> dict[str, float]:
+        """Nothing extra to log per step (a `MixturePlan` logs its per-task counts here)."""
+        return {}
+
+    def describe(self) -> dict:
+        """Nothing beyond TrainParams decides the order, so nothing extra enters the run fingerprint."""
+        return {}

@@ -17,7 +17,8 @@ import json
 import logging
 import random
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,16 @@ def load_trainable(checkpoint: Path, model: nn.Module) -> None:
     with torch.no_grad():
         for name, p in params.items():
             p.copy_(weights[name])
+
+
+@contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Run a block (e.g. an evaluation during training) without moving the python/numpy/torch RNGs."""
+    state = _rng_state()
+    try:
+        yield
+    finally:
+        _set_rng_state(state)
 
 
 def _rng_state() -> dict[str, Any]:

@@ -39,7 +39,7 @@ from spillover.training.objectives import OBJECTIVES, Objective, count_targets
 from spillover.training.optim import build_optimizer, build_scheduler
 from spillover.training.params import snapshot_trainable
 from spillover.training.regularizers import REGULARIZERS
-from spillover.training.types import StepHook, StepRecord, TrainParams, TrainResult
+from spillover.training.types import StepHook, StepPlan, StepRecord, TrainParams, TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ def train(
     out_dir: Path,
     progress: Callable[[dict[str, Any]], None] | None = None,
     hooks: Sequence[StepHook] = (),
+    plan: StepPlan | None = None,
 ) -> TrainResult:
     """Fine-tune the trainable parameters of `model` in place; resume when `out_dir` holds a checkpoint.
 
@@ -60,22 +61,27 @@ def train(
 
     `progress` is called after every optimiser step with the step's record as a plain dict (the same keys
     as a train_log.jsonl line: step, total_steps, loss, lr, tokens_per_s, ...; see `StepRecord`).
+
+    `plan` decides each step's micro-batches (default: `BatchPlan`, length-bucketed epochs over all
+    sequences; a task mixture passes a `MixturePlan`). It must be a pure function of the step.
     """
     out_dir = Path(out_dir)
     _check_data(sequences)
+    lengths = [len(s.input_ids) for s in sequences]
+    if plan is None:
+        plan = BatchPlan(
+            lengths, params.batch_size, params.grad_accum, params.seed, params.epochs, params.max_steps
+        )
     objective = OBJECTIVES.get(params.objective)
-    fingerprint = ckpt.fingerprint(params.settings(), sequences, model)
+    settings = params.settings() | plan.describe()
+    fingerprint = ckpt.fingerprint(settings, sequences, model)
     seq_weights = prepare_sequence_weights(objective, params.objective_params, model, sequences,
                                            _pad_id(tokenizer), params.precision, out_dir, fingerprint)  # fmt: skip
     if seq_weights is not None:  # FLOW: the weights are part of what the run computes
-        fingerprint = ckpt.fingerprint(params.settings(), sequences, model, seq_weights)
+        fingerprint = ckpt.fingerprint(settings, sequences, model, seq_weights)
     if (out_dir / RESULT_FILE).exists():
         return _finished(out_dir, fingerprint, model)
     regs = {name: (REGULARIZERS.get(name), p) for name, p in params.regularizers.items()}
-    lengths = [len(s.input_ids) for s in sequences]
-    plan = BatchPlan(
-        lengths, params.batch_size, params.grad_accum, params.seed, params.epochs, params.max_steps
-    )
     _seed_everything(params.seed)
     init = snapshot_trainable(model) if regs else {}  # θ0 taken before any resume: the run's true start
     optimizer = build_optimizer(model, params.lr, params.weight_decay, params.betas, params.eps)
@@ -95,7 +101,7 @@ def train(
             loss, stats = _accumulate(
                 forward, batches, objective, params.objective_params, n_step_tokens, extras
             )
-            stats |= _regularize(model, regs, init)
+            stats |= _regularize(model, regs, init) | plan.step_stats(step)
             lr = scheduler.get_last_lr()[0]
             grad_norm = _optimizer_step(model, optimizer, scheduler, hooks, step, params.max_grad_norm)
             done, n_tokens, now = step + 1, n_tokens + n_step_tokens, time.perf_counter()

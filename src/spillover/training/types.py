@@ -1,5 +1,6 @@
 """Plain-value types of the training loop: TrainParams (in), StepRecord (each step), TrainResult (out), and
-StepHook (the seam around the optimiser step where parameter masks plug in later)."""
+StepHook (the seam around the optimiser step where parameter masks plug in later), and StepPlan (the
+source of each step's micro-batches)."""
 
 from __future__ import annotations
 
@@ -127,3 +128,18 @@ class StepHook(Protocol):
     ) -> None: ...
 
     def after_optimizer_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None: ...
+
+
+class StepPlan(Protocol):
+    """Which sequences each optimiser step trains on: a pure function of the step, so a resumed run replays
+    the same data (`batches.BatchPlan`; `mixture_plan.MixturePlan` for task mixtures)."""
+
+    n_steps: int
+
+    def micro_batches(self, step: int) -> list[list[int]]: ...
+
+    def position(self, step: int) -> tuple[int, int]: ...
+
+    def step_stats(self, step: int) -> dict[str, float]: ...
+
+    def describe(self) -> dict[str, Any]: ...

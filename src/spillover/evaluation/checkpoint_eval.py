@@ -1,0 +1,131 @@
+"""Evaluation with behaviour metrics on a held-out slice, and a training hook that runs it at checkpoints
+(methods.md §5.3–5.4).
+
+`probe` scores one task on the first `limit` rows of its test split (log-likelihood tasks batched, as
+`evaluate_task` does), optionally lets the model generate freely on classification prompts (a few tokens:
+what would it *say*?), and computes behaviour statistics (length, label prior, hedging, format, style vs
+each training task's outputs). It writes `predictions.jsonl` then `result.json` into its folder, both
+atomically; `result.json` is written last and marks the cell done.
+
+`CheckpointEvaluator` is a `StepHook`: after every `every`-th optimiser step (and the last) it probes
+every task into `root/step-NNNNNN/<task>/`, skipping cells whose `result.json` exists. It runs after the
+optimiser step and before the loop writes that step's checkpoint, so a crash can only lose evaluations
+that the resumed run replays (never one behind a saved checkpoint), and a replayed step finds its
+finished cells and does not evaluate them twice. Evaluation runs in eval mode under `inference_mode`
+with the RNG states saved and restored, so training is bit-identical with or without it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from spillover.analysis.behaviour import behaviour_stats
+from spillover.atomic import atomic_write_text
+from spillover.data.stats import style_profile
+from spillover.data.tasks import Example, TaskSpec, load_examples
+from spillover.evaluation.evaluate import _inference, evaluate_task, write_jsonl_atomic
+from spillover.evaluation.generation import generate_for_task
+from spillover.evaluation.metrics import extract_answer, normalize_answer
+from spillover.models.load import Precision
+from spillover.training.checkpoint import preserved_rng
+
+RESULT = "result.json"
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """limit: held-out test rows per task; free_tokens: free generation length on classification prompts
+    (0 = none); hedges: hedge/refusal phrases; max_new_tokens: cap on generation tasks' own limit."""
+
+    limit: int | None = 64
+    batch_size: int = 16
+    free_tokens: int = 8
+    hedges: tuple[str, ...] = ()
+    max_new_tokens: int | None = None
+
+
+def style_references(train: dict[str, Sequence[Example]]) -> dict[str, list[float]]:
+    """Each training task's output style profile (its targets), to compare model outputs with."""
+    return {name: style_profile([e.target for e in examples]).tolist() for name, examples in train.items()}
+
+
+def expected_format(task: TaskSpec) -> Callable[[str], bool]:
+    """Is a text a well-formed answer? Classification / multiple choice: its first line, normalised
+    (lower case, no punctuation or articles), starts with a label (or an option letter); generation: the
+    task's answer extraction finds something (a number for `last_number`, a non-empty line, code)."""
+    if task.type == "generation":
+        return lambda text: bool(extract_answer(text, task.extract).strip())
+    labels = [normalize_answer(x) for x in task.labels or ()]
+
+    def ok(text: str) -> bool:
+        first = normalize_answer(extract_answer(text, "first_line"))
+        if task.type == "multiple_choice":
+            return bool(first) and first[0] in "abcdefghij" and (len(first) == 1 or not first[1].isalpha())
+        return any(first == lab or first.startswith(lab + " ") for lab in labels)
+
+    return ok
+
+
+def probe(model, tokenizer, task: TaskSpec, settings: ProbeSettings, styles: dict[str, list[float]],
+          folder: Path, precision: Precision | None = None) -> dict[str, Any]:  # fmt: skip
+    """Score + behaviour of `model` on `task`'s held-out slice; writes folder/{predictions.jsonl, result.json}."""
+    preds = folder / "predictions.jsonl"
+    if task.type == "generation" and settings.max_new_tokens is not None:
+        task = task.model_copy(update={"max_new_tokens": min(task.max_new_tokens, settings.max_new_tokens)})
+    r = evaluate_task(model, tokenizer, task, limit=settings.limit, batch_size=settings.batch_size,
+                      precision=precision, predictions_path=preds)  # fmt: skip
+    rows = [json.loads(line) for line in preds.read_text(encoding="utf-8").splitlines() if line]
+    if task.type != "generation" and settings.free_tokens > 0:
+        free = task.model_copy(update={"max_new_tokens": settings.free_tokens})
+        with _inference(model, precision):
+            _, gens = generate_for_task(model, tokenizer, free, load_examples(task, "test", settings.limit),
+                                        batch_size=settings.batch_size)  # fmt: skip
+        rows = [{**row, "free_text": g.text} for row, g in zip(rows, gens, strict=True)]
+        write_jsonl_atomic(preds, rows)
+    behaviour = behaviour_stats(rows, tokenizer, hedges=settings.hedges, format_ok=expected_format(task),
+                                styles=styles)  # fmt: skip
+    result = {"task": task.name, "metric": r.metric, "value": r.value, "n": r.n, "ci_low": r.ci_low,
+              "ci_high": r.ci_high, "behaviour": behaviour.to_dict()}  # fmt: skip
+    atomic_write_text(folder / RESULT, json.dumps(result, default=str))
+    return result
+
+
+class CheckpointEvaluator:
+    """A StepHook probing every task after every `every`-th step and the last (`n_steps`), into `root`."""
+
+    def __init__(self, tasks: Sequence[TaskSpec], tokenizer, settings: ProbeSettings, styles: dict[str, list[float]],
+                 root: Path, every: int, n_steps: int, precision: Precision | None = None) -> None:  # fmt: skip
+        self.tasks, self.tokenizer, self.settings, self.styles = list(tasks), tokenizer, settings, styles
+        self.root, self.every, self.n_steps, self.precision = Path(root), every, n_steps, precision
+        self.n_probes = 0  # cells evaluated by this object (finished cells found on disk are not counted)
+
+    def before_optimizer_step(self, model, optimizer, step: int) -> None:
+        pass
+
+    def after_optimizer_step(self, model, optimizer, step: int) -> None:
+        done = step + 1
+        if done % self.every == 0 or done == self.n_steps:
+            self.evaluate(model, done)
+
+    def evaluate(self, model, step: int) -> None:
+        for task in self.tasks:
+            folder = self.root / f"step-{step:06d}" / task.name
+            if (folder / RESULT).exists():
+                continue
+            with preserved_rng():
+                probe(model, self.tokenizer, task, self.settings, self.styles, folder, self.precision)
+            self.n_probes += 1
+
+
+def collect(root: Path) -> list[dict[str, Any]]:
+    """Every finished probe under `root` (step-NNNNNN/<task>/result.json) with its `step`, in step order."""
+    out = []
+    for path in sorted(Path(root).glob(f"step-*/*/{RESULT}")):
+        out.append(
+            {"step": int(path.parent.parent.name.removeprefix("step-"))} | json.loads(path.read_text())
+        )
+    return out

@@ -1,0 +1,121 @@
+"""The mixture study's `analyse` job: gather probes and plans, analyse, export tables/, write report.html."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from spillover.engine.plan import Job, Plan
+from spillover.report import plots
+from spillover.report.html import Section, render_report, write_report
+from spillover.report.style import esc
+from spillover.studies.mixture_analysis import BASE, MixtureAnalysis, analyse_mixture, probe_rows
+from spillover.studies.tables import write_tables
+
+
+def analyse_job(ctx, plan: Plan, job: Job) -> dict[str, Any]:
+    """Runs over whatever finished (a failed mixture is left out and named in a note)."""
+    store, p = ctx.store, job.params
+    done = {j["id"] for j in store.jobs() if j["status"] == "done"}
+    rows, ratios, plans = [], {}, []
+    for j in [*plan.by_kind("probe_base"), *plan.by_kind("train_mixture")]:
+        if j.id not in done:
+            continue
+        result = store.result(j.id)
+        rows += probe_rows(j.params["label"], result["probes"])
+        for r in result.get("mixture", []):
+            ratios.setdefault(j.params["label"], {})[r["task"]] = r["mean_ratio"]
+            plans.append({"mixture": j.params["label"], **r})
+    ratio_frame = pd.DataFrame.from_dict(ratios, orient="index").reindex(columns=p["tasks"])
+    ratio_frame.index.name = "mixture"
+    analysis = analyse_mixture(pd.DataFrame(rows), ratio_frame, pd.DataFrame(plans), p["mixtures"])
+    out = Path(ctx.spec.output_dir)
+    names = write_tables(analysis.tables, out / "tables")
+    html = render_report(f"Mixture study: {ctx.spec.model}", mixture_sections(analysis), ctx.spec.model_dump(mode="json"),
+                         footer=f"{len(rows)} probes over {len(ratios)} mixtures")  # fmt: skip
+    write_report(out / "report.html", html)
+    return {"tables": names, "report": str(out / "report.html"), "notes": analysis.notes}
+
+
+def mixture_sections(a: MixtureAnalysis) -> list[Section]:
+    t = a.tables
+    if "curves" not in t:
+        return [Section("empty", "No results yet", notes=a.notes)]
+    return [
+        Section("curves", "Score over training steps", _CURVES_INTRO, columns=2, notes=a.notes,
+                figures=[curve_figure(t["curves"], task) for task in t["curves"]["task"].unique()],
+                tables=[("Degradation per mixture and task", t["degradation"])]),
+        Section("final", "Final scores", _FINAL_INTRO, columns=2,
+                figures=[plots.heatmap(t["final_scores"], "Final score (base row first)", diverging=False,
+                                       x_title="task", y_title="mixture"),
+                         ratio_figure(t["final"])],
+                tables=[("Final scores", t["final_scores"]), ("Final scores with CI and ratio", t["final"]),
+                        ("Configured ratios (run average)", t["ratios"]), ("Sequences drawn per task", t["plans"])]),
+        Section("main", "The de-facto main task", _MAIN_INTRO, tables=[("Main task per mixture", t["main_task"])]),
+        Section("behaviour", "Behaviour", _BEHAVIOUR_INTRO, columns=2,
+                figures=[_behaviour_heatmap(t["behaviour_final"], "mean_length", "Mean output length (tokens)"),
+                         _behaviour_heatmap(t["behaviour_final"], "format_fail_rate", "Not in the expected format"),
+                         _behaviour_heatmap(t["behaviour_final"], "hedge_rate", "Hedging / refusal rate"),
+                         _behaviour_heatmap(t["behaviour_final"], "prior_shift", "Label prior shift (TV from gold)")],
+                tables=[("Behaviour at the final checkpoint", t["behaviour_final"]),
+                        ("Behaviour at every checkpoint", t["behaviour"])]),
+    ]  # fmt: skip
+
+
+def curve_figure(curves: pd.DataFrame, task: str) -> go.Figure:
+    """One task: score vs step per mixture with its 95% CI as error bars; ✕ where it has degraded."""
+    part = curves[curves["task"] == task]
+    fig = plots.lines(part, "step", "value", color="mixture", title=f"{task}: score vs step")
+    for trace in fig.data:
+        sub = part[part["mixture"].map(esc) == trace.name].sort_values("step")
+        trace.error_y = dict(type="data", symmetric=False, array=sub["ci_high"] - sub["value"],
+                             arrayminus=sub["value"] - sub["ci_low"], thickness=1, width=3)  # fmt: skip
+    hit = part[part["degraded"]]
+    if len(hit):
+        fig.add_scatter(x=hit["step"], y=hit["value"], mode="markers", name="degraded",
+                        marker=dict(symbol="x", size=13, color="#cf222e", line=dict(width=2)),
+                        hovertext=[esc(m) for m in hit["mixture"]],
+                        hovertemplate="%{hovertext}: degraded at step %{x}<extra></extra>")  # fmt: skip
+    return fig
+
+
+def ratio_figure(final: pd.DataFrame) -> go.Figure:
+    """Final score against the task's run-average ratio, one colour per task, points labelled by mixture."""
+    frame = final.dropna(subset=["mean_ratio"])
+    return plots.scatter(frame, "mean_ratio", "value", text="mixture", color="task", trendline=False,
+                         title="Final score vs the task's ratio")  # fmt: skip
+
+
+def _behaviour_heatmap(frame: pd.DataFrame, column: str, title: str) -> go.Figure:
+    values = frame.pivot(index="mixture", columns="task", values=column).astype(float)
+    order = [m for m in dict.fromkeys(frame["mixture"]) if m in values.index]
+    return plots.heatmap(
+        values.reindex(order), title, diverging=False, fmt=".2f", x_title="task", y_title="mixture"
+    )
+
+
+_CURVES_INTRO = (
+    "Each task's score on its held-out slice (the first eval.limit test rows) at every probed checkpoint, one "
+    "line per mixture; step 0 is the untuned base model. Error bars are 95% bootstrap intervals. A red ✕ marks "
+    "a degraded checkpoint: the best score so far (base or earlier checkpoint) lies above the upper end of the "
+    "current interval. A task is minor in a mixture when its run-average ratio is below the equal share 1/K."
+)
+_FINAL_INTRO = (
+    "Scores at the last checkpoint of every mixture, with the base model's row first, and each task's final "
+    "score against its run-average ratio in each mixture (schedules enter with their average ratio)."
+)
+_MAIN_INTRO = (
+    "Which task did each mixture turn the model into? main_task_by_style is the training task whose outputs "
+    "the model's outputs resemble most (character 3-gram + function-word style), counted over the tasks it "
+    "was probed on at the last checkpoint; it is shown next to the task with the largest gain over base and "
+    f"the task with the largest ratio. The '{BASE}' model is not a mixture and has no row."
+)
+_BEHAVIOUR_INTRO = (
+    "Beyond the score: output length (for classification, of the free generation on the same prompt), hedging "
+    "or refusal rate (configurable phrases), the share of outputs not in the task's expected format (a label "
+    "first, an extractable answer), the predicted-label prior shift, and the style similarity to each training "
+    "task's outputs (style/<task> columns; sounds_like = the most similar)."
+)
