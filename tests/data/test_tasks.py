@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from tests.conftest import write_jsonl
 
-from conftest import write_jsonl
 from spillover.data.sources import read_rows
 from spillover.data.tasks import builtin_tasks, load_examples, load_task_file, resolve_tasks
 from spillover.errors import SpilloverError

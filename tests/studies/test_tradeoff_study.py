@@ -123,7 +123,7 @@ def test_wise_alpha_evaluations_and_rerun_skips(tradeoff_file):
         (["methods=[{label: x, objective: talr, objective_params: {temperature: 2}}]"], "unknown parameter"),
         (["methods=[{label: x, objective: talr, objective_params: {floor: 2}}]"], "floor=2 is not allowed"),
         (["methods=[{label: x, wise_ft: [1.5]}]"], "wise_ft alpha 1.5"),
-        (["methods=[{label: x, regularizers: {l2_to_init: {weight: -1}}}]"], "weight=-1"),
+        (["methods=[{label: x, regularizers: {l2_to_init: {weight: -1}}}]"], "weight = -1: Input should be greater than or equal to 0"),
         (["domains=[toy_gen]", "codelength.tasks=[toy_a]"], "label_only needs a domain"),
         (["learning_rates=[0]"], "learning_rates must be > 0"),
         (["formats=[cot]"], "formats.0"),
