@@ -23,7 +23,7 @@ def _data(counts: dict[str, int]) -> list[Example]:
 
 
 def test_registry_names():
-    assert TRANSFORMS.names() == ["mislabel", "rebalance", "subsample"]
+    assert TRANSFORMS.names() == ["mislabel", "rebalance", "subsample", "target_field"]
 
 
 def test_mislabel_all_wrong_and_original_recorded():

@@ -84,7 +84,7 @@ def test_bad_study_input_exits_2(tmp_path, study_file, capsys):
     assert "unknown transform 'mislabell'; did you mean 'mislabel'" in capsys.readouterr().err
     study_file.write_text(text.replace("train: {", "train: {mixture: {strategy: equal}, "))
     assert main(["run", str(study_file)]) == 2
-    assert "the transfer study trains on one source at a time" in capsys.readouterr().err
+    assert "this study trains on one source at a time" in capsys.readouterr().err
     study_file.write_text(text + "colour: red\n")
     assert main(["run", str(study_file)]) == 2
     err = capsys.readouterr().err
