@@ -7,7 +7,15 @@ from collections import Counter
 import pytest
 
 from spillover.data.tasks import Example
-from spillover.data.transforms import TRANSFORMS, apply_transforms, describe, mislabel, rebalance, subsample
+from spillover.data.transforms import (
+    TRANSFORMS,
+    apply_transforms,
+    check_transforms,
+    describe,
+    mislabel,
+    rebalance,
+    subsample,
+)
 from spillover.errors import SpilloverError
 
 LABELS = ("negative", "neutral", "positive")
@@ -110,3 +118,11 @@ def test_apply_transforms_and_describe():
 def test_bad_specs_are_user_errors(spec, message):
     with pytest.raises(SpilloverError, match=message):
         apply_transforms(_data({"negative": 2}), [spec])
+
+
+@pytest.mark.parametrize("name", ["mislabel", "rebalance", "subsample"])
+def test_negative_seed_is_refused_at_the_edge(name):
+    """Was: accepted, then every statistics job failed in numpy (found by the bad-input properties)."""
+    params = {"seed": -1} | ({"n": 2} if name == "subsample" else {})
+    with pytest.raises(SpilloverError, match="seed = -1"):
+        check_transforms([{"name": name, **params}])

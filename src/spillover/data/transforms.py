@@ -17,11 +17,16 @@ import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from spillover.data.tasks import Example, as_text
 from spillover.errors import SpilloverError, unknown_name_message
 from spillover.registry import Registry, check_params
+
+# seeds also reach numpy (dataset statistics sample with them), whose range is [0, 2**32 - 1]
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 
 Transform = Callable[..., list[Example]]
 TRANSFORMS: Registry[Transform] = Registry("transform")
@@ -42,7 +47,7 @@ def _relabel(example: Example, new: int) -> Example:
 
 
 @TRANSFORMS.register("mislabel")
-def mislabel(examples: Sequence[Example], fraction: float = 1.0, seed: int = 0) -> list[Example]:
+def mislabel(examples: Sequence[Example], fraction: float = 1.0, seed: Seed = 0) -> list[Example]:
     """Give round(fraction · n) of the labelled examples a wrong label, uniform among the wrong ones.
 
     Only examples with `options` (classification / multiple choice) are eligible; the others pass
@@ -88,7 +93,7 @@ def _allocate(weights: Mapping[str, float], size: int) -> dict[str, int]:
 def rebalance(
     examples: Sequence[Example],
     distribution: Mapping[str, float] | str = "uniform",
-    seed: int = 0,
+    seed: Seed = 0,
     size: int | None = None,
 ) -> list[Example]:
     """Resample to a target label distribution (labels = targets), result size `size` or len(examples).
@@ -134,7 +139,7 @@ def _target_weights(distribution: Mapping[str, float] | str, groups: Mapping[str
 
 
 @TRANSFORMS.register("subsample")
-def subsample(examples: Sequence[Example], n: int, seed: int = 0, replace: bool = False) -> list[Example]:
+def subsample(examples: Sequence[Example], n: int, seed: Seed = 0, replace: bool = False) -> list[Example]:
     """A seeded sample of exactly n examples, in their original order when n <= len(examples).
 
     n > len(examples) is an error unless replace=True, which keeps every example and adds copies.
