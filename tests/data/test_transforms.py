@@ -23,7 +23,15 @@ def _data(counts: dict[str, int]) -> list[Example]:
 
 
 def test_registry_names():
-    assert TRANSFORMS.names() == ["mislabel", "rebalance", "subsample"]
+    assert TRANSFORMS.names() == ["mislabel", "rebalance", "subsample", "target_field"]
+
+
+def test_target_field_trains_on_another_field():
+    rows = [Example("1", "2 + 2?", "2 + 2 = 4\n#### 4", {"answer": 4}), Example("2", "x", "y", {})]
+    out = apply_transforms(rows[:1], [{"name": "target_field", "field": "answer"}])
+    assert out[0].target == "4" and out[0].text == "2 + 2?"
+    with pytest.raises(SpilloverError, match="has no field 'answer'"):
+        apply_transforms(rows, [{"name": "target_field", "field": "answer"}])
 
 
 def test_mislabel_all_wrong_and_original_recorded():
