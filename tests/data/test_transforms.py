@@ -34,6 +34,14 @@ def test_registry_names():
     assert TRANSFORMS.names() == ["mislabel", "rebalance", "subsample", "target_field"]
 
 
+def test_target_field_trains_on_another_field():
+    rows = [Example("1", "2 + 2?", "2 + 2 = 4\n#### 4", {"answer": 4}), Example("2", "x", "y", {})]
+    out = apply_transforms(rows[:1], [{"name": "target_field", "field": "answer"}])
+    assert out[0].target == "4" and out[0].text == "2 + 2?"
+    with pytest.raises(SpilloverError, match="has no field 'answer'"):
+        apply_transforms(rows, [{"name": "target_field", "field": "answer"}])
+
+
 def test_mislabel_all_wrong_and_original_recorded():
     data = _data({"negative": 4, "neutral": 3, "positive": 3})
     out = mislabel(data, fraction=1.0, seed=1)
