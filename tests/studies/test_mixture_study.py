@@ -60,7 +60,8 @@ def test_mixture_study_runs_and_reports(mixture_study, tmp_path):
     assert behaviour["sounds_like"].dropna().isin(["toy_a", "toy_b", "toy_gen"]).all()  # None: blank outputs
     degradation = pd.read_csv(tables / "degradation.csv")
     assert set(degradation.columns) >= {"minor", "first_degraded_step", "final_minus_best"}
-    assert degradation.set_index(["mixture", "task"]).loc[("a_heavy", "toy_b"), "minor"]
+    minor = degradation.set_index(["mixture", "task"])["minor"]
+    assert minor[("a_heavy", "toy_b")] and not minor[("equal", "toy_b")]  # 1/3 is not below 1/3
     main_task = pd.read_csv(tables / "main_task.csv")
     assert list(main_task["mixture"]) == ["equal", "a_heavy", "anneal"]
     assert main_task.set_index("mixture").at["a_heavy", "largest_ratio_task"] == "toy_a"

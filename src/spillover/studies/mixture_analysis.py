@@ -76,7 +76,7 @@ def degradation_table(curves: pd.DataFrame, ratios: pd.DataFrame) -> pd.DataFram
         best = c.loc[c["value"].idxmax()]
         hit = c[c["degraded"]]
         ratio = ratios.at[mix, task] if mix in ratios.index and task in ratios.columns else np.nan
-        rows.append({"mixture": mix, "task": task, "mean_ratio": ratio, "minor": bool(ratio < 1 / k),
+        rows.append({"mixture": mix, "task": task, "mean_ratio": ratio, "minor": bool(ratio < 1 / k - 1e-9),
                      "base": c["value"].iloc[0], "best": best["value"], "best_step": int(best["step"]),
                      "final": c["value"].iloc[-1], "final_minus_best": c["value"].iloc[-1] - best["value"],
                      "first_degraded_step": int(hit["step"].iloc[0]) if len(hit) else None,
