@@ -68,8 +68,9 @@ def tiny_model_dir(tmp_path_factory, tokenizer):
     return path
 
 
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+def write_jsonl(path: Path, rows: list[dict], *, ensure_ascii: bool = True) -> Path:
+    """`ensure_ascii=False` writes non-ASCII characters (e.g. raw U+2028) as they are."""
+    path.write_text("".join(json.dumps(r, ensure_ascii=ensure_ascii) + "\n" for r in rows), encoding="utf-8")
     return path
 
 

@@ -3,10 +3,10 @@ a factory writing the study YAML with any train/eval settings, for the study, cr
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
+from tests.conftest import write_jsonl
 
 TASKS = """tasks:
   - name: toy_a
@@ -48,10 +48,6 @@ def _rows(labels, words, n):
     ]
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-
-
 def write_toy_study(folder: Path, model_dir: Path, *, sources: str = SOURCES, targets: str = "[toy_a, toy_b, toy_gen]",
                     train: str = TRAIN, extra: str = "") -> Path:  # fmt: skip
     """Task data, tasks.yaml and study.yaml in `folder` (output to folder/out); returns the study YAML."""
@@ -60,14 +56,14 @@ def write_toy_study(folder: Path, model_dir: Path, *, sources: str = SOURCES, ta
         ("a", ["negative", "positive"], ["awful", "great"]),
         ("b", ["sport", "money"], ["goal", "bank"]),
     ):
-        _write_jsonl(folder / f"{name}_train.jsonl", _rows(labels, words, 24))
-        _write_jsonl(folder / f"{name}_test.jsonl", _rows(labels, words, 8))
+        write_jsonl(folder / f"{name}_train.jsonl", _rows(labels, words, 24))
+        write_jsonl(folder / f"{name}_test.jsonl", _rows(labels, words, 8))
     gen = [
         {"id": str(i), "input": f"say {w}", "output": w}
         for i, w in enumerate(["cat", "dog", "sun", "sea"] * 4)
     ]
-    _write_jsonl(folder / "g_train.jsonl", gen)
-    _write_jsonl(folder / "g_test.jsonl", gen[:6])
+    write_jsonl(folder / "g_train.jsonl", gen)
+    write_jsonl(folder / "g_test.jsonl", gen[:6])
     (folder / "tasks.yaml").write_text(TASKS)
     study = folder / "study.yaml"
     study.write_text(f"""study: transfer

@@ -10,12 +10,12 @@ like tests/report/test_report_browser.py, whose DevTools machinery (tests/report
 from __future__ import annotations
 
 import importlib.util
-import json
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from tests.conftest import write_jsonl
 
 from spillover.cli import main
 
@@ -68,10 +68,6 @@ CHECKS = {
 }
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-
-
 def write_hostile_study(folder: Path, model_dir: Path) -> Path:
     """Two tasks whose every free-text field carries payloads; two sources × two targets, 2 steps each."""
     payloads = [SCRIPT, IMG, CLOSE, JS_URL, SVG, LINK, SEPARATORS]
@@ -82,8 +78,8 @@ def write_hostile_study(folder: Path, model_dir: Path) -> Path:
     ]  # fmt: skip
     gen = [{"id": f"g{i} {SVG}", "input": f"say {p}", "output": p} for i, p in enumerate(payloads * 2)]
     for name, rows in (("cls", cls), ("gen", gen)):
-        _write_jsonl(folder / f"{name}_train.jsonl", rows)
-        _write_jsonl(folder / f"{name}_test.jsonl", rows[:6])
+        write_jsonl(folder / f"{name}_train.jsonl", rows, ensure_ascii=False)
+        write_jsonl(folder / f"{name}_test.jsonl", rows[:6], ensure_ascii=False)
     tasks = {"tasks": [
         {"name": "evil_cls", "type": "classification", "train": "cls_train.jsonl", "test": "cls_test.jsonl",
          "labels": LABELS, "metric": "accuracy", "task_type": f"sentiment {IMG}", "domain": CLOSE,

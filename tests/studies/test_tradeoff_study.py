@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from tests.studies.conftest import TASKS, _write_jsonl, write_toy_study
+from tests.conftest import write_jsonl
+from tests.studies.conftest import TASKS, write_toy_study
 
 from spillover.cli import main
 from spillover.engine.store import Store
@@ -33,8 +34,8 @@ def write_tradeoff_study(folder, model_dir, *, methods: str = METHODS, extra: st
     write_toy_study(folder, model_dir)  # the toy task data and tasks.yaml
     rows = [{"id": str(i), "input": f"{i} plus 1?", "output": f"{i} + 1 = {i + 1}\n#### {i + 1}", "answer": str(i + 1)}
             for i in range(12)]  # fmt: skip
-    _write_jsonl(folder / "m_train.jsonl", rows)
-    _write_jsonl(folder / "m_test.jsonl", rows[:4])
+    write_jsonl(folder / "m_train.jsonl", rows)
+    write_jsonl(folder / "m_test.jsonl", rows[:4])
     (folder / "tasks.yaml").write_text(TASKS + MATH_TASK)
     study = folder / "tradeoff.yaml"
     study.write_text(f"""study: tradeoff
@@ -123,7 +124,10 @@ def test_wise_alpha_evaluations_and_rerun_skips(tradeoff_file):
         (["methods=[{label: x, objective: talr, objective_params: {temperature: 2}}]"], "unknown parameter"),
         (["methods=[{label: x, objective: talr, objective_params: {floor: 2}}]"], "floor=2 is not allowed"),
         (["methods=[{label: x, wise_ft: [1.5]}]"], "wise_ft alpha 1.5"),
-        (["methods=[{label: x, regularizers: {l2_to_init: {weight: -1}}}]"], "weight = -1: Input should be greater than or equal to 0"),
+        (
+            ["methods=[{label: x, regularizers: {l2_to_init: {weight: -1}}}]"],
+            "weight = -1: Input should be greater than or equal to 0",
+        ),
         (["domains=[toy_gen]", "codelength.tasks=[toy_a]"], "label_only needs a domain"),
         (["learning_rates=[0]"], "learning_rates must be > 0"),
         (["formats=[cot]"], "formats.0"),
