@@ -13,11 +13,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from spillover.config import Strict, StudySpec
+from spillover.config import Strict
 from spillover.data.tasks import TaskSpec
 from spillover.engine.plan import Plan
 from spillover.errors import SpilloverError
-from spillover.studies.transfer import BASE, SourceSpec, check_inputs
+from spillover.studies.transfer import BASE, SourcesTargetsSpec, check_inputs
 
 Method = Literal["ft", "fticl"]
 
@@ -37,20 +37,13 @@ class GeneralizationAnalysisSpec(BaseModel):
     )
 
 
-class GeneralizationStudySpec(StudySpec):
+class GeneralizationStudySpec(SourcesTargetsSpec):
     study: Literal["generalization"] = "generalization"
-    sources: list[SourceSpec] = Field(min_length=1)
-    targets: list[str] = Field(min_length=1)
     methods: list[Method] = Field(default_factory=lambda: ["ft", "fticl"], min_length=1)
     shots: list[int] = Field(default_factory=lambda: [0, 3], min_length=1, description="evaluation settings")
     fticl: FticlSpec = Field(default_factory=FticlSpec)
     sizes: list[int] | None = Field(default=None, min_length=1, description="training-size ablation")
     analysis: GeneralizationAnalysisSpec = Field(default_factory=GeneralizationAnalysisSpec)
-
-    @field_validator("sources", mode="before")
-    @classmethod
-    def _bare_names(cls, v: Any) -> Any:
-        return [{"task": s} if isinstance(s, str) else s for s in v] if isinstance(v, list) else v
 
     @field_validator("shots")
     @classmethod
@@ -68,12 +61,6 @@ class GeneralizationStudySpec(StudySpec):
 
     @model_validator(mode="after")
     def _consistent(self) -> GeneralizationStudySpec:
-        names = [s.name for s in self.sources]
-        dup = {n for n in names if names.count(n) > 1}
-        if dup:
-            raise ValueError(f"two sources share the row label {sorted(dup)}; give one a distinct `label`")
-        if len(set(self.targets)) != len(self.targets):
-            raise ValueError(f"targets has duplicates: {self.targets}")
         if len(set(self.methods)) != len(self.methods):
             raise ValueError(f"methods has duplicates: {self.methods}")
         size = self.analysis.size
@@ -89,9 +76,6 @@ class GeneralizationStudySpec(StudySpec):
 
     def main_size(self) -> int | None:
         return self.analysis.size if self.analysis.size is not None else self.training_sizes()[-1]
-
-    def task_names(self) -> list[str]:
-        return list(dict.fromkeys([s.task for s in self.sources] + self.targets))
 
 
 def check_study(spec: GeneralizationStudySpec, tasks: dict[str, TaskSpec], load) -> None:

@@ -65,12 +65,12 @@ class StatsSettings(BaseModel):
     sample: int = Field(default=256, ge=8, description="examples embedded / parsed per dataset")
 
 
-class TransferStudySpec(StudySpec):
-    study: Literal["transfer"] = "transfer"
+class SourcesTargetsSpec(StudySpec):
+    """A study that fine-tunes on `sources` and evaluates on `targets` (transfer, generalization): bare task
+    names accepted as sources, row labels and targets unique."""
+
     sources: list[SourceSpec] = Field(min_length=1)
     targets: list[str] = Field(min_length=1)
-    analysis: TransferAnalysisSpec = Field(default_factory=TransferAnalysisSpec)
-    stats: StatsSettings = Field(default_factory=StatsSettings)
 
     @field_validator("sources", mode="before")
     @classmethod
@@ -78,7 +78,7 @@ class TransferStudySpec(StudySpec):
         return [{"task": s} if isinstance(s, str) else s for s in v] if isinstance(v, list) else v
 
     @model_validator(mode="after")
-    def _unique(self) -> TransferStudySpec:
+    def _unique(self) -> SourcesTargetsSpec:
         names = [s.name for s in self.sources]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
@@ -89,6 +89,12 @@ class TransferStudySpec(StudySpec):
 
     def task_names(self) -> list[str]:
         return list(dict.fromkeys([s.task for s in self.sources] + self.targets))
+
+
+class TransferStudySpec(SourcesTargetsSpec):
+    study: Literal["transfer"] = "transfer"
+    analysis: TransferAnalysisSpec = Field(default_factory=TransferAnalysisSpec)
+    stats: StatsSettings = Field(default_factory=StatsSettings)
 
 
 def check_inputs(spec: TransferStudySpec, tasks: dict[str, TaskSpec], load) -> None:
