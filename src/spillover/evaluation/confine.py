@@ -39,7 +39,9 @@ _FS_REFER, _FS_TRUNCATE = 1 << 13, 1 << 14  # ABI 2, ABI 3
 _NET_BIND_TCP, _NET_CONNECT_TCP = 1 << 0, 1 << 1  # ABI 4
 _SCOPE_ABSTRACT_UNIX, _SCOPE_SIGNAL = 1 << 0, 1 << 1  # ABI 6
 
-_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+LIBC = (
+    ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+)  # also used by sandbox.py
 
 
 class _RulesetAttr(ctypes.Structure):
@@ -56,9 +58,9 @@ class _PathBeneathAttr(ctypes.Structure):
 def landlock_abi() -> int:
     """The kernel's Landlock ABI version; 0 when Landlock is missing or disabled (or not Linux)."""
     numbers = _SYS.get(platform.machine())
-    if _LIBC is None or numbers is None:
+    if LIBC is None or numbers is None:
         return 0
-    version = _LIBC.syscall(numbers[0], None, ctypes.c_size_t(0), ctypes.c_uint32(_CREATE_RULESET_VERSION))
+    version = LIBC.syscall(numbers[0], None, ctypes.c_size_t(0), ctypes.c_uint32(_CREATE_RULESET_VERSION))
     return max(int(version), 0)
 
 
@@ -70,7 +72,7 @@ def available() -> dict[str, bool]:
 
 @cache
 def _probe_netns() -> bool:
-    if _LIBC is None:
+    if LIBC is None:
         return False
     pid = os.fork()
     if pid == 0:  # pragma: no cover - child
@@ -82,11 +84,11 @@ def _probe_netns() -> bool:
 def isolate_network() -> bool:
     """Move the calling process into a new, empty network namespace. Async-signal-safe enough for a
     preexec function (two syscalls, no allocation in Python beyond ints). False when not permitted."""
-    if _LIBC is None:
+    if LIBC is None:
         return False
-    if _LIBC.unshare(_CLONE_NEWNET) == 0:
+    if LIBC.unshare(_CLONE_NEWNET) == 0:
         return True
-    return _LIBC.unshare(_CLONE_NEWUSER | _CLONE_NEWNET) == 0
+    return LIBC.unshare(_CLONE_NEWUSER | _CLONE_NEWNET) == 0
 
 
 def restrict_writes(writable: Sequence[str]) -> bool:
@@ -102,16 +104,16 @@ def restrict_writes(writable: Sequence[str]) -> bool:
     attr = _RulesetAttr(fs, _NET_BIND_TCP | _NET_CONNECT_TCP if abi >= 4 else 0,
                         _SCOPE_ABSTRACT_UNIX | _SCOPE_SIGNAL if abi >= 6 else 0)  # fmt: skip
     size = 24 if abi >= 6 else 16 if abi >= 4 else 8
-    fd = _LIBC.syscall(create, ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0))
+    fd = LIBC.syscall(create, ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0))
     if fd < 0:
         return False
     try:
         for path in writable:
             _allow(fd, add_rule, path, fs)
         _allow(fd, add_rule, "/dev/null", _FS_WRITE | (_FS_TRUNCATE if abi >= 3 else 0))
-        if _LIBC.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        if LIBC.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
             return False
-        return _LIBC.syscall(restrict, ctypes.c_int(fd), ctypes.c_uint32(0)) == 0
+        return LIBC.syscall(restrict, ctypes.c_int(fd), ctypes.c_uint32(0)) == 0
     finally:
         os.close(fd)
 
@@ -122,7 +124,7 @@ def _allow(ruleset_fd: int, add_rule: int, path: str, access: int) -> None:
         if not os.path.isdir(path):  # a file rule may only carry file rights
             access &= _FS_WRITE | _FS_TRUNCATE
         rule = _PathBeneathAttr(access, fd)
-        if _LIBC.syscall(add_rule, ctypes.c_int(ruleset_fd), ctypes.c_int(_RULE_PATH_BENEATH),
+        if LIBC.syscall(add_rule, ctypes.c_int(ruleset_fd), ctypes.c_int(_RULE_PATH_BENEATH),
                          ctypes.byref(rule), ctypes.c_uint32(0)) != 0:  # fmt: skip
             raise OSError(ctypes.get_errno(), f"landlock_add_rule({path})")
     finally:

@@ -19,7 +19,6 @@ that lift the limit are dropped from its bounding set; that makes the process li
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import math
 import os
@@ -35,13 +34,13 @@ from functools import partial
 from pathlib import Path
 
 from spillover.evaluation import confine
+from spillover.evaluation.confine import LIBC
 
 log = logging.getLogger(__name__)
 _NOBODY = 65534
 _PR_CAPBSET_DROP = 24
 _CAP_SETUID, _CAP_SYS_ADMIN, _CAP_SYS_RESOURCE = 7, 21, 24
 _POLL_SECONDS = 0.005
-_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 
 @dataclass(frozen=True)
@@ -192,7 +191,7 @@ def _limit_child(limits: Limits, as_root: bool, layers: _Layers) -> None:
     _lower(resource.RLIMIT_CORE, 0)
     _lower(resource.RLIMIT_FSIZE, limits.max_file_bytes)
     _lower(resource.RLIMIT_NPROC, limits.max_processes)
-    if as_root and _LIBC is not None:
+    if as_root and LIBC is not None:
         _count_as_nobody()
 
 
@@ -212,4 +211,4 @@ def _count_as_nobody() -> None:
     except OSError:
         return
     for cap in (_CAP_SYS_ADMIN, _CAP_SYS_RESOURCE, _CAP_SETUID):
-        _LIBC.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0)
+        LIBC.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0)
