@@ -3,8 +3,9 @@ half-write, and what was renamed into place survives a power cut (files and fold
 
 Durability matters because the results store commits a job as done *after* its artifacts are written:
 without the fsyncs, a crash of the machine could keep the committed 'done' and lose the artifact.
-One writer per target is assumed (a study's job folder belongs to the one run executing that job), so
-temporaries a killed writer left behind for the same target are removed before writing it again.
+One writer per target is assumed (a study's job folder belongs to the one run executing that job, by its
+claim in the store; a study's shared outputs are written under `exclusive`), so temporaries a killed
+writer left behind for the same target are removed before writing it again.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,6 +53,25 @@ def atomic_write_text(path: Path, text: str) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextmanager
+def exclusive(lock_file: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on `lock_file` (created if missing) for the block; other holders
+    wait. The kernel releases it when the holder dies, so a killed writer never blocks the next one.
+    Without `fcntl` (Windows) nothing is locked."""
+    if sys.platform == "win32":
+        yield
+        return
+    import fcntl
+
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def remove_stale_temps(folder: Path, name: str) -> None:

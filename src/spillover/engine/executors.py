@@ -2,19 +2,22 @@
 
 `run_local` runs in-process, in plan order, on one set of loaded resources (the study's context keeps
 the base model loaded and swaps adapters). A job whose dependency failed is reported as blocked and
-left pending, so fixing the cause and re-running picks it up.
+left pending, so fixing the cause and re-running picks it up. Jobs are claimed in the store before they
+run, so several executors on one store (two `spillover run`s on one folder) share the work: each job runs
+once, in one of them.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from spillover.engine.plan import Job, Plan
-from spillover.engine.store import Store
+from spillover.engine.store import Heartbeat, Store
 from spillover.errors import SpilloverError
 
 log = logging.getLogger(__name__)
@@ -22,6 +25,8 @@ log = logging.getLogger(__name__)
 # Jobs that summarise others run even when some inputs failed (a partial report beats none), but are then
 # recorded as failed so the next run, after the inputs are fixed, redoes them.
 SUMMARY_KINDS = frozenset({"analyse"})
+
+POLL_S = 0.5  # seconds between looks at the store while every remaining job waits on another executor
 
 # A job runner returns (result, score rows) for the store.
 Runner = Callable[[Job], tuple[dict[str, Any], list[dict[str, Any]]]]
@@ -40,42 +45,81 @@ class RunSummary:
 
 
 def run_local(
-    plan: Plan, store: Store, runner: Runner, on_job: Callable[[Job, str], None] | None = None
+    plan: Plan,
+    store: Store,
+    runner: Runner,
+    on_job: Callable[[Job, str], None] | None = None,
+    poll: float = POLL_S,
 ) -> RunSummary:
-    """Run every unfinished job in order. Failures are recorded; independent jobs still run."""
+    """Run every unfinished job in order. Failures are recorded; independent jobs still run.
+
+    Each job is claimed in the store before it runs (see `Store.claim`), so executors sharing the store
+    cooperate: a job another live executor is running is left to it, and the jobs that depend on it wait
+    (polling every `poll` seconds) until it is done there, or failed, or its owner died — then this one
+    takes it over. A job done elsewhere counts as skipped."""
     summary = RunSummary()
     bad: set[str] = set()
-    for job in plan:
-        if store.status(job.id) == "done":
-            summary.skipped.append(job.id)
-            continue
-        n_bad = sum(d in bad for d in job.deps)
-        if n_bad and job.kind not in SUMMARY_KINDS:
-            bad.add(job.id)
-            summary.blocked.append(job.id)
-            _notify(on_job, job, "blocked")
-            continue
-        _notify(on_job, job, "start")
-        store.mark_running(job)
-        try:
-            result, scores = runner(job)
-            if n_bad:
-                raise SpilloverError(
-                    f"partial result: {n_bad} of its {len(job.deps)} inputs failed or were blocked"
-                )
-        except (SpilloverError, RuntimeError, ValueError, OSError, KeyError, AssertionError) as e:
-            # Recorded with its traceback, not swallowed: the study goes on and `spillover status` shows it.
-            detail = str(e) if isinstance(e, SpilloverError) else traceback.format_exc(limit=8)
-            log.error("job %s (%s) failed: %s", job.name, job.id, e)
-            store.mark_failed(job, detail)
-            bad.add(job.id)
-            summary.failed[job.id] = str(e)
-            _notify(on_job, job, "failed")
-            continue
-        store.mark_done(job, result, scores)
-        summary.done.append(job.id)
-        _notify(on_job, job, "done")
+    settled: set[str] = set()  # done, or attempted / blocked by this executor
+    todo = list(plan)
+    announced: set[str] = set()
+    with Heartbeat(store.root):
+        while todo:
+            left = [job for job in todo if not _step(job, store, runner, on_job, summary, bad, settled)]
+            if len(left) == len(todo):  # every remaining job is held elsewhere or waits on one that is
+                _announce_waits(left, store, announced)
+                time.sleep(poll)
+            todo = left
     return summary
+
+
+def _step(job: Job, store: Store, runner: Runner, on_job, summary: RunSummary, bad: set[str],
+          settled: set[str]) -> bool:  # fmt: skip
+    """Try to settle `job`: skip it (done), block it, or claim and run it. False: it must wait."""
+    if store.status(job.id) == "done":
+        summary.skipped.append(job.id)
+        settled.add(job.id)
+        return True
+    if not all(d in settled for d in job.deps):
+        return False
+    n_bad = sum(d in bad for d in job.deps)
+    if n_bad and job.kind not in SUMMARY_KINDS:
+        bad.add(job.id)
+        settled.add(job.id)
+        summary.blocked.append(job.id)
+        _notify(on_job, job, "blocked")
+        return True
+    if not store.claim(job):
+        return False
+    settled.add(job.id)
+    _notify(on_job, job, "start")
+    try:
+        result, scores = runner(job)
+        if n_bad:
+            raise SpilloverError(
+                f"partial result: {n_bad} of its {len(job.deps)} inputs failed or were blocked"
+            )
+    except (SpilloverError, RuntimeError, ValueError, OSError, KeyError, AssertionError) as e:
+        # Recorded with its traceback, not swallowed: the study goes on and `spillover status` shows it.
+        detail = str(e) if isinstance(e, SpilloverError) else traceback.format_exc(limit=8)
+        log.error("job %s (%s) failed: %s", job.name, job.id, e)
+        store.mark_failed(job, detail)
+        bad.add(job.id)
+        summary.failed[job.id] = str(e)
+        _notify(on_job, job, "failed")
+        return True
+    store.mark_done(job, result, scores)
+    summary.done.append(job.id)
+    _notify(on_job, job, "done")
+    return True
+
+
+def _announce_waits(jobs: list[Job], store: Store, announced: set[str]) -> None:
+    """Log, once per job, which of the remaining jobs another executor is running."""
+    for job in jobs:
+        holder = store.holder(job.id)
+        if holder is not None and job.id not in announced:
+            announced.add(job.id)
+            log.info("waiting: %s (%s) is being run by %s", job.name, job.id, holder.describe())
 
 
 def _notify(on_job, job: Job, event: str) -> None:

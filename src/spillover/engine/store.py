@@ -3,23 +3,35 @@
 A job is `done` only when its result row is committed, and that commit is the last thing a job does,
 so a crash at any point leaves the job pending (or running, which is treated as pending) and a re-run
 redoes exactly the unfinished work. Artifacts are written into the job folder before that commit.
+
+Several executors may share one store (two `spillover run`s on one folder, Ray workers): `claim` takes a
+job atomically for one owner (a process, see `engine.owners`), so each job runs in one place at a time; a
+claim whose owner died, or (another host) stopped sending heartbeats for `LEASE_S`, can be taken over.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from spillover.engine.owners import Owner, current_owner, is_stale
 from spillover.engine.plan import Job
+
+log = logging.getLogger(__name__)
+LEASE_S = 120.0  # a claim of another host's process without a heartbeat for this long is stale
+HEARTBEAT_S = 15.0  # how often a running executor refreshes its claims' heartbeat
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL, params TEXT NOT NULL,
-    status TEXT NOT NULL, error TEXT, started REAL, finished REAL, result TEXT
+    status TEXT NOT NULL, error TEXT, started REAL, finished REAL, result TEXT,
+    owner TEXT, heartbeat REAL
 );
 CREATE TABLE IF NOT EXISTS scores (
     job_id TEXT NOT NULL, model TEXT NOT NULL, target TEXT NOT NULL, metric TEXT NOT NULL,
@@ -40,6 +52,7 @@ class Store:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.executescript(_SCHEMA)
+        self._migrate()
 
     def close(self) -> None:
         self._conn.close()
@@ -54,6 +67,14 @@ class Store:
             raise
         self._conn.execute("COMMIT")
 
+    def _migrate(self) -> None:
+        """Stores written before claims existed lack the owner columns: add them (once, under the lock)."""
+        with self._tx() as c:
+            have = {row[1] for row in c.execute("PRAGMA table_info(jobs)")}
+            for col, typ in (("owner", "TEXT"), ("heartbeat", "REAL")):
+                if col not in have:
+                    c.execute(f"ALTER TABLE jobs ADD COLUMN {col} {typ}")
+
     def job_dir(self, job_id: str) -> Path:
         return self.root / "jobs" / job_id
 
@@ -62,18 +83,59 @@ class Store:
         return row[0] if row else None
 
     def mark_running(self, job: Job) -> None:
+        """Record `job` as running under this process, unconditionally (`claim` is the checked form)."""
         with self._tx() as c:
-            c.execute(
-                "INSERT INTO jobs (id, kind, name, params, status, started) VALUES (?, ?, ?, ?, 'running', ?) "
-                "ON CONFLICT(id) DO UPDATE SET status = 'running', error = NULL, started = excluded.started",
-                (
-                    job.id,
-                    job.kind,
-                    job.name,
-                    json.dumps(job.params, sort_keys=True, default=str),
-                    time.time(),
-                ),
+            self._set_running(c, job, str(current_owner()))
+
+    def claim(self, job: Job, owner: str | None = None, lease: float = LEASE_S) -> bool:
+        """Atomically take `job` for `owner` (default: this process) and mark it running. False when it is
+        done, or running under another owner that is alive (see `owners.is_stale`); a pending, failed or
+        stale job is taken. One transaction (BEGIN IMMEDIATE): two claimers never both win."""
+        owner = owner or str(current_owner())
+        with self._tx() as c:
+            row = c.execute("SELECT status, owner, heartbeat FROM jobs WHERE id = ?", (job.id,)).fetchone()
+            if row is not None:
+                status, holder, beat = row
+                if status == "done":
+                    return False
+                if status == "running" and holder != owner and not is_stale(holder, beat, lease):
+                    return False
+            self._set_running(c, job, owner)
+        return True
+
+    def holder(self, job_id: str) -> Owner | None:
+        """The owner of a running job (None when it is not running or its owner is not recorded)."""
+        row = self._conn.execute(
+            "SELECT owner FROM jobs WHERE id = ? AND status = 'running'", (job_id,)
+        ).fetchone()
+        return Owner.parse(row[0]) if row and row[0] else None
+
+    def heartbeat(self, owner: str | None = None) -> int:
+        """Refresh the heartbeat of every job `owner` (default: this process) is running; returns how many."""
+        with self._tx() as c:
+            cur = c.execute(
+                "UPDATE jobs SET heartbeat = ? WHERE owner = ? AND status = 'running'",
+                (time.time(), owner or str(current_owner())),
             )
+            return cur.rowcount
+
+    def _set_running(self, c: sqlite3.Connection, job: Job, owner: str) -> None:
+        now = time.time()
+        c.execute(
+            "INSERT INTO jobs (id, kind, name, params, status, started, owner, heartbeat) "
+            "VALUES (?, ?, ?, ?, 'running', ?, ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET status = 'running', error = NULL, started = excluded.started, "
+            "owner = excluded.owner, heartbeat = excluded.heartbeat",
+            (
+                job.id,
+                job.kind,
+                job.name,
+                json.dumps(job.params, sort_keys=True, default=str),
+                now,
+                owner,
+                now,
+            ),
+        )
 
     def mark_done(self, job: Job, result: dict[str, Any], scores: list[dict[str, Any]] = ()) -> None:
         """Commit the result (and any score rows) and the `done` status in one transaction."""
@@ -104,9 +166,10 @@ class Store:
             )
 
     def mark_failed(self, job: Job, error: str) -> None:
+        """Record the failure, unless the job is already done (another executor's result is never lost)."""
         with self._tx() as c:
             c.execute(
-                "UPDATE jobs SET status = 'failed', finished = ?, error = ? WHERE id = ?",
+                "UPDATE jobs SET status = 'failed', finished = ?, error = ? WHERE id = ? AND status != 'done'",
                 (time.time(), error, job.id),
             )
 
@@ -135,3 +198,32 @@ class Store:
             for r in rows
             if wanted is None or r["job_id"] in wanted
         ]
+
+
+class Heartbeat:
+    """While open, a background thread refreshes this process's claims in the store at `root` every
+    `every` seconds (its own connection), so executors on other hosts see the claims are alive."""
+
+    def __init__(self, root: str | Path, every: float = HEARTBEAT_S) -> None:
+        self._root, self._every, self._owner = root, every, str(current_owner())
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="spillover-heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        store = Store(self._root)
+        try:
+            while not self._stop.wait(self._every):
+                try:
+                    store.heartbeat(self._owner)
+                except sqlite3.Error as e:  # a busy store: the next beat tries again, well within the lease
+                    log.warning("heartbeat to %s failed: %s", self._root, e)
+        finally:
+            store.close()

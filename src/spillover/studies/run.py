@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from spillover.atomic import atomic_write_text
+from spillover.atomic import atomic_write_text, exclusive
 from spillover.config import StudySpec, apply_overrides, dump_spec
 from spillover.data.tasks import TaskSpec, resolve_tasks
 from spillover.engine.executors import RunSummary, run_local
@@ -24,6 +24,9 @@ from spillover.yamlio import load_yaml, validate
 
 log = logging.getLogger(__name__)
 SPEC_FILE = "study.yaml"
+# Held while writing the study's shared outputs (study.yaml, tables/, report.html): concurrent runs and
+# re-renders on one folder take turns, so their atomic writes never interleave.
+OUTPUTS_LOCK = ".outputs.lock"
 
 
 def load_study(
@@ -94,7 +97,8 @@ def run_study(
     tasks, plan = prepare(kind, spec)
     out = Path(spec.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / SPEC_FILE, dump_spec(spec))
+    with exclusive(out / OUTPUTS_LOCK):
+        atomic_write_text(out / SPEC_FILE, dump_spec(spec))
     store = Store(out)
     try:
         ctx = StudyContext(spec, tasks, store, progress)
@@ -119,7 +123,8 @@ def dispatch(kind: StudyKind, ctx: StudyContext, plan: Plan, job: Job) -> tuple[
         ctx.track_scores(trained, scores)
         return result, scores
     if job.kind == "analyse":
-        return kind.analyse(ctx, plan, job), []
+        with exclusive(Path(ctx.spec.output_dir) / OUTPUTS_LOCK):
+            return kind.analyse(ctx, plan, job), []
     raise AssertionError(f"unknown job kind {job.kind}")
 
 
@@ -131,7 +136,8 @@ def rerender_report(out: str | Path) -> Path:
     store = Store(out)
     try:
         (job,) = plan.by_kind("analyse")
-        kind.analyse(StudyContext(spec, tasks, store), plan, job)
+        with exclusive(out / OUTPUTS_LOCK):
+            kind.analyse(StudyContext(spec, tasks, store), plan, job)
     finally:
         store.close()
     return out / "report.html"
