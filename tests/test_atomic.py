@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from spillover.atomic import atomic_dir, atomic_write_text
+from spillover.atomic import atomic_dir, atomic_write_text, remove_tree
 
 
 def test_atomic_dir_replaces_whole_and_removes_a_killed_writers_temporaries(tmp_path):
@@ -36,3 +36,14 @@ def test_atomic_write_text(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
     assert (tmp_path / "report.html").read_text() == "<html>2</html>"
     assert (tmp_path / "report.html").stat().st_mode & 0o777 == 0o644
+
+
+def test_atomic_dir_output_is_shared_readable_and_remove_tree_leaves_no_half_deleted_folder(tmp_path):
+    with atomic_dir(tmp_path / "tables") as tmp:
+        (tmp / "a.csv").write_text("1")
+    assert (tmp_path / "tables").stat().st_mode & 0o777 == 0o755  # not mkdtemp's 0700
+    with atomic_dir(tmp_path / "tables") as tmp:  # replacing: the old folder is set aside, then removed
+        (tmp / "b.csv").write_text("2")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["b.csv", "tables"]
+    remove_tree(tmp_path / "tables")
+    assert list(tmp_path.iterdir()) == []

@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,15 +27,29 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(target.parent, glob.escape(target.name))
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target.name), dir=target.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp creates 0700; results are meant to be shared like any written folder
     try:
         yield tmp
         _fsync_tree(tmp)
-        if target.exists():
-            shutil.rmtree(target)
+        old = _set_aside(target) if target.exists() else None
         os.replace(tmp, target)
         _fsync_dir(target.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a folder at once: it is renamed to a temporary name first, so a kill midway leaves a
+    temporary (removed by the next write of that name), never a half-deleted folder under the real name."""
+    shutil.rmtree(_set_aside(path), ignore_errors=True)
+
+
+def _set_aside(path: Path) -> Path:
+    aside = path.parent / f"{_temp_prefix(path.name)}old-{os.getpid()}-{time.monotonic_ns()}"
+    os.replace(path, aside)
+    return aside
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import random
-import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -28,7 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from spillover.atomic import atomic_dir, remove_stale_temps
+from spillover.atomic import atomic_dir, remove_stale_temps, remove_tree
 from spillover.data.collate import Sequence_
 from spillover.errors import SpilloverError
 from spillover.training.params import trainable
@@ -98,7 +97,7 @@ def save_checkpoint(
         (tmp / "progress.json").write_text(json.dumps(asdict(progress), indent=2))
     for old in root.glob("step-*"):
         if old != final:
-            shutil.rmtree(old, ignore_errors=True)
+            remove_tree(old)  # renamed away first: no half-deleted checkpoint is ever visible
     remove_stale_temps(root, "step-*")  # a checkpoint write that was killed (another step's name)
     log.debug("checkpoint written: %s", final)
     return final
