@@ -7,7 +7,7 @@ BIN       := $(VENV)/bin
 TORCH_PIP_ARGS ?=
 STAMP     := $(VENV)/.spillover-setup
 
-.PHONY: setup demo test test-slow lint format bench clean
+.PHONY: setup demo test test-slow test-crash lint format bench clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,10 @@ test: setup
 
 test-slow: setup
 	$(BIN)/pytest -m slow -p no:cacheprovider
+
+# the slow tier's crash test alone (20 SIGKILLed runs of a tiny-model study); .ci/run runs it after `test`
+test-crash: setup
+	OMP_NUM_THREADS=1 $(BIN)/pytest -m slow -p no:cacheprovider tests/studies/test_crash_resume.py
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks scripts

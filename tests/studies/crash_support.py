@@ -1,17 +1,16 @@
-"""Crash safety: `spillover run` killed with SIGKILL at any point, then re-run, ends with exactly the results
-of an uninterrupted run.
+"""Helpers of the crash tests: run `spillover run` in a subprocess and SIGKILL it when a condition on the
+study folder holds (watched from outside, never by sleeping blindly), check what a kill left, and compare a
+finished study with the uninterrupted reference.
 
-The kills are placed by watching the study folder from outside (never by sleeping blindly): during a
-training job between two checkpoints, during an evaluation of a trained adapter, and during the analysis.
-Each later run resumes from what the previous one left. The comparison is exact and goes beyond the
-tables: per-step training losses, the adapter weights and every per-example log-probability.
+Compared exactly: job statuses, every stored result (wall-clock fields and the folder's own path left
+out), every score row, every table, report.html (the folder's path normalised), and per job the
+per-step training losses, the adapter weights (raw bytes) and every per-example prediction.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import sqlite3
 import subprocess
@@ -20,7 +19,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -34,73 +32,16 @@ SETTINGS = {
     "train": "{limit: 16, batch_size: 4, max_steps: 8, learning_rate: 0.05, checkpoint_every: 2}",
 }
 THREADS = 1  # the same thread count in every run: float reductions may depend on it
-VOLATILE = {"tokens_per_s", "elapsed_s", "seconds"}  # wall-clock fields
+# Wall-clock measurements: the only fields that differ between two uninterrupted runs.
+VOLATILE = {"tokens_per_s", "elapsed_s", "seconds"}
 COMPARED = ("predictions.jsonl", "train_log.jsonl", "train_result.json", "adapter/adapter_model.safetensors")
-
-
-def test_sigkill_at_three_points_then_rerun_equals_uninterrupted(make_study):
-    reference = _reference(make_study)
-    study = make_study("crashed", **SETTINGS)
-    out, plan = study.parent / "out", _plan(study)
-    train = plan.by_kind("train")[0]
-    train_dir = out / "jobs" / train.id
-
-    # 1. during the first training job, between its checkpoints at steps 2 and 4
-    _kill_when(study, lambda: (train_dir / "checkpoints" / "step-000002").exists())
-    assert not (train_dir / "train_result.json").exists(), "the kill should land during training"
-    assert train.id not in _done(out)
-
-    # 2. during an evaluation of a trained adapter (the re-run first resumes the training)
-    adapter_evals = {j.id for j in plan.by_kind("eval") if j.deps}
-    stderr = _kill_when(study, lambda: bool(adapter_evals & _running(out)))
-    assert "resuming from" in stderr and "step-000002" in stderr, stderr[-2000:]
-    assert train.id in _done(out) and adapter_evals & _running(out), (
-        "the kill should land during an evaluation"
-    )
-
-    # 3. during the analysis
-    analyse = plan.by_kind("analyse")[0].id
-    _kill_when(study, lambda: analyse in _running(out))
-    assert analyse not in _done(out)
-
-    _run_to_completion(study)
-    _assert_same_results(out, reference, plan)
-
-
-@pytest.mark.slow
-def test_sigkill_at_random_points_then_rerun_equals_uninterrupted(make_study):
-    """Six studies, each killed twice at random points (after a random number of finished jobs, plus a random
-    delay into the next), then finished: every one ends with the uninterrupted run's results."""
-    reference = _reference(make_study)
-    for trial in range(6):
-        rng = random.Random(trial)
-        study = make_study(f"crashed-{trial}", **SETTINGS)
-        out, plan = study.parent / "out", _plan(study)
-        for _ in range(2):
-            n_done = rng.randrange(len(_done(out)), len(plan))
-            ready = _after(lambda k=n_done, o=out: len(_done(o)) >= k, rng.uniform(0, 0.5))
-            if _kill_when(study, ready, may_finish=True) is None:
-                break  # it finished first
-        _run_to_completion(study)
-        _assert_same_results(out, reference, plan)
-
-
-def _after(condition: Callable[[], bool], delay: float) -> Callable[[], bool]:
-    """True from `delay` seconds after `condition()` was first seen true."""
-    seen: list[float] = []
-
-    def ready() -> bool:
-        if not seen and condition():
-            seen.append(time.monotonic())
-        return bool(seen) and time.monotonic() - seen[0] >= delay
-
-    return ready
+PHASES = {"train": "train", "eval": "eval", "analyse": "analysis", "stats": "stats"}
 
 
 # ---- running the study ---------------------------------------------------------------------------------
 
 
-def _reference(make_study) -> Path:
+def run_reference(make_study) -> Path:
     """The uninterrupted run, in this process, with the thread count the subprocesses use."""
     kind, spec = load_study(make_study("reference", **SETTINGS))
     threads = torch.get_num_threads()
@@ -113,25 +54,25 @@ def _reference(make_study) -> Path:
     return out
 
 
-def _plan(study: Path) -> Plan:
+def plan_of(study: Path) -> Plan:
     return prepare(*load_study(study))[1]
 
 
-def _command(study: Path) -> list[str]:
+def command(study: Path) -> list[str]:
     return [sys.executable, "-m", "spillover.cli", "run", str(study), "--threads", str(THREADS)]
 
 
-def _env() -> dict[str, str]:
+def env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": str(THREADS), "TOKENIZERS_PARALLELISM": "false"}
 
 
-def _kill_when(
+def kill_when(
     study: Path, ready: Callable[[], bool], timeout: float = 120, may_finish: bool = False
 ) -> str | None:
     """Start `spillover run`, SIGKILL it as soon as `ready()`; returns its stderr (None: it finished first)."""
     log = study.parent / f"run-{time.monotonic_ns()}.log"
     with log.open("w") as err:
-        proc = subprocess.Popen(_command(study), cwd=study.parent, env=_env(), stdout=err, stderr=err)
+        proc = subprocess.Popen(command(study), cwd=study.parent, env=env(), stdout=err, stderr=err)
         try:
             deadline = time.monotonic() + timeout
             while not ready():
@@ -153,9 +94,21 @@ def _kill_when(
     return log.read_text()
 
 
-def _run_to_completion(study: Path) -> None:
+def after(condition: Callable[[], bool], delay: float) -> Callable[[], bool]:
+    """True from `delay` seconds after `condition()` was first seen true."""
+    seen: list[float] = []
+
+    def ready() -> bool:
+        if not seen and condition():
+            seen.append(time.monotonic())
+        return bool(seen) and time.monotonic() - seen[0] >= delay
+
+    return ready
+
+
+def run_to_completion(study: Path) -> None:
     done = subprocess.run(
-        _command(study), cwd=study.parent, env=_env(), capture_output=True, text=True, timeout=300
+        command(study), cwd=study.parent, env=env(), capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
 
@@ -163,44 +116,93 @@ def _run_to_completion(study: Path) -> None:
 # ---- reading the store from outside (the run may be writing it) -----------------------------------------
 
 
-def _statuses(out: Path) -> dict[str, str]:
+def _rows(out: Path, sql: str) -> list[tuple]:
     if not (out / "results.db").exists():
-        return {}
+        return []
     try:
         conn = sqlite3.connect(out / "results.db", timeout=5)
         try:
-            return dict(conn.execute("SELECT id, status FROM jobs").fetchall())
+            return conn.execute(sql).fetchall()
         finally:
             conn.close()
     except sqlite3.OperationalError:  # the schema is not created yet
-        return {}
+        return []
 
 
-def _running(out: Path) -> set[str]:
-    return {j for j, s in _statuses(out).items() if s == "running"}
+def statuses(out: Path) -> dict[str, str]:
+    return dict(_rows(out, "SELECT id, status FROM jobs"))
 
 
-def _done(out: Path) -> set[str]:
-    return {j for j, s in _statuses(out).items() if s == "done"}
+def running(out: Path) -> set[str]:
+    return {j for j, s in statuses(out).items() if s == "running"}
+
+
+def done(out: Path) -> set[str]:
+    return {j for j, s in statuses(out).items() if s == "done"}
+
+
+def phase_now(out: Path) -> str:
+    """The phase the study is in (after a kill: the one the kill hit), from the job marked running."""
+    kinds = {kind for kind, status in _rows(out, "SELECT kind, status FROM jobs") if status == "running"}
+    assert len(kinds) <= 1, f"one executor runs one job at a time: {kinds}"
+    return PHASES[kinds.pop()] if kinds else "between jobs"
+
+
+# ---- what a kill may leave ----------------------------------------------------------------------------
+
+
+def assert_consistent_after_kill(out: Path, reference: Path) -> None:
+    """The store is intact, and everything a reader trusts is complete and final: the results and files of
+    every done job, tables/ and report.html (present only if written whole), each job's latest checkpoint."""
+    if not (out / "results.db").exists():
+        return  # killed before the store was created
+    conn = sqlite3.connect(out / "results.db")
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        rows = conn.execute("SELECT name, status FROM jobs").fetchall()
+    finally:
+        conn.close()
+    assert {s for _, s in rows} <= {"running", "done"}, rows  # a kill is not a failure
+    finished = {name for name, s in rows if s == "done"}
+    assert _stored_scores(out, finished) == _stored_scores(reference, finished)
+    assert _results(out, finished) == _results(reference, finished)
+    mine, theirs = job_folders(out), job_folders(reference)
+    for name in finished & theirs.keys():
+        for rel in COMPARED:
+            if (theirs[name] / rel).exists():
+                assert _content(mine[name] / rel) == _content(theirs[name] / rel), f"{name}: {rel} differs"
+    for folder in (out / "jobs").glob("*/checkpoints"):
+        steps = sorted(folder.glob("step-*"))
+        if steps:  # the one a resume loads is complete
+            assert {p.name for p in steps[-1].iterdir()} == {
+                "trainable.safetensors",
+                "state.pt",
+                "progress.json",
+            }
+            json.loads((steps[-1] / "progress.json").read_text())
+    if (out / "tables").exists():
+        _assert_same_tables(out, reference)
+    if (out / "report.html").exists():
+        assert _report(out) == _report(reference)
 
 
 # ---- comparing with the uninterrupted run --------------------------------------------------------------
 
 
-def _assert_same_results(out: Path, reference: Path, plan: Plan) -> None:
+def assert_same_results(out: Path, reference: Path, plan: Plan) -> None:
     conn = sqlite3.connect(out / "results.db")
     try:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        statuses = dict(conn.execute("SELECT id, status FROM jobs").fetchall())
+        by_id = dict(conn.execute("SELECT id, status FROM jobs").fetchall())
     finally:
         conn.close()
-    assert {statuses.get(j.id) for j in plan} == {"done"}, statuses
-    tables = sorted(p.name for p in (reference / "tables").glob("*.csv"))
-    assert {"scores.csv", "delta.csv"} <= set(tables)
-    for table in tables:  # scores, delta, PCA, attribution, dataset statistics, ...: all of them
-        assert (out / "tables" / table).read_text() == (reference / "tables" / table).read_text(), table
-    assert _stored_scores(out) == _stored_scores(reference)
-    mine, theirs = _job_folders(out), _job_folders(reference)
+    assert {by_id.get(j.id) for j in plan} == {"done"}, by_id
+    everything = {j.name for j in plan}
+    assert _stored_scores(out, everything) == _stored_scores(reference, everything)
+    assert _results(out, everything) == _results(reference, everything)
+    _assert_same_tables(out, reference)
+    assert _report(out) == _report(reference)
+    mine, theirs = job_folders(out), job_folders(reference)
     assert mine.keys() == theirs.keys()
     for name, folder in theirs.items():
         for rel in COMPARED:
@@ -208,27 +210,55 @@ def _assert_same_results(out: Path, reference: Path, plan: Plan) -> None:
                 assert _content(mine[name] / rel) == _content(folder / rel), f"{name}: {rel} differs"
 
 
-def _stored_scores(out: Path) -> list[tuple]:
-    conn = sqlite3.connect(out / "results.db")
-    try:
-        rows = conn.execute(
-            "SELECT j.name, s.model, s.target, s.metric, s.value, s.n, s.ci_low, s.ci_high, s.shots "
-            "FROM scores s JOIN jobs j ON j.id = s.job_id ORDER BY j.name, s.metric"
-        ).fetchall()
-    finally:
-        conn.close()
-    assert rows
-    return rows
+def _assert_same_tables(out: Path, reference: Path) -> None:
+    tables = sorted(p.name for p in (reference / "tables").iterdir())
+    assert {"scores.csv", "delta.csv"} <= set(tables)
+    assert sorted(p.name for p in (out / "tables").iterdir()) == tables
+    for table in tables:  # scores, delta, PCA, attribution, dataset statistics, ... (CSV and Parquet)
+        assert (out / "tables" / table).read_bytes() == (reference / "tables" / table).read_bytes(), table
 
 
-def _job_folders(out: Path) -> dict[str, Path]:
+def _report(out: Path) -> str:
+    """report.html with the study's own folder written as <study> (the one difference between runs)."""
+    return (out / "report.html").read_text().replace(str(out.parent), "<study>")
+
+
+def _stored_scores(out: Path, names: set[str]) -> list[tuple]:
+    rows = _rows(
+        out,
+        "SELECT j.name, s.model, s.target, s.metric, s.value, s.n, s.ci_low, s.ci_high, s.shots "
+        "FROM scores s JOIN jobs j ON j.id = s.job_id WHERE j.status = 'done' ORDER BY j.name, s.metric",
+    )
+    return [r for r in rows if r[0] in names]
+
+
+def _results(out: Path, names: set[str]) -> dict[str, object]:
+    """job name -> stored result, without wall-clock fields; the folder's path written as <study>."""
+    rows = _rows(out, "SELECT name, result FROM jobs WHERE status = 'done'")
+    return {
+        name: _without_volatile(json.loads(text.replace(str(out.parent), "<study>")))
+        for name, text in rows
+        if name in names
+    }
+
+
+def _without_volatile(value):
+    if isinstance(value, dict):
+        return {k: _without_volatile(v) for k, v in value.items() if k not in VOLATILE}
+    if isinstance(value, list):
+        return [_without_volatile(v) for v in value]
+    return value
+
+
+def job_folders(out: Path) -> dict[str, Path]:
     """job name -> job folder (names, unlike ids, do not depend on where the study's files live)."""
-    conn = sqlite3.connect(out / "results.db")
-    try:
-        names = dict(conn.execute("SELECT name, id FROM jobs WHERE kind IN ('train', 'eval')").fetchall())
-    finally:
-        conn.close()
+    names = dict(_rows(out, "SELECT name, id FROM jobs WHERE kind IN ('train', 'eval')"))
     return {name: out / "jobs" / job_id for name, job_id in names.items()}
+
+
+def job_seconds(out: Path) -> dict[str, float]:
+    """job name -> how long it ran in the reference (to aim kills inside a job)."""
+    return {name: f - s for name, s, f in _rows(out, "SELECT name, started, finished FROM jobs")}
 
 
 def _content(path: Path):
@@ -236,10 +266,7 @@ def _content(path: Path):
     if path.suffix == ".safetensors":
         return {k: (str(v.dtype), tuple(v.shape), v.numpy().tobytes()) for k, v in load_file(path).items()}
     if path.suffix == ".json":
-        return {k: v for k, v in json.loads(path.read_text()).items() if k not in VOLATILE}
+        return _without_volatile(json.loads(path.read_text()))
     if path.name == "train_log.jsonl":
-        return [
-            {k: v for k, v in json.loads(line).items() if k not in VOLATILE}
-            for line in path.read_text().splitlines()
-        ]
+        return [_without_volatile(json.loads(line)) for line in path.read_text().splitlines()]
     return path.read_text()
