@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from spillover.engine.executors import run_local
 from spillover.engine.owners import current_owner, is_stale, owner_of
-from spillover.engine.plan import Job
+from spillover.engine.plan import Job, Plan
 from spillover.engine.store import Heartbeat, Store
 
 WORKER = Path(__file__).with_name("claim_worker.py")
@@ -256,3 +257,38 @@ def _assert_all_done(root: Path) -> None:
             assert store.result(j["id"]) == {"name": j["name"]}
     finally:
         store.close()
+
+
+def test_an_interrupted_executor_gives_its_claim_back(tmp_path):
+    """Ctrl-C in a session that lives on (a notebook): the job goes back to pending, nobody waits on it."""
+    plan = Plan()
+    plan.add("train", "t", {})
+    store = Store(tmp_path)
+
+    def interrupted(job):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_local(plan, store, interrupted)
+    (job,) = plan
+    assert store.status(job.id) == "pending" and store.holder(job.id) is None
+    assert store.claim(job, "elsewhere:1:1")
+    store.close()
+
+
+def test_a_store_written_before_claims_gets_the_owner_columns(tmp_path):
+    job, other = Job("eval", "e", {"x": 1}), Job("eval", "f", {"x": 2})
+    old = sqlite3.connect(tmp_path / "results.db")
+    old.executescript(
+        "CREATE TABLE jobs (id TEXT PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL, params TEXT NOT NULL,"
+        " status TEXT NOT NULL, error TEXT, started REAL, finished REAL, result TEXT);"
+        f"INSERT INTO jobs VALUES ('{job.id}', 'eval', 'e', '{{}}', 'running', NULL, 1.0, NULL, NULL);"
+        f"INSERT INTO jobs VALUES ('{other.id}', 'eval', 'f', '{{}}', 'done', NULL, 1.0, 2.0, '{{\"v\": 1}}');"
+    )
+    old.close()
+    store = Store(tmp_path)
+    assert store.result(other.id) == {"v": 1} and not store.claim(other)
+    assert store.holder(job.id) is None
+    assert store.claim(job), "a running job without an owner (older spillover) is stale"
+    assert store.holder(job.id) == current_owner()
+    store.close()

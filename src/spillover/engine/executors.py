@@ -9,7 +9,9 @@ once, in one of them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sqlite3
 import time
 import traceback
 from collections.abc import Callable
@@ -107,6 +109,10 @@ def _step(job: Job, store: Store, runner: Runner, on_job, summary: RunSummary, b
         summary.failed[job.id] = str(e)
         _notify(on_job, job, "failed")
         return True
+    except BaseException:  # interrupted (Ctrl-C in a session that lives on): nobody may wait on this claim
+        with contextlib.suppress(sqlite3.Error):
+            store.release(job)
+        raise
     store.mark_done(job, result, scores)
     summary.done.append(job.id)
     _notify(on_job, job, "done")

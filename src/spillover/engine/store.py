@@ -69,10 +69,14 @@ class Store:
 
     def _migrate(self) -> None:
         """Stores written before claims existed lack the owner columns: add them (once, under the lock)."""
-        with self._tx() as c:
-            have = {row[1] for row in c.execute("PRAGMA table_info(jobs)")}
-            for col, typ in (("owner", "TEXT"), ("heartbeat", "REAL")):
-                if col not in have:
+
+        def missing() -> list[tuple[str, str]]:
+            have = {row[1] for row in self._conn.execute("PRAGMA table_info(jobs)")}
+            return [(c, t) for c, t in (("owner", "TEXT"), ("heartbeat", "REAL")) if c not in have]
+
+        if missing():
+            with self._tx() as c:
+                for col, typ in missing():  # again under the lock: another process may have added them
                     c.execute(f"ALTER TABLE jobs ADD COLUMN {col} {typ}")
 
     def job_dir(self, job_id: str) -> Path:
@@ -102,6 +106,14 @@ class Store:
                     return False
             self._set_running(c, job, owner)
         return True
+
+    def release(self, job: Job, owner: str | None = None) -> None:
+        """Give back `owner`'s claim on a job it did not finish (interrupted), so nobody waits on it."""
+        with self._tx() as c:
+            c.execute(
+                "UPDATE jobs SET status = 'pending', owner = NULL WHERE id = ? AND owner = ? AND status = 'running'",
+                (job.id, owner or str(current_owner())),
+            )
 
     def holder(self, job_id: str) -> Owner | None:
         """The owner of a running job (None when it is not running or its owner is not recorded)."""
