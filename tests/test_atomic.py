@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
-from spillover.atomic import atomic_dir, atomic_write_text, remove_tree
+from spillover.atomic import atomic_dir, atomic_write_text, exclusive, remove_tree
 
 
 def test_atomic_dir_replaces_whole_and_removes_a_killed_writers_temporaries(tmp_path):
@@ -47,3 +50,21 @@ def test_atomic_dir_output_is_shared_readable_and_remove_tree_leaves_no_half_del
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["b.csv", "tables"]
     remove_tree(tmp_path / "tables")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_exclusive_makes_writers_of_shared_outputs_take_turns(tmp_path):
+    """Two writers (threads here; processes alike: each opens the lock file itself) never overlap."""
+    events: list[str] = []
+
+    def writer(name: str) -> None:
+        with exclusive(tmp_path / ".outputs.lock"):
+            events.append(f"{name} in")
+            time.sleep(0.2)
+            events.append(f"{name} out")
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert events in (["a in", "a out", "b in", "b out"], ["b in", "b out", "a in", "a out"]), events
