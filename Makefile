@@ -29,7 +29,7 @@ test: setup
 test-slow: setup
 	$(BIN)/pytest -m slow -p no:cacheprovider
 
-# the slow tier's crash test alone (20 SIGKILLed runs of a tiny-model study); .ci/run runs it after `test`
+# the slow tier's crash test alone (20 SIGKILLed runs of a tiny-model study); also part of test-slow
 test-crash: setup
 	OMP_NUM_THREADS=1 $(BIN)/pytest -m slow -p no:cacheprovider tests/studies/test_crash_resume.py
 
