@@ -153,12 +153,16 @@ def _quiet_libraries() -> None:
 def _set_threads(n: int | None) -> None:
     import torch
 
-    torch.set_num_threads(n or os.cpu_count() or 1)
+    from spillover.training.distributed import threads_per_process
+
+    torch.set_num_threads(n or threads_per_process())  # all cores, shared by the processes of a launch
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from spillover.studies.run import load_study, run_study
+    from spillover.training.distributed import refuse_launch
 
+    refuse_launch("spillover run")
     kind, spec = load_study(args.study, args.overrides, args.out)
     _set_threads(args.threads)
     console = _console(stream=sys.stderr)
@@ -212,10 +216,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from spillover.api import run_training
     from spillover.config import TrainSpec, load_spec
+    from spillover.training.distributed import current, leave
 
     spec = load_spec(TrainSpec, args.config, args.overrides)
     _set_threads(args.threads)
-    result = run_training(spec, progress=_rich_progress())
+    try:
+        result = run_training(spec, progress=_rich_progress())
+        is_main = current().is_main
+    finally:
+        leave()
+    if not is_main:
+        return 0  # a data-parallel launch (docs/scaling.md): rank 0 evaluates and prints the summary
     print(f"trained in {result['train']['seconds']:.0f}s, final loss {result['train']['final_loss']:.4f}")
     for m in result.get("mixture", []):
         print(f"  {m['task']}: ratio {m['mean_ratio']:.3f}, drew {m['sequences']} sequences "
