@@ -20,10 +20,12 @@ from safetensors.torch import load_file, save_file
 from tests.conftest import make_tiny_llama, make_tokenizer
 from tests.training.conftest import make_toy_sequences, params
 
+from spillover.data.mixture import Schedule
 from spillover.errors import SpilloverError
 from spillover.models.adapters import apply_lora
 from spillover.training.distributed import World, _buckets, refuse_launch, threads_per_process
 from spillover.training.loop import train
+from spillover.training.mixture_plan import MixturePlan
 from spillover.training.params import trainable
 
 N_SEQ, N_STEPS = 20, 8
@@ -31,6 +33,9 @@ CASES = {  # every case also checks that the regulariser and per-micro-batch obj
     "lora_talr_l2": dict(method="lora", objective="talr", regularizers={"l2_to_init": {"weight": 0.5}}),
     "full": dict(method="full", lr=1e-3),  # at 1e-2 full FT is chaotic: float noise grows to 1e-5 in 6 steps
     "lora_flow": dict(method="lora", objective="flow"),
+    "lora_mixture": dict(
+        method="lora", mixture=True
+    ),  # a MixturePlan: 2 tasks (8 + 12 sequences) mixed per batch
 }
 
 
@@ -44,7 +49,7 @@ def _model(method: str, vocab: int, dropout: float = 0.0):
 
 
 def _params(case: dict, **extra):
-    settings = {k: v for k, v in case.items() if k != "method"}
+    settings = {k: v for k, v in case.items() if k not in ("method", "mixture")}
     settings = {"lr": 1e-2, "batch_size": 2, "grad_accum": 3, "epochs": 2, "max_steps": None} | settings
     return params(**settings, **extra)
 
@@ -52,8 +57,12 @@ def _params(case: dict, **extra):
 def _run(case: dict, out: Path, **extra) -> dict[str, torch.Tensor]:
     tok = make_tokenizer()
     model = _model(case["method"], len(tok), extra.pop("dropout", 0.0))
-    hooks = extra.pop("hooks", ())
-    train(model, tok, make_toy_sequences(tok, N_SEQ), _params(case, **extra), out, hooks=hooks)
+    hooks, seqs = extra.pop("hooks", ()), make_toy_sequences(tok, N_SEQ)
+    plan = None
+    if case.get("mixture"):
+        plan = MixturePlan(["a", "b"], [8, 12], [len(s.input_ids) for s in seqs], Schedule("constant", ((0.3, 0.7),)),
+                           batch_size=2, grad_accum=3, seed=0, n_steps=N_STEPS, sampling="batch")  # fmt: skip
+    train(model, tok, seqs, _params(case, **extra), out, hooks=hooks, plan=plan)
     return {k: v.detach().clone() for k, v in trainable(model).items()}
 
 
@@ -201,3 +210,16 @@ def test_launch_environment(monkeypatch):
     assert threads_per_process() == max(1, (os.cpu_count() or 1) // 2)
     monkeypatch.setenv("WORLD_SIZE", "1")
     refuse_launch("spillover run")
+
+
+def test_too_few_micro_batches_fail_before_anything_is_written(monkeypatch, tmp_path, sentiment_task_file):
+    from spillover import api
+    from spillover.config import TrainSpec
+
+    monkeypatch.setattr(api.distributed, "join", lambda precision: precision)  # as if launched with 2
+    monkeypatch.setattr(api.distributed, "current", lambda: World(1, 2))
+    spec = TrainSpec(model="unused", tasks=["toy_sentiment"], tasks_file=str(sentiment_task_file),
+                     output_dir=str(tmp_path / "out"), grad_accum=1)  # fmt: skip
+    with pytest.raises(SpilloverError, match="grad_accum=1 with 2 processes"):
+        api.run_training(spec)
+    assert not (tmp_path / "out").exists()
