@@ -20,11 +20,17 @@ def main(argv: list[str] | None = None) -> int:
     if extra and args.command != "bench":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
+    quiet = int(os.environ.get("RANK", "0")) > 0  # the other processes of a data-parallel launch
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+        level=logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
     )
     _quiet_libraries()
     try:
+        if args.command != "train":  # only one training job can run as several processes (docs/scaling.md)
+            from spillover.training.distributed import refuse_launch
+
+            refuse_launch(f"spillover {args.command}")
         return args.func(args) or 0
     except SpilloverError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -160,9 +166,7 @@ def _set_threads(n: int | None) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from spillover.studies.run import load_study, run_study
-    from spillover.training.distributed import refuse_launch
 
-    refuse_launch("spillover run")
     kind, spec = load_study(args.study, args.overrides, args.out)
     _set_threads(args.threads)
     console = _console(stream=sys.stderr)
