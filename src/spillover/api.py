@@ -27,6 +27,7 @@ from spillover.engine.tracking import RunSpec, Tracker, base_run, check_report_t
 from spillover.evaluation.evaluate import evaluate_tasks
 from spillover.models.adapters import apply_lora, base_only, load_adapter
 from spillover.models.load import Precision, load_model, resolve_precision
+from spillover.training import distributed
 from spillover.training.loop import train
 from spillover.training.mixture_plan import MixturePlan
 from spillover.training.types import TrainParams
@@ -73,7 +74,10 @@ def prepare_for_training(model, settings: TrainSettings):
 
 def run_training(spec: TrainSpec, progress: Callable[[dict], None] | None = None) -> dict[str, Any]:
     """Fine-tune, then (optionally) evaluate the base and the tuned model. Resumes an interrupted run.
-    `report_to`: the training curves and scores also go to TensorBoard / MLflow (run `train`; `base`)."""
+    `report_to`: the training curves and scores also go to TensorBoard / MLflow (run `train`; `base`).
+
+    Launched as several processes (torchrun / accelerate launch), every process trains its share of each
+    step (`training.distributed`); rank 0 alone writes files, evaluates and reports (docs/scaling.md)."""
     check_report_to(spec.report_to, spec.output_dir)
     train_tasks = resolve_tasks(spec.tasks, spec.tasks_file)
     eval_tasks = resolve_tasks(spec.eval_tasks, spec.tasks_file)
@@ -82,17 +86,20 @@ def run_training(spec: TrainSpec, progress: Callable[[dict], None] | None = None
         spec.mixture.to_schedule([t.name for t, _ in parts], [len(ex) for _, ex in parts])
     for task in eval_tasks:  # fail on bad evaluation data now, not after an hour of training
         _check_eval_data(task, spec.eval_limit, spec.eval_shots)
-    precision = resolve_precision(spec.precision, spec.device)
+    precision = distributed.join(resolve_precision(spec.precision, spec.device))
+    world = distributed.current()
+    world.check_grad_accum(spec.grad_accum)
     model, tokenizer = load_model(spec.model, precision)
     sequences = build_multitask_sequences(parts, tokenizer, spec.max_len, spec.shots, spec.seed, spec.demos)
     plan = mixture_plan(spec, [t.name for t, _ in parts], [len(ex) for _, ex in parts], sequences)
     out = Path(spec.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", dump_spec(spec))
+    if world.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.yaml", dump_spec(spec))
     summary: dict[str, Any] = {"output_dir": str(out)}
-    tracker = Tracker(spec.report_to, out)
+    tracker = Tracker(spec.report_to if world.is_main else [], out)
     run = RunSpec("train", f"train-{content_hash(str(out.resolve()))}", spec.model_dump(mode="json"))
-    if eval_tasks and spec.eval_base:
+    if eval_tasks and spec.eval_base and world.is_main:
         summary["eval_base"] = _evaluate_once(
             model, tokenizer, eval_tasks, spec, precision, out / "eval-base", base=True
         )
@@ -105,7 +112,7 @@ def run_training(spec: TrainSpec, progress: Callable[[dict], None] | None = None
     summary["train"] = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(result).items()}
     if plan is not None:
         summary["mixture"] = plan.summary()
-    if eval_tasks:
+    if eval_tasks and world.is_main:
         summary["eval"] = _evaluate_once(model, tokenizer, eval_tasks, spec, precision, out / "eval")
         _track_scores(tracker, run, summary["eval"], result.n_steps)
     return summary

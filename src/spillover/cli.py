@@ -20,11 +20,17 @@ def main(argv: list[str] | None = None) -> int:
     if extra and args.command != "bench":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
+    quiet = int(os.environ.get("RANK", "0")) > 0  # the other processes of a data-parallel launch
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+        level=logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
     )
     _quiet_libraries()
     try:
+        if args.command != "train":  # only one training job can run as several processes (docs/scaling.md)
+            from spillover.training.distributed import refuse_launch
+
+            refuse_launch(f"spillover {args.command}")
         return args.func(args) or 0
     except SpilloverError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -153,7 +159,9 @@ def _quiet_libraries() -> None:
 def _set_threads(n: int | None) -> None:
     import torch
 
-    torch.set_num_threads(n or os.cpu_count() or 1)
+    from spillover.training.distributed import threads_per_process
+
+    torch.set_num_threads(n or threads_per_process())  # all cores, shared by the processes of a launch
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -212,10 +220,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from spillover.api import run_training
     from spillover.config import TrainSpec, load_spec
+    from spillover.training.distributed import current, leave
 
     spec = load_spec(TrainSpec, args.config, args.overrides)
     _set_threads(args.threads)
-    result = run_training(spec, progress=_rich_progress())
+    try:
+        result = run_training(spec, progress=_rich_progress())
+        is_main = current().is_main
+    finally:
+        leave()
+    if not is_main:
+        return 0  # a data-parallel launch (docs/scaling.md): rank 0 evaluates and prints the summary
     print(f"trained in {result['train']['seconds']:.0f}s, final loss {result['train']['final_loss']:.4f}")
     for m in result.get("mixture", []):
         print(f"  {m['task']}: ratio {m['mean_ratio']:.3f}, drew {m['sequences']} sequences "

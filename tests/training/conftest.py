@@ -16,9 +16,13 @@ WORDS = {"yes": ["great", "lovely", "superb", "fine"], "no": ["awful", "bad", "d
 
 @pytest.fixture()
 def toy_sequences(tokenizer) -> list[Sequence_]:
-    """24 sequences 'Review: a <word> film. Good?' → ' yes'/' no' + EOS, of varying prompt length."""
+    return make_toy_sequences(tokenizer)
+
+
+def make_toy_sequences(tokenizer, n: int = 24) -> list[Sequence_]:
+    """n sequences 'Review: a <word> film. Good?' → ' yes'/' no' + EOS, of varying prompt length."""
     out = []
-    for i in range(24):
+    for i in range(n):
         label = "yes" if i % 2 else "no"
         ctx = tokenizer(
             f"Review: a {'very ' * (i % 3)}{WORDS[label][i % 4]} film. Good?", add_special_tokens=False

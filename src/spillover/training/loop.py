@@ -6,7 +6,9 @@ tokens of the whole step before backward: accumulating 4 × 2 sequences gives th
 8. Regularisers are added once per step. `hooks` run around the optimiser step: the seam for exact
 parameter masks (methods.md §3.4). Objectives that declare `sequence_weights` (FLOW) get their
 micro-batch's slice of per-sequence weights fixed before training (`training.flow`). Same seed and thread count → bit-identical losses on CPU, also across a
-crash and resume.
+crash and resume. Under an initialised process group (`spillover train` under torchrun / accelerate) the
+ranks share each step's micro-batches and sum their gradients; the global step is unchanged and rank 0
+alone writes files (`training.distributed`).
 
 Files in `out_dir`: `train_log.jsonl`, `checkpoints/` (latest only), then `adapter/` (LoRA, PEFT format) or
 `model/` (full fine-tuning) and `train_result.json`, written last: when it exists, `train` returns it.
@@ -18,6 +20,7 @@ import contextlib
 import inspect
 import json
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +37,7 @@ from spillover.errors import SpilloverError
 from spillover.training import checkpoint as ckpt
 from spillover.training.artifacts import LOG_FILE, RESULT_FILE, read_result, save_final
 from spillover.training.batches import BatchPlan
+from spillover.training.distributed import current, micro_batch_seed
 from spillover.training.flow import prepare_sequence_weights
 from spillover.training.objectives import OBJECTIVES, Objective, count_targets
 from spillover.training.optim import build_optimizer, build_scheduler
@@ -66,6 +70,8 @@ def train(
     sequences; a task mixture passes a `MixturePlan`). It must be a pure function of the step.
     """
     out_dir = Path(out_dir)
+    world = current()
+    world.check_grad_accum(params.grad_accum)
     _check_data(sequences)
     lengths = [len(s.input_ids) for s in sequences]
     if plan is None:
@@ -75,33 +81,41 @@ def train(
     objective = OBJECTIVES.get(params.objective)
     settings = params.settings() | plan.describe()
     fingerprint = ckpt.fingerprint(settings, sequences, model)
-    seq_weights = prepare_sequence_weights(objective, params.objective_params, model, sequences,
-                                           _pad_id(tokenizer), params.precision, out_dir, fingerprint)  # fmt: skip
+    seq_weights = world.main_first(lambda: prepare_sequence_weights(objective, params.objective_params, model,
+                                   sequences, _pad_id(tokenizer), params.precision, out_dir, fingerprint))  # fmt: skip
     if seq_weights is not None:  # FLOW: the weights are part of what the run computes
         fingerprint = ckpt.fingerprint(settings, sequences, model, seq_weights)
     if (out_dir / RESULT_FILE).exists():
         return _finished(out_dir, fingerprint, model)
     regs = {name: (REGULARIZERS.get(name), p) for name, p in params.regularizers.items()}
+    if not world.is_main:
+        regs = {}  # once per global step: rank 0 back-propagates them, the gradient sum carries them
     _seed_everything(params.seed)
     init = snapshot_trainable(model) if regs else {}  # θ0 taken before any resume: the run's true start
     optimizer = build_optimizer(model, params.lr, params.weight_decay, params.betas, params.eps)
     scheduler = build_scheduler(optimizer, plan.n_steps, params.warmup_ratio, params.schedule)
     state = _resume_or_start(out_dir, fingerprint, model, optimizer, scheduler)
+    world.check_agree(fingerprint, state.step)
+    weights = [p for group in optimizer.param_groups for p in group["params"]]
+    world.broadcast_from_main(weights)
     forward = _forward_fn(model, params)
     pad_id = _pad_id(tokenizer)
     n_tokens, loss, started = state.n_tokens, state.last_loss, time.perf_counter() - state.seconds
     model.train()
-    with _open_log(out_dir / LOG_FILE, state.step) as log_file:
+    with _open_log(out_dir / LOG_FILE, state.step) if world.is_main else open(os.devnull, "w") as log_file:
         for step in range(state.step, plan.n_steps):
             t0 = time.perf_counter()
             micro = plan.micro_batches(step)
             batches = [pad_batch([sequences[i] for i in idx], pad_id) for idx in micro]
             extras = [{} if seq_weights is None else {"sequence_weights": seq_weights[idx]} for idx in micro]
-            n_step_tokens = sum(count_targets(b["labels"]) for b in batches)
-            loss, stats = _accumulate(
-                forward, batches, objective, params.objective_params, n_step_tokens, extras
-            )
+            n_step_tokens = sum(count_targets(b["labels"]) for b in batches)  # of the global step
+            mine = world.share(len(micro))
+            seeds = [micro_batch_seed(params.seed, step, k) for k in mine] if world.active else None
+            loss, stats = _accumulate(forward, [batches[k] for k in mine], objective, params.objective_params,
+                                      n_step_tokens, [extras[k] for k in mine], seeds)  # fmt: skip
+            loss, stats = world.sum_step(loss, stats)
             stats |= _regularize(model, regs, init) | plan.step_stats(step)
+            world.sum_gradients(weights)
             lr = scheduler.get_last_lr()[0]
             grad_norm = _optimizer_step(model, optimizer, scheduler, hooks, step, params.max_grad_norm)
             done, n_tokens, now = step + 1, n_tokens + n_step_tokens, time.perf_counter()
@@ -114,14 +128,19 @@ def train(
             if done % params.log_every == 0 or done == plan.n_steps:
                 log_file.write(json.dumps(record.to_json()) + "\n")
                 log_file.flush()
-            if done == plan.n_steps or (params.checkpoint_every and done % params.checkpoint_every == 0):
+            if world.is_main and (
+                done == plan.n_steps or (params.checkpoint_every and done % params.checkpoint_every == 0)
+            ):
                 at = ckpt.Progress(done, *plan.position(done), n_tokens, now - started, loss, fingerprint)
                 ckpt.save_checkpoint(out_dir, model, optimizer, scheduler, at)
-            if progress is not None:
+            if progress is not None and world.is_main:
                 progress(record.to_json())
     model.eval()
     seconds = time.perf_counter() - started
-    return save_final(model, tokenizer, out_dir, loss, plan.n_steps, n_tokens, seconds, fingerprint)
+    return world.main_first(
+        lambda: save_final(model, tokenizer, out_dir, loss, plan.n_steps, n_tokens, seconds, fingerprint),
+        lambda: read_result(out_dir, fingerprint),
+    )
 
 
 def _optimizer_step(
@@ -145,13 +164,16 @@ Forward = Callable[[dict[str, Tensor]], tuple[Tensor, Tensor]]
 
 def _accumulate(
     forward: Forward, batches: list[dict[str, Tensor]], objective: Objective, obj_params, n_step_tokens: int,
-    extras: Sequence[dict[str, Tensor]] = (),
+    extras: Sequence[dict[str, Tensor]] = (), seeds: Sequence[int] | None = None,
 ) -> tuple[float, dict[str, float]]:  # fmt: skip
     """Forward + backward every micro-batch of one step. Returns the step's token-mean loss and stats.
-    `extras[i]`: further objective inputs for micro-batch i (FLOW's `sequence_weights`)."""
+    `extras[i]`: further objective inputs for micro-batch i (FLOW's `sequence_weights`); `seeds[i]`: its
+    dropout seed (data-parallel runs; else the RNG stream runs on)."""
     n = max(n_step_tokens, 1)
     loss_sum, stats = 0.0, {}
-    for batch, extra in zip(batches, extras or [{}] * len(batches), strict=True):
+    for i, (batch, extra) in enumerate(zip(batches, extras or [{}] * len(batches), strict=True)):
+        if seeds is not None:
+            torch.manual_seed(seeds[i])
         out = objective(*forward(batch), **obj_params, **extra)
         (out.loss_sum / n).backward()
         loss_sum += out.loss_sum.item()
