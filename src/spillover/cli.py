@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument(
         "--address", default=None, metavar="ADDR",
         help="with --executor ray: the Ray cluster to join (host:port, auto, or ray://host:port); "
-        "default: start a local Ray instance (or join RAY_ADDRESS)",
+        "default: join RAY_ADDRESS or this machine's `ray start` instance, else start a local one",
     )  # fmt: skip
     rn.add_argument("--cpus-per-job", type=_positive_int, default=None, metavar="N",
                     help="with --executor ray: CPUs each job reserves and its torch threads (default 1)")  # fmt: skip

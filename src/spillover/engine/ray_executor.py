@@ -48,8 +48,9 @@ FORWARDED_ENV = ("MLFLOW_TRACKING_URI",)
 
 class RayOptions(BaseModel):
     """`--executor ray` settings. `address`: an existing cluster (`host:port`, `auto` or `ray://host:port`);
-    None starts a local Ray instance (or joins the one in RAY_ADDRESS). Each job gets `cpus_per_job` CPUs
-    (its torch threads) and `gpus_per_job` GPUs (fractions share a GPU)."""
+    None does what `ray.init()` does (join RAY_ADDRESS or this machine's `ray start` instance, else start a
+    local one). Each job gets `cpus_per_job` CPUs (its torch threads) and `gpus_per_job` GPUs (fractions
+    share a GPU)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -155,7 +156,7 @@ def check_address(address: str | None) -> None:
         return
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
-        raise SpilloverError(f"--address {address!r}: expected host:port, auto or ray://host:port")
+        raise SpilloverError(f"--address {address}: expected host:port, auto or ray://host:port")
     try:
         socket.create_connection((host, int(port)), timeout=10).close()
     except OSError as e:
