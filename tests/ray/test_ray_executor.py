@@ -48,7 +48,7 @@ def toy(job, results) -> tuple[dict, list[dict]]:
             seen.add(results.result(d)["name"])
     score = {"model": job.name, "target": "t", "metric": "m", "value": float(len(seen)), "n": 1,
              "ci_low": 0.0, "ci_high": 1.0}  # fmt: skip
-    return {"name": job.name, "saw": sorted(seen), "pid": os.getpid()}, [score]
+    return {"name": job.name, "saw": sorted(seen), "tracking": os.environ.get("MLFLOW_TRACKING_URI")}, [score]
 
 
 def toy_factory(view: StoreView):
@@ -79,7 +79,7 @@ def _run(executor: str, plan: Plan, root: Path, **options):
         else:
             summary = run_ray(plan, store, toy_factory, local, on_job, RayOptions(**options))
         jobs = {j["name"]: (j["status"], (j["error"] or "").splitlines()[-1:]) for j in store.jobs()}
-        results = {j.name: store.result(j.id)["saw"] for j in plan if store.status(j.id) == "done"}
+        results = {j.name: store.result(j.id) for j in plan if store.status(j.id) == "done"}
         return summary, jobs, results, sorted(events), store.scores()
     finally:
         store.close()
@@ -104,10 +104,13 @@ def test_failures_block_dependents_exactly_as_run_local(ray_cluster, tmp_path):
     assert jobs["a2"] == ("failed", ["RuntimeError: a2 fails on purpose"])
     assert jobs["analyse"][0] == "failed" and "partial result: 3 of its 5" in jobs["analyse"][1][0]
     assert "b2" not in jobs and "c" not in jobs  # blocked jobs stay pending
-    assert results == {"a1": [], "b1": ["a1"]}  # b1, on a worker, read a1's result
+    assert {k: r["saw"] for k, r in results.items()} == {"a1": [], "b1": ["a1"]}  # b1 read a1's result
 
 
-def test_independent_jobs_run_at_the_same_time_on_two_workers(ray_cluster, tmp_path):
+def test_independent_jobs_run_at_the_same_time_on_two_workers(ray_cluster, tmp_path, monkeypatch):
+    """Also: the driver's MLFLOW_TRACKING_URI reaches the workers (a Ray cluster's nodes do not share the
+    driver's environment; this local one was started before the variable was set)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
     plan = Plan()
     meet = {"meet": str(tmp_path)}
     one = plan.add("train", "one", {**meet, "partner": "two"})
@@ -116,7 +119,8 @@ def test_independent_jobs_run_at_the_same_time_on_two_workers(ray_cluster, tmp_p
     summary, jobs, results, events, _ = _run("ray", plan, tmp_path / "out")
     assert summary.ok and len(summary.done) == 3, jobs
     assert (tmp_path / "one.here").read_text() != (tmp_path / "two.here").read_text()  # two processes
-    assert results["analyse"] == ["one", "two"]
+    assert results["analyse"]["saw"] == ["one", "two"]
+    assert {r["tracking"] for r in results.values()} == {"http://tracking.example:5000"}
     assert events.count(("analyse", "start")) == 1
 
 
@@ -131,7 +135,7 @@ def test_rerun_after_a_crash_skips_done_jobs_and_redoes_running_ones(ray_cluster
     summary, jobs, results, events, _ = _run("ray", plan, tmp_path)
     assert summary.ok and summary.skipped == [ids["a1"]]
     assert ids["b1"] in summary.done and ("a1", "start") not in events
-    assert results["b1"] == ["a1 (from the first run)"]
+    assert results["b1"]["saw"] == ["a1 (from the first run)"]
     assert all(v == ("done", []) for v in jobs.values()), jobs
 
 

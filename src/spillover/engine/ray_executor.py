@@ -132,7 +132,7 @@ def import_ray():
 
 
 def connect(ray, address: str | None) -> bool:
-    """Join the cluster at `address` (None: start a local one) unless Ray is already initialised in this
+    """Join the cluster at `address` (None: as `ray.init()`) unless Ray is already initialised in this
     process. Returns whether this call connected (and so should disconnect)."""
     if ray.is_initialized():
         return False
@@ -201,10 +201,13 @@ def run_ray(plan: Plan, store: Store, make_runner: RunnerFactory, local_runner: 
     todo = [job for job in plan if store.status(job.id) != "done"]
     n_remote = sum(job.kind not in SUMMARY_KINDS for job in todo)
     connected = connect(ray, options.address) if n_remote else False
+    pool = None
     try:
         pool = _Pool(ray, make_runner, store.root, options, n_remote) if n_remote else None
         return _Scheduler(plan, store, pool, local_runner, on_job).run()
     finally:
+        if pool is not None:
+            pool.close()
         if connected:
             ray.shutdown()
 
@@ -222,7 +225,7 @@ class _Pool:
                                                  runtime_env={"env_vars": env} if env else None)  # fmt: skip
         self._args = (make_runner, str(Path(root).resolve()), self.token, options.cpus_per_job)
         self.idle: list[Any] = []
-        self.started = 0
+        self.workers: list[Any] = []
         log.info("Ray: up to %d workers with %d CPUs, %g GPUs each", self.size, options.cpus_per_job,
                  options.gpus_per_job)  # fmt: skip
 
@@ -230,9 +233,9 @@ class _Pool:
         """A free worker, or None when all are busy."""
         if self.idle:
             return self.idle.pop()
-        if self.started < self.size:
-            self.started += 1
-            return self._actor.remote(*self._args)
+        if len(self.workers) < self.size:
+            self.workers.append(self._actor.remote(*self._args))
+            return self.workers[-1]
         return None
 
     def give_back(self, worker) -> None:
@@ -241,7 +244,14 @@ class _Pool:
     def replace(self, worker) -> None:
         """A worker died: drop it; the next `take` starts a fresh one in its place."""
         self.ray.kill(worker, no_restart=True)
-        self.started -= 1
+        self.workers.remove(worker)
+
+    def close(self) -> None:
+        """Stop every worker now (also those still running a job, when the run stops on an error), so a
+        long-lived cluster gets their resources back at once."""
+        for worker in self.workers:
+            self.ray.kill(worker, no_restart=True)
+        self.workers, self.idle = [], []
 
 
 class _Scheduler:

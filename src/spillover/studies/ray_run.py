@@ -44,9 +44,13 @@ def run_study_on_ray(kind: StudyKind, spec: StudySpec, tasks: dict[str, TaskSpec
 def study_worker(kind: StudyKind, spec: StudySpec, tasks: dict[str, TaskSpec], plan: Plan,
                  view: StoreView) -> Runner:  # fmt: skip
     """Runs on a worker: one context (its base model loaded once) for every job the worker gets."""
+    from transformers.utils import logging as hf_logging
+
     from spillover.studies.context import StudyContext
     from spillover.studies.run import dispatch
 
+    hf_logging.disable_progress_bar()  # as the CLI does: Ray prints a worker's output on the driver
+    hf_logging.set_verbosity_error()
     progress = LogProgress()
     ctx = StudyContext(spec, tasks, view, progress)
 
