@@ -8,6 +8,7 @@ import contextlib
 import os
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ def _jobs_pickled_by_value(ray_cluster):
     ray_cluster.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
-def toy(job, results) -> tuple[dict, list[dict]]:
+def toy(job, results, runner: str = "driver") -> tuple[dict, list[dict]]:
     """A job body driven by its params: fail, kill its process, or meet a partner job (both must run at
     the same time); its result names the results of its dependencies it could read."""
     p = job.params
@@ -48,11 +49,19 @@ def toy(job, results) -> tuple[dict, list[dict]]:
             seen.add(results.result(d)["name"])
     score = {"model": job.name, "target": "t", "metric": "m", "value": float(len(seen)), "n": 1,
              "ci_low": 0.0, "ci_high": 1.0}  # fmt: skip
-    return {"name": job.name, "saw": sorted(seen), "tracking": os.environ.get("MLFLOW_TRACKING_URI")}, [score]
+    tracking = os.environ.get("MLFLOW_TRACKING_URI")
+    return {
+        "name": job.name,
+        "saw": sorted(seen),
+        "tracking": tracking,
+        "runner": runner,
+        "pid": os.getpid(),
+    }, [score]
 
 
 def toy_factory(view: StoreView):
-    return lambda job: toy(job, view)
+    runner = uuid.uuid4().hex  # one per built runner: a study's runner is its worker's loaded model
+    return lambda job: toy(job, view, runner)
 
 
 def failing_plan(fail: bool = True) -> tuple[Plan, dict[str, str]]:
@@ -89,6 +98,8 @@ def _comparable(run):
     """A run's outcome without its order of completion (local: plan order; Ray: as workers finish)."""
     summary, jobs, results, events, scores = run
     outcome = {k: sorted(v) if isinstance(v, list) else v for k, v in vars(summary).items()}
+    where = ("runner", "pid")  # which process ran a job
+    results = {name: {k: v for k, v in r.items() if k not in where} for name, r in results.items()}
     return outcome, jobs, results, events, sorted(scores, key=str)
 
 
@@ -145,10 +156,16 @@ def test_a_dead_worker_fails_its_job_and_a_new_worker_takes_the_rest(ray_cluster
     plan.add("eval", "after", {}, [dies])
     for i in range(3):
         plan.add("train", f"ok{i}", {"i": i})
-    summary, jobs, _, _, _ = _run("ray", plan, tmp_path)
+    summary, jobs, results, _, _ = _run("ray", plan, tmp_path)
     assert summary.failed.keys() == {dies} and "worker running it died" in summary.failed[dies]
     assert jobs["dies"][0] == "failed" and "after" not in jobs
     assert [jobs[f"ok{i}"][0] for i in range(3)] == ["done"] * 3
+    # each worker built its runner once and kept it for every job it ran
+    runners = {r["pid"]: set() for r in results.values()}
+    for r in results.values():
+        runners[r["pid"]].add(r["runner"])
+    assert all(len(built) == 1 for built in runners.values()), runners
+    assert len(runners) < len(results), "some worker should have run several jobs"
 
 
 def test_a_worker_that_cannot_see_the_output_folder_stops_the_run(ray_cluster, tmp_path, monkeypatch):

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from tests.studies.test_crash_resume import _assert_same_results
 
+from spillover.cli import main
 from spillover.engine.ray_executor import RayOptions
 from spillover.studies.run import load_study, prepare, run_study
 
@@ -38,7 +39,9 @@ def _run(study: Path, executor: str):
         torch.set_num_threads(threads)
 
 
-def test_ray_executor_gives_the_local_executors_results_and_resumes_after_a_crash(ray_cluster, make_study):
+def test_ray_executor_gives_the_local_executors_results_and_resumes_after_a_crash(
+    ray_cluster, make_study, capsys
+):
     _, reference = _run(make_study("local", **SETTINGS), "local")
     study = make_study("ray", **SETTINGS)
     plan = prepare(*load_study(study))[1]
@@ -61,3 +64,9 @@ def test_ray_executor_gives_the_local_executors_results_and_resumes_after_a_cras
     assert again.ok and sorted(again.done) == sorted(redo + downstream)
     assert len(again.skipped) == len(plan) - len(redo) - len(downstream)
     _assert_same_results(out, reference, plan)
+
+    # the CLI on the finished study: nothing left to run (and no worker started)
+    flags = ["--executor", "ray", "--cpus-per-job", "1", "--threads", str(torch.get_num_threads())]
+    capsys.readouterr()
+    assert main(["run", str(study), *flags]) == 0
+    assert f"0 jobs run, {len(plan)} already done, 0 failed, 0 blocked" in capsys.readouterr().out
