@@ -59,7 +59,27 @@ def build_parser() -> argparse.ArgumentParser:
         "overrides", nargs="*", metavar="key=value", help="override study keys, e.g. eval.limit=50"
     )
     rn.add_argument("--out", default=None, help="output folder (default: the study's output_dir)")
-    rn.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    rn.add_argument(
+        "--threads", type=int, default=None,
+        help="torch CPU threads (default: all cores); with --executor ray only for the analysis, which runs "
+        "in this process (jobs on Ray workers use --cpus-per-job threads)",
+    )  # fmt: skip
+    from spillover.engine.executors import EXECUTORS
+
+    rn.add_argument(
+        "--executor", choices=EXECUTORS, default="local",
+        help="local: every job in this process, one after another (default); ray: independent jobs in "
+        "parallel on Ray workers, the analysis here (see docs/scaling.md)",
+    )  # fmt: skip
+    rn.add_argument(
+        "--address", default=None, metavar="ADDR",
+        help="with --executor ray: the Ray cluster to join (host:port, auto, or ray://host:port); "
+        "default: join RAY_ADDRESS or this machine's `ray start` instance, else start a local one",
+    )  # fmt: skip
+    rn.add_argument("--cpus-per-job", type=_positive_int, default=None, metavar="N",
+                    help="with --executor ray: CPUs each job reserves and its torch threads (default 1)")  # fmt: skip
+    rn.add_argument("--gpus-per-job", type=_nonnegative_float, default=None, metavar="G",
+                    help="with --executor ray: GPUs each job reserves; a fraction shares a GPU (default 0)")  # fmt: skip
     rn.set_defaults(func=_cmd_run)
 
     st = sub.add_parser("status", help="show a study's jobs: done / failed / pending")
@@ -143,6 +163,13 @@ def _nonnegative_int(s: str) -> int:
     return v
 
 
+def _nonnegative_float(s: str) -> float:
+    v = float(s)
+    if not v >= 0:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {s}")
+    return v
+
+
 def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     for name in ("transformers", "peft", "accelerate", "urllib3", "httpx", "mlflow", "alembic"):
@@ -168,6 +195,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from spillover.studies.run import load_study, run_study
 
     kind, spec = load_study(args.study, args.overrides, args.out)
+    ray = _ray_options(args)
     _set_threads(args.threads)
     console = _console(stream=sys.stderr)
 
@@ -175,7 +203,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         style = {"start": "cyan", "done": "green", "failed": "bold red", "blocked": "yellow"}[event]
         console.print(f"[{style}]{event:>7}[/] {job.name}", highlight=False)
 
-    summary, out = run_study(kind, spec, progress=_rich_progress(), on_job=on_job)
+    summary, out = run_study(
+        kind, spec, progress=_rich_progress(), on_job=on_job, executor=args.executor, ray=ray
+    )
     print(f"{len(summary.done)} jobs run, {len(summary.skipped)} already done, "
           f"{len(summary.failed)} failed, {len(summary.blocked)} blocked")  # fmt: skip
     report = out / "report.html"
@@ -184,6 +214,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for job_id, err in summary.failed.items():
         print(f"failed: {job_id}: {err.splitlines()[0] if err else ''}  (details: spillover status {out})")
     return 0 if summary.ok else 1
+
+
+def _ray_options(args: argparse.Namespace):
+    """The validated --executor ray options; an error when one is given with another executor."""
+    given = {
+        k: getattr(args, k)
+        for k in ("address", "cpus_per_job", "gpus_per_job")
+        if getattr(args, k) is not None
+    }
+    if args.executor != "ray":
+        if given:
+            flags = ", ".join("--" + k.replace("_", "-") for k in given)
+            raise SpilloverError(f"{flags}: only with --executor ray (the executor is {args.executor})")
+        return None
+    from spillover.engine.ray_executor import RayOptions
+    from spillover.yamlio import validate
+
+    return validate(RayOptions, given, "--executor ray")
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

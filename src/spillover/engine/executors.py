@@ -24,6 +24,9 @@ from spillover.errors import SpilloverError
 
 log = logging.getLogger(__name__)
 
+# The `--executor` names: `run_local` below, and `run_ray` in ray_executor.py (docs/scaling.md).
+EXECUTORS = ("local", "ray")
+
 # Jobs that summarise others run even when some inputs failed (a partial report beats none), but are then
 # recorded as failed so the next run, after the inputs are fixed, redoes them.
 SUMMARY_KINDS = frozenset({"analyse"})

@@ -199,17 +199,17 @@ class Store:
         return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
     def scores(self, job_ids: list[str] | None = None) -> list[dict[str, Any]]:
+        """Score rows; of `job_ids` only, in that order (the plan's, not the order the jobs finished in,
+        which differs between executors), else all in the order they were stored."""
         cur = self._conn.execute(
             "SELECT job_id, model, target, metric, value, n, ci_low, ci_high, shots, extra FROM scores"
         )
         cols = [d[0] for d in cur.description]
         rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
-        wanted = set(job_ids) if job_ids is not None else None
-        return [
-            dict(r, extra=json.loads(r["extra"] or "{}"))
-            for r in rows
-            if wanted is None or r["job_id"] in wanted
-        ]
+        if job_ids is not None:
+            order = {job_id: i for i, job_id in enumerate(job_ids)}
+            rows = sorted((r for r in rows if r["job_id"] in order), key=lambda r: order[r["job_id"]])
+        return [dict(r, extra=json.loads(r["extra"] or "{}")) for r in rows]
 
 
 class Heartbeat:

@@ -13,11 +13,12 @@ from typing import Any
 from spillover.atomic import atomic_write_text, exclusive
 from spillover.config import StudySpec, apply_overrides, dump_spec
 from spillover.data.tasks import TaskSpec, resolve_tasks
-from spillover.engine.executors import RunSummary, run_local
+from spillover.engine.executors import EXECUTORS, RunSummary, run_local
 from spillover.engine.plan import Job, Plan, content_hash, file_fingerprint
+from spillover.engine.ray_executor import RayOptions
 from spillover.engine.store import Store
 from spillover.engine.tracking import check_report_to
-from spillover.errors import SpilloverError
+from spillover.errors import SpilloverError, unknown_name_message
 from spillover.studies import STUDIES, StudyKind
 from spillover.studies.context import StudyContext
 from spillover.yamlio import load_yaml, validate
@@ -91,9 +92,11 @@ def check_model(model: str, precision: str, device: str) -> None:
 
 def run_study(
     kind: StudyKind, spec: StudySpec, progress: Callable[[dict], None] | None = None,
-    on_job: Callable[[Job, str], None] | None = None,
+    on_job: Callable[[Job, str], None] | None = None, executor: str = "local", ray: RayOptions | None = None,
 ) -> tuple[RunSummary, Path]:  # fmt: skip
+    """`executor`: local (this process, jobs in plan order) or ray (`ray`: its options; docs/scaling.md)."""
     check_report_to(spec.report_to, spec.output_dir)
+    ray = check_executor(executor, ray, spec)
     tasks, plan = prepare(kind, spec)
     out = Path(spec.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -102,10 +105,31 @@ def run_study(
     store = Store(out)
     try:
         ctx = StudyContext(spec, tasks, store, progress)
-        summary = run_local(plan, store, lambda job: dispatch(kind, ctx, plan, job), on_job)
+        runner = lambda job: dispatch(kind, ctx, plan, job)  # noqa: E731
+        if executor == "ray":
+            from spillover.studies.ray_run import run_study_on_ray
+
+            summary = run_study_on_ray(kind, spec, tasks, plan, store, runner, on_job, ray)
+        else:
+            summary = run_local(plan, store, runner, on_job)
     finally:
         store.close()
     return summary, out
+
+
+def check_executor(executor: str, ray: RayOptions | None, spec: StudySpec) -> RayOptions | None:
+    """The executor exists and can run this study (ray: installed, resources fit the device)."""
+    if executor not in EXECUTORS:
+        raise SpilloverError(unknown_name_message("executor", str(executor), EXECUTORS))
+    if executor != "ray":
+        if ray is not None:
+            raise SpilloverError(f"Ray options ({ray}) need executor 'ray', got {executor!r}")
+        return None
+    from spillover.studies.ray_run import check_ray
+
+    ray = ray or RayOptions()
+    check_ray(spec, ray)
+    return ray
 
 
 def dispatch(kind: StudyKind, ctx: StudyContext, plan: Plan, job: Job) -> tuple[dict[str, Any], list[dict]]:
