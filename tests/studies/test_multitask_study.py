@@ -77,6 +77,12 @@ def test_multitask_study_runs_and_reports(tmp_path, tiny_model_dir):
 
     again, _ = run_study(*load_study(study))
     assert not again.done and len(again.skipped) == len(summary.done)
+    # a new τ re-trains only the staged methods (and their evaluations): probes, cores, joint, sequential reused
+    retau, _ = run_study(*load_study(study, ["cpi.tau=1.0"]))
+    redone = sorted({j.split("-")[0] for j in retau.done})
+    assert redone == ["analyse", "eval", "mt_train"] and sum(j.startswith("mt_train") for j in retau.done) == 3
+    groups = pd.read_csv(tables / "groups.csv").set_index("what")["value"]
+    assert groups["groups (τ = 1)"] == "[toy_a] → [toy_b] → [toy_gen]"
 
 
 def test_cpi_freezes_the_first_tasks_core_exactly(tmp_path, tiny_model_dir):

@@ -5,8 +5,8 @@ Plan (job kinds in `studies.multitask_jobs`):
 - `eval` of the base model on every task (one job per task, reused by every comparison);
 - `probe` per task: a single-task fine-tune (the study's `train:`) = θ⁽ⁱ⁾; evaluated on every task (its own
   score is the single-task reference of the normalised average);
-- `cores`: update magnitudes, top-p% core regions, Jaccard matrix, groups, stage orders, where the cores
-  live, and the p × τ sweep (no training);
+- `cores`: update magnitudes, top-p% core regions, Jaccard matrix, where the cores live, and the p × τ
+  sweep (no training; τ is not among its inputs, so a new τ re-runs only the staged methods);
 - `mt_train` per method: `joint` (one run on all tasks), `multistage_random` / `multistage_heuristic` (the
   CPI groups as stages, without isolation) and `cpi` (fusion, then staged training on a balanced sample
   with cumulative freezing); each evaluated on every task;
@@ -142,7 +142,7 @@ def build_plan(spec: MultitaskStudySpec, fingerprints: dict[str, dict[str, str]]
     plan, model = Plan(), {"model": spec.model, "precision": spec.precision}
     tr, ev = spec.train.model_dump(mode="json"), spec.eval.model_dump(mode="json")
     data = {t: fingerprints[t] for t in spec.tasks}
-    cores_cfg = spec.cpi.model_dump(mode="json", include={"p", "scope", "tau", "sweep"})
+    cores_cfg = spec.cpi.model_dump(mode="json", include={"p", "scope", "sweep"})
 
     def evals(label: str, targets: list[str], deps: list[str]) -> list[str]:
         return [plan.add("eval", f"eval {label} -> {t}", {**model, "label": label, "target": t, "data": data[t],
@@ -157,7 +157,9 @@ def build_plan(spec: MultitaskStudySpec, fingerprints: dict[str, dict[str, str]]
                                                           "seed": spec.seed}, deps=list(probes.values()))  # fmt: skip
     runs = []
     for m in spec.methods():
-        cfg = spec.cpi.model_dump(mode="json", exclude={"sweep"}) if m == "cpi" else {}
+        cfg = {} if m == "joint" else {"tau": spec.cpi.tau}  # τ only here: a new τ re-runs these alone
+        if m == "cpi":
+            cfg = spec.cpi.model_dump(mode="json", exclude={"sweep"})
         run = plan.add("mt_train", f"train {m}", {**model, "method": m, "tasks": spec.tasks, "data": data, "train": tr,
                                                   "cpi": cfg, "seed": spec.seed},
                        deps=[] if m == "joint" else [cores])  # fmt: skip
@@ -170,6 +172,6 @@ def build_plan(spec: MultitaskStudySpec, fingerprints: dict[str, dict[str, str]]
             runs.append(run)
             done += evals(seq_label(m, a, b), [a, b], [run])
     plan.add("analyse", "analyse + report", {"tasks": spec.tasks, "methods": spec.methods(),
-             "orders": [list(o) for o in spec.orders()], "cpi": spec.cpi.model_dump(mode="json")},
+             "orders": [list(o) for o in spec.orders()], "cpi": spec.cpi.model_dump(mode="json"), "seed": spec.seed},
              deps=[cores, *runs, *done])  # fmt: skip
     return plan

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from safetensors.torch import load_file, save_file
 
 from spillover.config import TrainSettings
@@ -29,7 +30,7 @@ from spillover.training.masks import (
     top_p_mask,
     update_magnitudes,
 )
-from spillover.training.stages import balanced_sample, group_tasks, jaccard_matrix, order_groups
+from spillover.training.stages import ORDERS, balanced_sample, group_tasks, jaccard_matrix, order_groups
 
 JobOutput = tuple[dict[str, Any], list[dict[str, Any]]]
 MASKS = "masks"
@@ -76,8 +77,8 @@ def _probe_artifacts(ctx, plan: Plan) -> dict[str, str]:
 
 
 def cores_job(ctx, plan: Plan, job: Job) -> JobOutput:
-    """Core regions at the configured p, Jaccard matrix, groups at τ, both stage orders, where the cores
-    live, and the p × τ sweep. Masks saved as indices under masks/."""
+    """Core regions at the configured p, Jaccard matrix, where the cores live, and the p × τ sweep. Masks
+    saved as indices under masks/."""
     p, cfg, settings = job.params, job.params["cpi"], _settings(job)
     init = initial_state(ctx, settings)
     artifacts = _probe_artifacts(ctx, plan)
@@ -90,14 +91,19 @@ def cores_job(ctx, plan: Plan, job: Job) -> JobOutput:
             {k: v.contiguous() for k, v in mask_to_indices(m).items()}, str(folder / f"{t}.safetensors")
         )
     sim = jaccard_matrix([masks[t] for t in p["tasks"]])
-    groups = group_tasks(sim, cfg["tau"])
-    names = lambda gs: [[p["tasks"][i] for i in g] for g in gs]  # noqa: E731
-    stages = {o: names(order_groups(groups, sim, o, p["seed"])) for o in ("heuristic", "random")}
-    return {"tasks": p["tasks"], "jaccard": sim.tolist(), "groups": names(groups), "stages": stages,
+    return {"tasks": p["tasks"], "jaccard": sim.tolist(),
             "core_sizes": {t: mask_size(m) for t, m in masks.items()},
             "n_params": sum(v.numel() for v in init.values()),
             "location": core_location_rows(masks, init),
             "sweep": sweep_rows(mags, cfg["sweep"]["p"], cfg["sweep"]["tau"], cfg["scope"], p["tasks"])}, []  # fmt: skip
+
+
+def stage_plan(jaccard: list[list[float]], tasks: list[str], tau: float, seed: int):
+    """(groups at τ, {order: stages}) as task names, from the cores job's Jaccard matrix."""
+    sim = np.asarray(jaccard)
+    groups = group_tasks(sim, tau)
+    names = lambda gs: [[tasks[i] for i in g] for g in gs]  # noqa: E731
+    return names(groups), {o: names(order_groups(groups, sim, o, seed)) for o in ORDERS}
 
 
 def load_masks(ctx, plan: Plan, tasks: list[str], shapes) -> dict[str, dict]:
@@ -122,10 +128,11 @@ def mt_train_job(ctx, plan: Plan, job: Job) -> JobOutput:
         }, []
     (cores,) = plan.by_kind("cores")
     found = ctx.store.result(cores.id)
+    order = p["cpi"]["order"] if p["method"] == "cpi" else p["method"].removeprefix("multistage_")
+    stages = stage_plan(found["jaccard"], found["tasks"], p["cpi"]["tau"], p["seed"])[1][order]
     if p["method"] == "cpi":
-        return _cpi(ctx, plan, job, settings, data, found["stages"][p["cpi"]["order"]], folder)
-    order = p["method"].removeprefix("multistage_")
-    stages, start, info = found["stages"][order], None, []
+        return _cpi(ctx, plan, job, settings, data, stages, folder)
+    start, info = None, []
     for k, stage in enumerate(stages):
         seqs = _sequences(ctx, settings, [(t, data[t]) for t in stage])
         result = _train(ctx, job, seqs, settings, folder / f"stage-{k + 1}", start, part=f" stage {k + 1}")

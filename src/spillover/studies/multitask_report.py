@@ -17,6 +17,7 @@ from spillover.studies.multitask_analysis import (
     forgetting_table,
     location_tables,
 )
+from spillover.studies.multitask_jobs import stage_plan
 from spillover.studies.tables import write_tables
 from spillover.studies.transfer import long_scores
 
@@ -54,8 +55,9 @@ def build_tables(scores: pd.DataFrame, cores: dict | None, runs: list[dict], seq
         notes.append("the core-region job did not finish: no Jaccard matrix, groups or sweep")
         return tables, notes
     tables["jaccard"] = pd.DataFrame(cores["jaccard"], index=cores["tasks"], columns=cores["tasks"])
-    tables["groups"] = pd.DataFrame([{"what": "groups (τ = {:g})".format(p["cpi"]["tau"]), "value": _stages(cores["groups"])},
-                                     *({"what": f"stages ({o})", "value": _stages(s)} for o, s in cores["stages"].items())])  # fmt: skip
+    groups, stages = stage_plan(cores["jaccard"], cores["tasks"], p["cpi"]["tau"], p["seed"])
+    tables["groups"] = pd.DataFrame([{"what": f"groups (τ = {p['cpi']['tau']:g})", "value": _stages(groups)},
+                                     *({"what": f"stages ({o})", "value": _stages(s)} for o, s in stages.items())])  # fmt: skip
     tables["core_sizes"] = pd.DataFrame([{"task": t, "n_core": n, "share_of_params": n / cores["n_params"]}
                                          for t, n in cores["core_sizes"].items()])  # fmt: skip
     tables["core_location"] = pd.DataFrame(cores["location"])
