@@ -80,7 +80,9 @@ def test_multitask_study_runs_and_reports(tmp_path, tiny_model_dir):
     # a new τ re-trains only the staged methods (and their evaluations): probes, cores, joint, sequential reused
     retau, _ = run_study(*load_study(study, ["cpi.tau=1.0"]))
     redone = sorted({j.split("-")[0] for j in retau.done})
-    assert redone == ["analyse", "eval", "mt_train"] and sum(j.startswith("mt_train") for j in retau.done) == 3
+    assert (
+        redone == ["analyse", "eval", "mt_train"] and sum(j.startswith("mt_train") for j in retau.done) == 3
+    )
     groups = pd.read_csv(tables / "groups.csv").set_index("what")["value"]
     assert groups["groups (τ = 1)"] == "[toy_a] → [toy_b] → [toy_gen]"
 
