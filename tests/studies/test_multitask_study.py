@@ -42,6 +42,11 @@ def test_multitask_study_runs_and_reports(tmp_path, tiny_model_dir):
                                 "multistage_random", "multistage_heuristic", "cpi"]  # fmt: skip
     for t in ("toy_a", "toy_b", "toy_gen"):  # a single-task model normalises to 1 on its own task
         assert comp.at[f"single:{t}", f"norm/{t}"] == pytest.approx(1.0) or comp.at[f"single:{t}", t] == 0
+    # probes are scored on their own task and their sequential partner only (toy_a <-> toy_b)
+    assert comp.loc["single:toy_a"][["toy_a", "toy_b"]].notna().all() and pd.isna(
+        comp.at["single:toy_a", "toy_gen"]
+    )
+    assert comp.loc["single:toy_gen"][["toy_a", "toy_b"]].isna().all()
     norm = comp[[f"norm/{t}" for t in ("toy_a", "toy_b", "toy_gen")]]
     assert comp["normalised_average"].equals(norm.mean(axis=1, skipna=False))
     forgetting = pd.read_csv(tables / "forgetting.csv")

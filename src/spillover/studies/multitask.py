@@ -3,8 +3,8 @@ multi-stage SFT, and a sequential forgetting test, on the same tasks.
 
 Plan (job kinds in `studies.multitask_jobs`):
 - `eval` of the base model on every task (one job per task, reused by every comparison);
-- `probe` per task: a single-task fine-tune (the study's `train:`) = θ⁽ⁱ⁾; evaluated on every task (its own
-  score is the single-task reference of the normalised average);
+- `probe` per task: a single-task fine-tune (the study's `train:`) = θ⁽ⁱ⁾; evaluated on its own task (the
+  single-task reference of the normalised average) and on its sequential partners (B after A);
 - `cores`: update magnitudes, top-p% core regions, Jaccard matrix, where the cores live, and the p × τ
   sweep (no training; τ is not among its inputs, so a new τ re-runs only the staged methods);
 - `mt_train` per method: `joint` (one run on all tasks), `multistage_random` / `multistage_heuristic` (the
@@ -113,6 +113,12 @@ class MultitaskStudySpec(StudySpec):
     def methods(self) -> list[str]:
         return [*self.baselines, "cpi"]
 
+    def probe_targets(self, task: str) -> list[str]:
+        """A probe is scored on its own task (the normalisation reference) and, when it is stage 1 of a
+        sequential run, on the other task of the pair (B after A)."""
+        partners = {b for a, b in self.orders() if a == task}
+        return [t for t in self.tasks if t == task or t in partners]
+
     def orders(self) -> list[tuple[str, str]]:
         """Every sequential run: (A, B) and (B, A) for each listed pair."""
         return [o for a, b in self.sequential for o in ((a, b), (b, a))]
@@ -152,7 +158,7 @@ def build_plan(spec: MultitaskStudySpec, fingerprints: dict[str, dict[str, str]]
     probes = {}
     for t in spec.tasks:
         probes[t] = plan.add("probe", f"probe {t}", {**model, "task": t, "data": data[t], "train": tr})
-        done += evals(single_label(t), spec.tasks, [probes[t]])
+        done += evals(single_label(t), spec.probe_targets(t), [probes[t]])
     cores = plan.add("cores", "core regions + grouping", {**model, "tasks": spec.tasks, "train": tr, "cpi": cores_cfg,
                                                           "seed": spec.seed}, deps=list(probes.values()))  # fmt: skip
     runs = []
