@@ -161,8 +161,14 @@ def build_plan(spec: MultitaskStudySpec, fingerprints: dict[str, dict[str, str]]
         done += evals(single_label(t), spec.probe_targets(t), [probes[t]])
     cores = plan.add("cores", "core regions + grouping", {**model, "tasks": spec.tasks, "train": tr, "cpi": cores_cfg,
                                                           "seed": spec.seed}, deps=list(probes.values()))  # fmt: skip
-    runs = []
-    for m in spec.methods():
+    runs = []  # CPI-FT and the forgetting test first: a run cut short still has them
+    for a, b in spec.orders():
+        for m in SEQUENTIAL_METHODS:
+            run = plan.add("sequential", f"sequential {m} {a} > {b}", {**model, "method": m, "first": a, "second": b,
+                           "data": {a: data[a], b: data[b]}, "train": tr}, deps=[probes[a], cores])  # fmt: skip
+            runs.append(run)
+            done += evals(seq_label(m, a, b), [a, b], [run])
+    for m in ["cpi", *spec.baselines]:
         cfg = {} if m == "joint" else {"tau": spec.cpi.tau}  # τ only here: a new τ re-runs these alone
         if m == "cpi":
             cfg = spec.cpi.model_dump(mode="json", exclude={"sweep"})
@@ -171,12 +177,6 @@ def build_plan(spec: MultitaskStudySpec, fingerprints: dict[str, dict[str, str]]
                        deps=[] if m == "joint" else [cores])  # fmt: skip
         runs.append(run)
         done += evals(m, spec.tasks, [run])
-    for a, b in spec.orders():
-        for m in SEQUENTIAL_METHODS:
-            run = plan.add("sequential", f"sequential {m} {a} > {b}", {**model, "method": m, "first": a, "second": b,
-                           "data": {a: data[a], b: data[b]}, "train": tr}, deps=[probes[a], cores])  # fmt: skip
-            runs.append(run)
-            done += evals(seq_label(m, a, b), [a, b], [run])
     plan.add("analyse", "analyse + report", {"tasks": spec.tasks, "methods": spec.methods(),
              "orders": [list(o) for o in spec.orders()], "cpi": spec.cpi.model_dump(mode="json"), "seed": spec.seed},
              deps=[cores, *runs, *done])  # fmt: skip
