@@ -70,11 +70,15 @@ def test_core_location_and_sweep_by_hand():
     mask = {"model.layers.0.mlp.up_proj.weight": torch.tensor([True, True, False, False]),
             "model.layers.1.mlp.up_proj.weight": torch.tensor([True, False, False, False]),
             "model.embed_tokens.weight": torch.tensor([True, False])}  # fmt: skip
-    rows = core_location_rows({"t": mask}, init)
+    other = {n: torch.zeros_like(m) for n, m in mask.items()}
+    other["model.embed_tokens.weight"] = torch.tensor([True, True])
+    rows = core_location_rows({"t": mask, "u": other}, init)
+    assert len(rows) == 6  # every tensor, with or without core elements
     tables = location_tables(rows)
     assert tables["core_by_layer"].loc["t"].to_dict() == {"0": 0.5, "1": 0.25, "other": 0.25}
     assert tables["core_by_module"].loc["t"].to_dict() == {"embed_tokens": 0.25, "mlp.up_proj": 0.75}
     assert tables["core_density_by_module"].loc["t"].to_dict() == {"embed_tokens": 0.5, "mlp.up_proj": 3 / 8}
+    assert tables["core_density_by_module"].loc["u"].to_dict() == {"embed_tokens": 1.0, "mlp.up_proj": 0.0}
     mags = {"a": {"w": torch.tensor([4.0, 3.0, 2.0, 1.0])}, "b": {"w": torch.tensor([4.0, 1.0, 3.0, 2.0])}}
     out = sweep_rows(mags, [25.0, 50.0], [0.0, 0.5, 1.0], "global", ["a", "b"])
     # p = 25%: both {0} → J = 1; p = 50%: {0, 1} vs {0, 2} → J = 1/3

@@ -40,15 +40,13 @@ def module_of(name: str) -> tuple[int | None, str]:
 
 
 def core_location_rows(masks: Mapping[str, Mapping[str, Tensor]], init: Mapping[str, Tensor]) -> list[dict]:
-    """Per task and parameter tensor: layer, module, core elements, tensor size (tensors with a core only)."""
+    """Per task and parameter tensor: layer, module, core elements (possibly 0), tensor size."""
     rows = []
     for task, mask in masks.items():
         for name, m in mask.items():
-            n = int(m.sum())
-            if n:
-                layer, module = module_of(name)
-                rows.append({"task": task, "parameter": name, "layer": layer, "module": module, "n_core": n,
-                             "n_elements": int(init[name].numel())})  # fmt: skip
+            layer, module = module_of(name)
+            rows.append({"task": task, "parameter": name, "layer": layer, "module": module,
+                         "n_core": int(m.sum()), "n_elements": int(init[name].numel())})  # fmt: skip
     return rows
 
 
@@ -67,8 +65,8 @@ def location_tables(rows: list[dict]) -> dict[str, pd.DataFrame]:
     by_module = frame.pivot_table(
         index="task", columns="module", values="share", aggfunc="sum", fill_value=0.0
     )
-    density = frame.groupby("module")[["n_core", "n_elements"]].sum()
-    by_module_density = (frame.groupby(["task", "module"])["n_core"].sum() / density["n_elements"]).unstack()
+    sums = frame.groupby(["task", "module"])[["n_core", "n_elements"]].sum()
+    by_module_density = (sums["n_core"] / sums["n_elements"]).unstack()
     return {
         "core_by_layer": by_layer,
         "core_by_module": by_module,
