@@ -57,3 +57,11 @@ def _mixture() -> StudyKind:
 
     return StudyKind(mixture.MixtureStudySpec, mixture.check_inputs, mixture.build_plan, mixture_report.analyse_job,
                      handlers=mixture.JOBS)  # fmt: skip
+
+
+@STUDIES.register("multitask")
+def _multitask() -> StudyKind:
+    from spillover.studies import multitask, multitask_jobs, multitask_report
+
+    return StudyKind(multitask.MultitaskStudySpec, multitask.check_inputs, multitask.build_plan,
+                     multitask_report.analyse_job, handlers=multitask_jobs.HANDLERS)  # fmt: skip

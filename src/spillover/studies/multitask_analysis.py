@@ -1,0 +1,150 @@
+"""The multitask study's analysis (methods.md §3.5–3.7): pure functions from scores and core regions to tables.
+
+Definitions (also in docs/multitask.md):
+- **Normalised score** of a model on task i: score_i / single_i, where single_i is the score on task i of
+  the single-task fine-tune on task i (the probe). 1.0 = as good as the task's own specialist. NaN when
+  single_i is 0. The **normalised average** of a method is the mean over tasks of its normalised scores.
+- **Sequential forgetting** (train A, then B): ΔA = A(after A→B) − A(after A) (negative = forgetting),
+  ΔB = B(after A→B) − B(after A) (learning during the B stage). "After A" is A's probe.
+- **Where the cores live**: core elements per layer and per module type (the parameter name without the
+  layer prefix, `.weight`/`.bias` and the LoRA adapter name), as counts and as the share of the task's core.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from torch import Tensor
+
+from spillover.training.masks import mask_size, top_p_mask
+from spillover.training.stages import group_tasks, jaccard_matrix
+
+BASE = "base"
+_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.(.+)$")
+
+
+def module_of(name: str) -> tuple[int | None, str]:
+    """(layer index or None, module type) of a parameter name:
+    `model.layers.3.self_attn.q_proj.weight` → (3, "self_attn.q_proj");
+    `base_model.model.model.layers.0.mlp.up_proj.lora_A.default.weight` → (0, "mlp.up_proj.lora_A");
+    `model.embed_tokens.weight` → (None, "embed_tokens")."""
+    name = re.sub(r"\.(weight|bias)$", "", name).replace(".default", "")
+    found = _LAYER.search(name)
+    if found:
+        return int(found.group(1)), found.group(2)
+    return None, name.removeprefix("base_model.model.").removeprefix("model.")
+
+
+def core_location_rows(masks: Mapping[str, Mapping[str, Tensor]], init: Mapping[str, Tensor]) -> list[dict]:
+    """Per task and parameter tensor: layer, module, core elements (possibly 0), tensor size."""
+    rows = []
+    for task, mask in masks.items():
+        for name, m in mask.items():
+            layer, module = module_of(name)
+            rows.append({"task": task, "parameter": name, "layer": layer, "module": module,
+                         "n_core": int(m.sum()), "n_elements": int(init[name].numel())})  # fmt: skip
+    return rows
+
+
+def location_tables(rows: list[dict]) -> dict[str, pd.DataFrame]:
+    """`core_by_layer` and `core_by_module`: task × layer/module share of the task's core (0..1)."""
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return {}
+    frame["layer"] = frame["layer"].map(lambda v: "other" if pd.isna(v) else str(int(v)))
+    total = frame.groupby("task")["n_core"].transform("sum")
+    frame["share"] = frame["n_core"] / total
+    by_layer = frame.pivot_table(index="task", columns="layer", values="share", aggfunc="sum", fill_value=0.0)
+    by_layer = by_layer.reindex(
+        columns=sorted(by_layer.columns, key=lambda c: (c == "other", int(c) if c != "other" else 0))
+    )
+    by_module = frame.pivot_table(
+        index="task", columns="module", values="share", aggfunc="sum", fill_value=0.0
+    )
+    sums = frame.groupby(["task", "module"])[["n_core", "n_elements"]].sum()
+    by_module_density = (sums["n_core"] / sums["n_elements"]).unstack()
+    return {
+        "core_by_layer": by_layer,
+        "core_by_module": by_module,
+        "core_density_by_module": by_module_density,
+    }
+
+
+def sweep_rows(mags: Mapping[str, Mapping[str, Tensor]], ps: Sequence[float], taus: Sequence[float], scope: str,
+               tasks: Sequence[str]) -> dict[str, list[dict]]:  # fmt: skip
+    """Cores, Jaccard and groups for every (p, τ), from the probes' update magnitudes (no training).
+    `pairs`: one row per p and task pair; `groups`: one row per (p, τ)."""
+    pairs, groups = [], []
+    for p in ps:
+        masks = [top_p_mask(mags[t], p, scope) for t in tasks]
+        sim = jaccard_matrix(masks)
+        size = float(np.mean([mask_size(m) for m in masks]))
+        for i in range(len(tasks)):
+            for j in range(i + 1, len(tasks)):
+                pairs.append({"p": p, "task_a": tasks[i], "task_b": tasks[j], "jaccard": float(sim[i, j])})
+        off = sim[~np.eye(len(tasks), dtype=bool)]
+        for tau in taus:
+            found = group_tasks(sim, tau)
+            groups.append({"p": p, "tau": tau, "n_groups": len(found), "core_size": size,
+                           "mean_jaccard": float(off.mean()), "max_jaccard": float(off.max()),
+                           "groups": " | ".join(", ".join(tasks[i] for i in g) for g in found)})  # fmt: skip
+    return {"pairs": pairs, "groups": groups}
+
+
+def score_matrix(scores: pd.DataFrame, order: Sequence[str], tasks: Sequence[str]) -> pd.DataFrame:
+    """model × task score matrix (rows in `order`, those present only)."""
+    m = scores.pivot_table(index="model", columns="target", values="value", aggfunc="first")
+    return m.reindex(index=[o for o in order if o in m.index], columns=list(tasks))
+
+
+def comparison_table(scores: pd.DataFrame, tasks: Sequence[str], methods: Sequence[str]) -> pd.DataFrame:
+    """Per model (base, each single-task fine-tune, each method): per-task scores, the raw mean, per-task
+    normalised scores (`norm/<task>`) and the normalised average (see the module doc)."""
+    single = {t: f"single:{t}" for t in tasks}
+    m = score_matrix(scores, [BASE, *single.values(), *methods], tasks)
+    ref = pd.Series({t: m.at[single[t], t] if single[t] in m.index else np.nan for t in tasks})
+    ref = ref.where(ref != 0)
+    out = m.copy()
+    out["mean"] = m.mean(axis=1)
+    norm = m.divide(ref, axis=1)
+    for t in tasks:
+        out[f"norm/{t}"] = norm[t]
+    out["normalised_average"] = norm.mean(axis=1, skipna=False)
+    out.index.name = "model"
+    return out
+
+
+def forgetting_table(
+    scores: pd.DataFrame, orders: Sequence[Sequence[str]], methods: Sequence[str]
+) -> pd.DataFrame:
+    """One row per (method, A, B): base and after-A scores of A and B, the final scores, ΔA and ΔB."""
+    v = {(r.model, r.target): r.value for r in scores.itertuples()}
+    rows = []
+    for a, b in orders:
+        after = f"single:{a}"
+        for method in methods:
+            label = f"seq:{method}:{a}>{b}"
+            if (label, a) not in v:
+                continue
+            row = {"method": method, "A": a, "B": b, "A_base": v.get((BASE, a)), "B_base": v.get((BASE, b)),
+                   "A_after_A": v.get((after, a)), "B_after_A": v.get((after, b)),
+                   "A_final": v.get((label, a)), "B_final": v.get((label, b)), "B_single": v.get((f"single:{b}", b))}  # fmt: skip
+            row["delta_A"] = _diff(row["A_final"], row["A_after_A"])
+            row["delta_B"] = _diff(row["B_final"], row["B_after_A"])
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def forgetting_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean ΔA and ΔB per method over every ordered pair."""
+    if table.empty:
+        return table
+    return table.groupby("method", sort=False)[["delta_A", "delta_B"]].mean()
+
+
+def _diff(a: Any, b: Any) -> float:
+    return float(a) - float(b) if a is not None and b is not None else float("nan")

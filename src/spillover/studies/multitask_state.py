@@ -1,0 +1,91 @@
+"""Model states for CPI-FT: the trainable parameters as a plain dict (name → tensor), for full fine-tuning
+(every parameter of the model) and for LoRA (the adapter's lora_A/lora_B weights, names as in the
+training model, e.g. `base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight`).
+
+- `initial_state`: θ0 — the base model's parameters (full; shared, never modified) or the freshly
+  initialised adapter (LoRA; the init is seeded, so every run of these settings starts from it);
+- `trained_state`: θ of a finished run, read back from its saved artifact (model/ or adapter/);
+- `train_from`: the training loop started from a given state, with step hooks (exact freezing).
+
+States are read from the saved artifacts, never kept from memory, so a resumed job sees the same values.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from spillover.api import prepare_for_training, train_params
+from spillover.config import TrainSettings
+from spillover.models.adapters import load_adapter
+from spillover.models.load import load_model
+from spillover.training.checkpoint import CHECKPOINTS
+from spillover.training.loop import train
+from spillover.training.params import trainable
+from spillover.training.types import TrainResult
+
+State = dict[str, Tensor]
+
+
+def _lora_weights(model) -> State:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if ".lora_" in n}
+
+
+def initial_state(ctx, settings: TrainSettings) -> State:
+    """θ0 of the trainable parameters under `settings.method`."""
+    base = ctx.base_model()
+    if settings.method == "full":
+        return {n: p.detach() for n, p in base.named_parameters()}
+    model = prepare_for_training(base, settings)
+    try:
+        return _lora_weights(model)
+    finally:
+        model.unload()  # the same base object, without the adapter
+
+
+def trained_state(ctx, artifact: str | Path, settings: TrainSettings) -> State:
+    """The trainable parameters stored in a run's artifact folder."""
+    if settings.method == "full":
+        model, _ = load_model(str(artifact), ctx.precision)
+        return {n: p.detach() for n, p in model.named_parameters()}
+    model = load_adapter(ctx.base_model(), artifact)
+    try:
+        return _lora_weights(model)
+    finally:
+        model.unload()
+
+
+def train_from(ctx, sequences, settings: TrainSettings, out_dir: Path, start: State | None = None,
+               hooks=(), progress=None) -> TrainResult:  # fmt: skip
+    """Train (resumably, in `out_dir`) from `start` (None: from θ0) with step `hooks`; the optimiser and
+    checkpoint files are deleted once the run is saved (its artifact is what later stages read)."""
+    params = train_params(settings, ctx.precision)
+    if settings.method == "full":
+        model, _ = load_model(ctx.spec.model, ctx.precision)
+        model = prepare_for_training(model, settings)
+        _load_(model, start)
+        result = train(model, ctx.tokenizer, sequences, params, out_dir, progress, hooks)
+        del model
+    else:
+        model = prepare_for_training(ctx.base_model(), settings)
+        try:
+            _load_(model, start)
+            result = train(model, ctx.tokenizer, sequences, params, out_dir, progress, hooks)
+        finally:
+            model.unload()
+    shutil.rmtree(Path(out_dir) / CHECKPOINTS, ignore_errors=True)
+    return result
+
+
+@torch.no_grad()
+def _load_(model, state: State | None) -> None:
+    if state is None:
+        return
+    params = trainable(model)
+    missing = sorted(set(params) - set(state))
+    assert not missing, f"start state lacks {missing[:3]}"
+    for name, p in params.items():
+        p.copy_(state[name].to(p.device, p.dtype))

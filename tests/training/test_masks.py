@@ -1,0 +1,150 @@
+"""Parameter masks against hand-computed values, and exact freezing under AdamW with weight decay: a frozen
+element must not move at all, bit for bit, over many steps."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from spillover.errors import SpilloverError
+from spillover.training.masks import (
+    FreezeHook,
+    jaccard,
+    mask_from_indices,
+    mask_intersection,
+    mask_size,
+    mask_to_indices,
+    mask_union,
+    n_selected,
+    top_p_mask,
+    update_magnitudes,
+)
+
+T = torch.tensor
+
+
+def test_update_magnitudes_by_hand():
+    mags = update_magnitudes({"w": T([1.0, -2.0, 3.0])}, {"w": T([0.5, 0.0, 3.5])})
+    assert mags["w"].tolist() == [0.5, 2.0, 0.5]
+
+
+def test_top_p_global_and_per_tensor_by_hand():
+    scores = {"a": T([0.9, 0.1, 0.5, 0.2]), "b": T([[0.8, 0.3], [0.05, 0.7]])}
+    # 8 elements, p = 25% → 2 kept globally: 0.9 (a[0]) and 0.8 (b[0,0])
+    g = top_p_mask(scores, 25.0)
+    assert g["a"].tolist() == [True, False, False, False]
+    assert g["b"].tolist() == [[True, False], [False, False]]
+    # p = 50% → 4 globally: 0.9, 0.8, 0.7, 0.5
+    g = top_p_mask(scores, 50.0)
+    assert g["a"].tolist() == [True, False, True, False] and g["b"].tolist() == [[True, False], [False, True]]
+    # per tensor, 50% of each: a keeps 0.9, 0.5; b keeps 0.8, 0.7
+    t = top_p_mask(scores, 50.0, scope="per_tensor")
+    assert t["a"].tolist() == [True, False, True, False] and t["b"].tolist() == [[True, False], [False, True]]
+    # per tensor 25%: ceil(1) of a, ceil(1) of b → differs from global 25% only by count rules
+    t = top_p_mask(scores, 10.0, scope="per_tensor")  # ceil(0.4) = 1 per tensor
+    assert mask_size(t) == 2 and t["b"][0, 0]
+    assert mask_size(top_p_mask(scores, 100.0)) == 8
+
+
+def test_n_selected_and_bad_p():
+    assert n_selected(1000, 1.0) == 10 and n_selected(3, 1.0) == 1 and n_selected(7, 50.0) == 4
+    for bad in (0.0, -1.0, 100.5):
+        with pytest.raises(SpilloverError, match="core fraction p"):
+            n_selected(10, bad)
+    with pytest.raises(SpilloverError, match="scope"):
+        top_p_mask({"a": T([1.0])}, 50.0, scope="layer")
+
+
+def test_union_intersection_jaccard_by_hand():
+    a = {"x": T([True, True, False, False]), "y": T([True])}
+    b = {"x": T([False, True, True, False]), "y": T([False])}
+    assert mask_union([a, b])["x"].tolist() == [True, True, True, False]
+    assert mask_intersection(a, b)["x"].tolist() == [False, True, False, False]
+    # |A| = 3, |B| = 2, |A∩B| = 1, |A∪B| = 4
+    assert jaccard(a, b) == pytest.approx(1 / 4)
+    assert jaccard(a, a) == 1.0 and jaccard({"x": T([True])}, {"x": T([False])}) == 0.0
+    assert jaccard({"x": T([False])}, {"x": T([False])}) == 1.0  # two empty cores are identical
+    assert jaccard(a, {"z": T([True])}) == 0.0  # a name absent from a mask selects nothing
+
+
+def test_mask_indices_round_trip():
+    m = {"x": T([[False, True], [True, False]]), "y": T([False, False])}
+    idx = mask_to_indices(m)
+    assert idx["x"].tolist() == [1, 2] and "y" not in idx
+    back = mask_from_indices(idx, {"x": torch.Size([2, 2]), "y": torch.Size([2])})
+    assert all(torch.equal(back[k], m[k]) for k in m)
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3))
+
+
+def _step(model, opt, x, y, hooks=()):
+    loss = ((model(x) - y) ** 2).mean()
+    loss.backward()
+    for h in hooks:
+        h.before_optimizer_step(model, opt, 0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    for h in hooks:
+        h.after_optimizer_step(model, opt, 0)
+
+
+def test_frozen_elements_do_not_move_bit_for_bit_under_adamw_with_weight_decay():
+    model = _model()
+    opt = torch.optim.AdamW(model.parameters(), lr=0.05, weight_decay=0.1, betas=(0.9, 0.99))
+    x, y = torch.randn(16, 6), torch.randn(16, 3)
+    for _ in range(10):  # unfrozen steps first: every element gets nonzero momentum
+        _step(model, opt, x, y)
+    frozen = {"0.weight": torch.rand(5, 6) < 0.5, "2.bias": T([True, False, True])}
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    assert all(opt.state[p]["exp_avg"].abs().min() > 0 for p in model.parameters() if p.ndim > 1)
+    hook = FreezeHook(frozen)
+    for _ in range(50):
+        _step(model, opt, x, y, [hook])
+    after = dict(model.named_parameters())
+    for name, m in frozen.items():
+        assert torch.equal(after[name][m], before[name][m]), name  # bit-for-bit
+        assert not torch.equal(after[name][~m], before[name][~m]), name  # the rest trained
+    assert not torch.equal(after["2.weight"], before["2.weight"])
+
+
+def test_without_the_hook_zeroing_gradients_alone_is_not_enough():
+    """The control: momentum and weight decay move an element whose gradient is zero."""
+    model = _model()
+    opt = torch.optim.AdamW(model.parameters(), lr=0.05, weight_decay=0.1)
+    x, y = torch.randn(16, 6), torch.randn(16, 3)
+    for _ in range(10):
+        _step(model, opt, x, y)
+    w = model[0].weight
+    before = w.detach().clone()
+    loss = ((model(x) - y) ** 2).mean()
+    loss.backward()
+    w.grad.zero_()
+    opt.step()
+    assert not torch.equal(w.detach(), before)
+
+
+def test_freeze_hook_in_the_training_loop(tiny_model, tokenizer, tmp_path):
+    from spillover.data.collate import Sequence_
+    from spillover.training.loop import train
+    from spillover.training.types import TrainParams
+
+    seqs = [Sequence_(input_ids=list(range(5, 25)), n_prompt=4) for _ in range(8)]
+    names = dict(tiny_model.named_parameters())
+    frozen = {n: torch.rand(p.shape) < 0.3 for n, p in names.items() if p.ndim == 2}
+    before = {n: p.detach().clone() for n, p in names.items()}
+    params = TrainParams(lr=0.01, max_steps=6, batch_size=4, weight_decay=0.1, warmup_ratio=0.0)
+    train(tiny_model, tokenizer, seqs, params, tmp_path / "run", hooks=[FreezeHook(frozen)])
+    for n, m in frozen.items():
+        assert torch.equal(names[n][m], before[n][m]), n
+    assert any(not torch.equal(names[n], before[n]) for n in frozen)
+
+
+def test_freeze_hook_rejects_unknown_names():
+    model = _model()
+    opt = torch.optim.AdamW(model.parameters())
+    with pytest.raises(SpilloverError, match="does not train"):
+        FreezeHook({"nope.weight": T([True])}).before_optimizer_step(model, opt, 0)
