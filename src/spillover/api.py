@@ -83,7 +83,7 @@ def run_training(spec: TrainSpec, progress: Callable[[dict], None] | None = None
     for task in eval_tasks:  # fail on bad evaluation data now, not after an hour of training
         _check_eval_data(task, spec.eval_limit, spec.eval_shots)
     precision = resolve_precision(spec.precision, spec.device)
-    model, tokenizer = load_model(spec.model, precision)
+    model, tokenizer = load_model(spec.model, precision, frozen=spec.method == "lora")
     sequences = build_multitask_sequences(parts, tokenizer, spec.max_len, spec.shots, spec.seed, spec.demos)
     plan = mixture_plan(spec, [t.name for t, _ in parts], [len(ex) for _, ex in parts], sequences)
     out = Path(spec.output_dir)
@@ -149,7 +149,7 @@ def run_evaluation(
     for task in specs:
         _check_eval_data(task, limit, shots)
     prec = resolve_precision(precision)
-    loaded, tokenizer = load_model(model, prec)
+    loaded, tokenizer = load_model(model, prec, frozen=True)
     if adapter is not None:
         loaded = load_adapter(loaded, adapter)
     results = evaluate_tasks(loaded, tokenizer, specs, predictions_dir=out_dir, limit=limit, shots=shots, seed=seed,

@@ -57,7 +57,8 @@ class StudyContext:
 
     def base_model(self):
         if self._model is None:
-            self._model, self._tokenizer = load_model(self.spec.model, self.precision)
+            # frozen: LoRA and evaluation only (full fine-tuning loads its own copy)
+            self._model, self._tokenizer = load_model(self.spec.model, self.precision, frozen=True)
         return self._model
 
     def examples(
