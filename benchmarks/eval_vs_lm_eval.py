@@ -76,7 +76,7 @@ def run_spillover(workdir: Path, precision: str, limit: int | None, batch_size: 
     (workdir / "tasks.yaml").write_text(SPILLOVER_TASK.format(data=SST2_TEST))
     task = load_task_file(workdir / "tasks.yaml")["sst2_raw"]
     prec = resolve_precision(precision)
-    model, tokenizer = load_model("embedded", prec)
+    model, tokenizer = load_model("embedded", prec, frozen=True)  # as `spillover eval` loads it
     start = time.perf_counter()
     r = evaluate_task(model, tokenizer, task, limit=limit, batch_size=batch_size, precision=prec,
                       predictions_path=workdir / "predictions.jsonl")  # fmt: skip

@@ -40,7 +40,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     prec = resolve_precision(args.precision)
-    model, tokenizer = load_model("embedded", prec)
+    model, tokenizer = load_model("embedded", prec, frozen=True)  # shared by both sides
     task = builtin_tasks()["gsm8k"]
     examples = load_examples(task, "test", limit=args.n)
     prompts = [

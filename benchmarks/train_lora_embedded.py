@@ -53,7 +53,7 @@ def main() -> None:
     task = load_task_file(work / "tasks.yaml")["sst2_bench"]
     compute = torch.float32 if args.fp32 else torch.bfloat16
     precision = Precision(torch.device("cpu"), compute)
-    model, tokenizer = load_model("embedded", precision)
+    model, tokenizer = load_model("embedded", precision, frozen=True)
     model = apply_lora(model, r=8, alpha=16, target_modules="all-linear")
     rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     seqs = build_sequences(task, tokenizer, load_examples(task, "train", limit=args.rows), max_len=256)

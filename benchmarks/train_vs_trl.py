@@ -81,7 +81,7 @@ def run_spillover(args) -> dict:
 
     tokenizer, seqs, _ = build_data(args.rows)
     precision = Precision(torch.device("cpu"), torch.float32 if args.fp32 else torch.bfloat16)
-    model, tokenizer = load_model("embedded", precision)
+    model, tokenizer = load_model("embedded", precision, frozen=True)  # as a study loads its base
     model = apply_lora(model, r=LORA["r"], alpha=LORA["alpha"], target_modules=LORA["target_modules"], seed=0)
     params = TrainParams(lr=args.lr, epochs=1, batch_size=BATCH, warmup_ratio=0.0, precision=precision)
     out = Path(tempfile.mkdtemp(prefix="spillover-bench-")) / "run"

@@ -89,7 +89,7 @@ def run_training(spec: TrainSpec, progress: Callable[[dict], None] | None = None
     precision = distributed.join(resolve_precision(spec.precision, spec.device))
     world = distributed.current()
     world.check_grad_accum(spec.grad_accum)
-    model, tokenizer = load_model(spec.model, precision)
+    model, tokenizer = load_model(spec.model, precision, frozen=spec.method == "lora")
     sequences = build_multitask_sequences(parts, tokenizer, spec.max_len, spec.shots, spec.seed, spec.demos)
     plan = mixture_plan(spec, [t.name for t, _ in parts], [len(ex) for _, ex in parts], sequences)
     out = Path(spec.output_dir)
@@ -156,7 +156,7 @@ def run_evaluation(
     for task in specs:
         _check_eval_data(task, limit, shots)
     prec = resolve_precision(precision)
-    loaded, tokenizer = load_model(model, prec)
+    loaded, tokenizer = load_model(model, prec, frozen=True)
     if adapter is not None:
         loaded = load_adapter(loaded, adapter)
     results = evaluate_tasks(loaded, tokenizer, specs, predictions_dir=out_dir, limit=limit, shots=shots, seed=seed,

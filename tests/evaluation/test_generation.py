@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from spillover.data.tasks import TaskSpec
+from spillover.evaluation import generation
 from spillover.evaluation.generation import generate, task_stops
 
 
@@ -105,3 +106,29 @@ def test_task_stops_chat_and_raw(tiny_model, tokenizer):
     raw = TaskSpec(name="r", type="generation", test="t.jsonl", metric="exact_match", chat_template=False)
     stops, ids = task_stops(raw, tiny_model, tokenizer)
     assert tokenizer.eos_token_id in ids
+
+
+def test_autocast_cache_stores_bf16_and_gives_identical_logits(lively_model, tokenizer, prompts, monkeypatch):
+    from transformers import DynamicCache
+
+    from spillover.evaluation.generation import new_cache
+
+    ids = torch.tensor([prompts[2]])
+    runs = []
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.inference_mode():
+        for cache in (DynamicCache(config=lively_model.config), new_cache(lively_model, torch.device("cpu"))):
+            first = lively_model(input_ids=ids, past_key_values=cache, use_cache=True).logits[:, -1]
+            nxt = first.argmax(-1, keepdim=True)
+            second = lively_model(input_ids=nxt, past_key_values=cache, use_cache=True).logits[:, -1]
+            runs.append((first, second, cache.layers[0].keys.dtype))
+    assert runs[0][2] == torch.float32 and runs[1][2] == torch.bfloat16
+    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+    outs = []
+    for plain in (False, True):
+        if plain:
+            monkeypatch.setattr(
+                generation, "new_cache", lambda model, device: DynamicCache(config=model.config)
+            )
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            outs.append(ids_of(generate(lively_model, tokenizer, prompts, max_new_tokens=8, stop_ids=set())))
+    assert outs[0] == outs[1]

@@ -13,6 +13,7 @@ sees exactly the positions it would see alone (tested: batched == one-at-a-time 
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -84,13 +85,11 @@ def generate_batch(
     stop_ids: set[int],
 ) -> list[Generation]:
     """Decode one left-padded batch; rows drop out of the forward pass as they finish."""
-    from transformers import DynamicCache
-
     rows = [_Row(i, s) for i, s in enumerate(stops)]
     device = next(model.parameters()).device
     ids, mask = _left_pad(prompts, _pad_id(tokenizer), device)  # (B, T)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache(config=model.config)
+    cache = new_cache(model, device)
     logits = model(
         input_ids=ids,
         attention_mask=mask,
@@ -127,6 +126,39 @@ def generate_batch(
         ).logits[:, -1]
         next_pos = next_pos + 1
     return [done[row.index] for row in rows]
+
+
+def new_cache(model, device: torch.device):
+    """A `DynamicCache`; under autocast one that stores keys and values in the autocast dtype.
+
+    Under bf16 autocast the keys and values leave RoPE in fp32 (the residual stream is fp32), and attention
+    (SDPA, or eager's matmuls) rounds the whole cache to bf16 again at every decoding step. Storing them
+    rounded once gives the same numbers (the same round-to-nearest-even; tested) with half the cache memory
+    and none of the per-step casts and fp32 concatenations.
+    """
+    from transformers import DynamicCache
+
+    if not torch.is_autocast_enabled(device.type):
+        return DynamicCache(config=model.config)
+    return _autocast_cache_class()(torch.get_autocast_dtype(device.type), config=model.config)
+
+
+@functools.cache
+def _autocast_cache_class():
+    from transformers import DynamicCache
+
+    class AutocastDynamicCache(DynamicCache):
+        """A DynamicCache that stores keys and values in `dtype`."""
+
+        def __init__(self, dtype: torch.dtype, **kwargs) -> None:
+            super().__init__(**kwargs)
+            self.store_dtype = dtype
+
+        def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+            keys, values = key_states.to(self.store_dtype), value_states.to(self.store_dtype)
+            return super().update(keys, values, layer_idx, *args, **kwargs)
+
+    return AutocastDynamicCache
 
 
 def _advance(row: _Row, token: int, stop_ids: set[int], max_new_tokens: int, tokenizer) -> Generation | None:

@@ -25,6 +25,7 @@ from torch import nn
 
 from spillover.atomic import atomic_dir
 from spillover.errors import SpilloverError
+from spillover.models.load import linears_in_fp32
 
 log = logging.getLogger(__name__)
 DEFAULT = "default"
@@ -57,7 +58,7 @@ def apply_lora(
     config = LoraConfig(
         task_type="CAUSAL_LM", r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules
     )
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), linears_in_fp32(model):  # fp32 init also on a bf16-stored base
         torch.manual_seed(seed)
         peft_model = get_peft_model(model, config)
     keep_adapter_sum_fp32(peft_model)

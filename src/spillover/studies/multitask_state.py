@@ -36,10 +36,9 @@ def _lora_weights(model) -> State:
 
 def initial_state(ctx, settings: TrainSettings) -> State:
     """θ0 of the trainable parameters under `settings.method`."""
-    base = ctx.base_model()
     if settings.method == "full":
-        return {n: p.detach() for n, p in base.named_parameters()}
-    model = prepare_for_training(base, settings)
+        return {n: p.detach() for n, p in ctx.exact_base().named_parameters()}
+    model = prepare_for_training(ctx.base_model(), settings)
     try:
         return _lora_weights(model)
     finally:
