@@ -56,6 +56,15 @@ def test_plan_has_one_training_per_source_method_and_size(gen_study):
     assert len(plan.by_kind("eval")) == (1 + 8) * 4 * 2  # (base + models) × targets × shot settings
 
 
+def test_size_shots_narrow_the_evaluations_of_the_smaller_sizes_only(gen_study):
+    kind, spec = load_study(gen_study, ["size_shots=[0]"])
+    _, plan = prepare(kind, spec)
+    evals = plan.by_kind("eval")
+    by_size = {n: {j.params["shots"] for j in evals if j.params["size"] == n} for n in (8, 16)}
+    assert by_size == {8: {0}, 16: {0, 1}}  # the main size (the largest) keeps every shot setting
+    assert len(evals) == (1 + 4) * 4 * 2 + 4 * 4 * 1  # base + main-size models: 2 settings; others: 1
+
+
 def test_study_writes_labelled_tables_and_report(gen_study, tmp_path):
     summary, out = run_study(*load_study(gen_study))
     assert summary.ok
@@ -100,6 +109,8 @@ def test_study_writes_labelled_tables_and_report(gen_study, tmp_path):
         ("shots=[0, 0]", "shots"),
         ("methods=[ft, sft]", "methods"),
         ("analysis.size=12", "analysis.size = 12 is not one of the training sizes"),
+        ("size_shots=[3]", "size_shots \\[3\\] must be a subset of shots \\[0, 1\\]"),
+        ("size_shots=[0, 0]", "size_shots"),
     ],
 )
 def test_impossible_settings_are_clear_errors(gen_study, override, message):

@@ -3,7 +3,8 @@ several training sizes), evaluate every model zero-shot and k-shot on every targ
 in-domain / out-of-domain / cross-task from the tasks' `task_type`.
 
 Plan: base evaluations per target × shot setting; per source × method × size one `train` job followed by
-its `eval` jobs (target × shot setting); one `analyse` job. Training sizes are nested (the first N rows of
+its `eval` jobs (target × shot setting; `size_shots` narrows the settings of the sizes other than the main
+one); one `analyse` job. Training sizes are nested (the first N rows of
 the source's train split), so a larger size only adds data.
 """
 
@@ -43,11 +44,17 @@ class GeneralizationStudySpec(SourcesTargetsSpec):
     shots: list[int] = Field(default_factory=lambda: [0, 3], min_length=1, description="evaluation settings")
     fticl: FticlSpec = Field(default_factory=FticlSpec)
     sizes: list[int] | None = Field(default=None, min_length=1, description="training-size ablation")
+    size_shots: list[int] | None = Field(
+        default=None, min_length=1,
+        description="shot settings the ablation's other sizes are evaluated at (default: all of `shots`)",
+    )  # fmt: skip
     analysis: GeneralizationAnalysisSpec = Field(default_factory=GeneralizationAnalysisSpec)
 
-    @field_validator("shots")
+    @field_validator("shots", "size_shots")
     @classmethod
-    def _shots(cls, v: list[int]) -> list[int]:
+    def _shots(cls, v: list[int] | None) -> list[int] | None:
+        if v is None:
+            return v
         if any(k < 0 or k > 32 for k in v) or len(set(v)) != len(v):
             raise ValueError(f"must be distinct demonstration counts between 0 and 32, got {v}")
         return sorted(v)
@@ -63,6 +70,8 @@ class GeneralizationStudySpec(SourcesTargetsSpec):
     def _consistent(self) -> GeneralizationStudySpec:
         if len(set(self.methods)) != len(self.methods):
             raise ValueError(f"methods has duplicates: {self.methods}")
+        if self.size_shots is not None and not set(self.size_shots) <= set(self.shots):
+            raise ValueError(f"size_shots {self.size_shots} must be a subset of shots {self.shots}")
         size = self.analysis.size
         if size is not None and size not in self.training_sizes():
             raise ValueError(
@@ -76,6 +85,12 @@ class GeneralizationStudySpec(SourcesTargetsSpec):
 
     def main_size(self) -> int | None:
         return self.analysis.size if self.analysis.size is not None else self.training_sizes()[-1]
+
+    def shots_at(self, size: int | None) -> list[int]:
+        """The shot settings a model trained at `size` is evaluated at: all at the main size."""
+        if self.size_shots is None or size == self.main_size():
+            return self.shots
+        return sorted(self.size_shots)
 
 
 def check_study(spec: GeneralizationStudySpec, tasks: dict[str, TaskSpec], load) -> None:
@@ -124,7 +139,7 @@ def build_plan(spec: GeneralizationStudySpec, fingerprints: dict[str, dict[str, 
                     **model, "task": s.task, "data": fingerprints[s.task], "transforms": s.transforms,
                     "train": _train(spec, method, size)})  # fmt: skip
                 for t in spec.targets:
-                    for k in spec.shots:
+                    for k in spec.shots_at(size):
                         evals.append(plan.add("eval", f"eval {label} -> {t} ({k}-shot)", {
                             **model, "label": label, "source": s.name, "method": method, "size": size,
                             "target": t, "shots": k, "data": fingerprints[t], "eval": _eval(spec, k)},
