@@ -87,3 +87,21 @@ def test_load_model_frozen_and_adapter_round_trip(tiny_model_dir, tiny_model, tm
     )  # not rounded
     full, _ = load_model(str(tiny_model_dir), BF16)  # not frozen: full fine-tuning keeps fp32
     assert {p.dtype for p in full.parameters()} == {torch.float32}
+
+
+def test_study_weight_arithmetic_reads_an_exact_fp32_base(tiny_model_dir, tmp_path):
+    """The study's shared base stores frozen linears in bf16 (exact under autocast), but θ0 for weight
+    arithmetic (WiSE-FT of a full fine-tune, CPI-FT's |θ − θ0|) must be the unrounded weights."""
+    from spillover.config import StudySpec
+    from spillover.engine.store import Store
+    from spillover.studies.context import StudyContext
+
+    spec = StudySpec(study="transfer", model=str(tiny_model_dir), output_dir=str(tmp_path), precision="bf16")
+    ctx = StudyContext(spec, {}, Store(tmp_path))
+    ctx.precision = BF16  # whatever the CPU supports: the bf16 path is the one under test
+    reference, _ = load_model(str(tiny_model_dir), FP32)
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert dict(ctx.base_model().named_parameters())[name].dtype == torch.bfloat16
+    exact = dict(ctx.exact_base().named_parameters())
+    assert all(torch.equal(exact[n], p) for n, p in reference.named_parameters())
+    assert ctx.exact_base() is ctx.exact_base()  # loaded once
