@@ -31,6 +31,9 @@ EXECUTORS = ("local", "ray")
 # recorded as failed so the next run, after the inputs are fixed, redoes them.
 SUMMARY_KINDS = frozenset({"analyse"})
 
+# The exceptions a job's failure is recorded for (the study goes on); anything else is a bug and stops the run.
+JOB_ERRORS = (SpilloverError, RuntimeError, ValueError, OSError, KeyError, AssertionError)
+
 POLL_S = 0.5  # seconds between looks at the store while every remaining job waits on another executor
 
 # A job runner returns (result, score rows) for the store.
@@ -103,9 +106,8 @@ def _step(job: Job, store: Store, runner: Runner, on_job, summary: RunSummary, b
             raise SpilloverError(
                 f"partial result: {n_bad} of its {len(job.deps)} inputs failed or were blocked"
             )
-    except (SpilloverError, RuntimeError, ValueError, OSError, KeyError, AssertionError) as e:
-        # Recorded with its traceback, not swallowed: the study goes on and `spillover status` shows it.
-        detail = str(e) if isinstance(e, SpilloverError) else traceback.format_exc(limit=8)
+    except JOB_ERRORS as e:
+        detail = failure_detail(e)
         log.error("job %s (%s) failed: %s", job.name, job.id, e)
         store.mark_failed(job, detail)
         bad.add(job.id)
@@ -134,3 +136,9 @@ def _announce_waits(jobs: list[Job], store: Store, announced: set[str]) -> None:
 def _notify(on_job, job: Job, event: str) -> None:
     if on_job is not None:
         on_job(job, event)
+
+
+def failure_detail(e: BaseException) -> str:
+    """What the store records for a failed job (call inside the `except`): a person's message for a
+    SpilloverError, else the traceback — not swallowed: `spillover status` shows it."""
+    return str(e) if isinstance(e, SpilloverError) else traceback.format_exc(limit=8)

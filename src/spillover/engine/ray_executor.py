@@ -22,7 +22,6 @@ import logging
 import os
 import socket
 import sys
-import traceback
 import uuid
 import warnings
 from collections.abc import Callable
@@ -32,7 +31,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from spillover.atomic import atomic_write_text
-from spillover.engine.executors import SUMMARY_KINDS, Runner, RunSummary
+from spillover.engine.executors import JOB_ERRORS, SUMMARY_KINDS, Runner, RunSummary, failure_detail
 from spillover.engine.plan import Job, Plan
 from spillover.engine.store import Store
 from spillover.errors import SpilloverError
@@ -40,8 +39,6 @@ from spillover.errors import SpilloverError
 log = logging.getLogger(__name__)
 INSTALL = "pip install 'spillover[ray]'"
 MARKER = ".ray-session"  # written by the driver into the output folder; each worker must read it back
-# the exceptions run_local records as a job's failure; anything else is a bug and stops the run
-JOB_ERRORS = (SpilloverError, RuntimeError, ValueError, OSError, KeyError, AssertionError)
 # the driver's settings every worker must share, also on other nodes (the tracking server)
 FORWARDED_ENV = ("MLFLOW_TRACKING_URI",)
 
@@ -84,8 +81,7 @@ def attempt(runner: Runner, job: Job) -> tuple[str, Any, Any]:
     try:
         result, scores = runner(job)
     except JOB_ERRORS as e:
-        detail = str(e) if isinstance(e, SpilloverError) else traceback.format_exc(limit=8)
-        return "failed", detail, str(e)
+        return "failed", failure_detail(e), str(e)
     return "done", result, scores
 
 
