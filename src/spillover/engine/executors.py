@@ -103,9 +103,7 @@ def _step(job: Job, store: Store, runner: Runner, on_job, summary: RunSummary, b
     try:
         result, scores = runner(job)
         if n_bad:
-            raise SpilloverError(
-                f"partial result: {n_bad} of its {len(job.deps)} inputs failed or were blocked"
-            )
+            raise SpilloverError(partial_result(job, n_bad))
     except JOB_ERRORS as e:
         detail = failure_detail(e)
         log.error("job %s (%s) failed: %s", job.name, job.id, e)
@@ -136,6 +134,11 @@ def _announce_waits(jobs: list[Job], store: Store, announced: set[str]) -> None:
 def _notify(on_job, job: Job, event: str) -> None:
     if on_job is not None:
         on_job(job, event)
+
+
+def partial_result(job: Job, n_bad: int) -> str:
+    """Why a summary job that ran with `n_bad` failed or blocked inputs is recorded as failed."""
+    return f"partial result: {n_bad} of its {len(job.deps)} inputs failed or were blocked"
 
 
 def failure_detail(e: BaseException) -> str:

@@ -31,7 +31,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from spillover.atomic import atomic_write_text
-from spillover.engine.executors import JOB_ERRORS, SUMMARY_KINDS, Runner, RunSummary, failure_detail
+from spillover.engine.executors import (
+    JOB_ERRORS,
+    SUMMARY_KINDS,
+    Runner,
+    RunSummary,
+    failure_detail,
+    partial_result,
+)
 from spillover.engine.plan import Job, Plan
 from spillover.engine.store import Store
 from spillover.errors import SpilloverError
@@ -337,7 +344,7 @@ class _Scheduler:
         status, detail, reason = outcome
         if status == "done" and n_bad:
             status = "failed"
-            detail = reason = f"partial result: {n_bad} of its {len(job.deps)} inputs failed or were blocked"
+            detail = reason = partial_result(job, n_bad)
         if status == "done":
             self.store.mark_done(job, detail, reason)
             self.summary.done.append(job.id)
