@@ -30,6 +30,7 @@ from spillover.merging.wise import interpolate_, scale_adapter_
 from spillover.models.adapters import is_peft, load_adapter
 from spillover.models.load import load_model, load_tokenizer, resolve_precision
 from spillover.training.loop import train
+from spillover.training.params import load_trainable_
 
 log = logging.getLogger(__name__)
 JobOutput = tuple[dict[str, Any], list[dict[str, Any]]]
@@ -96,17 +97,20 @@ class StudyContext:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(result).items()}, []
 
     def train_sequences(self, sequences, settings: TrainSettings, out_dir: Path, progress=None, *, hooks=(),
-                        plan=None):  # fmt: skip
+                        plan=None, start=None):  # fmt: skip
         """Train on ready sequences; LoRA on the shared base (then unloaded), full FT on a fresh copy.
-        `progress`: the per-step callback (default: the context's); `hooks`, `plan`: passed to `train`."""
+        `progress`: the per-step callback (default: the context's); `hooks`, `plan`: passed to `train`;
+        `start`: trainable parameters to start from instead of θ0 (`training.params.load_trainable_`)."""
         params = train_params(settings, self.precision)
         progress = progress or self.progress
         if settings.method == "full":
             model, _ = load_model(self.spec.model, self.precision)
-            return train(prepare_for_training(model, settings), self.tokenizer, sequences, params, out_dir,
-                         progress, hooks, plan)  # fmt: skip
+            model = prepare_for_training(model, settings)
+            load_trainable_(model, start)
+            return train(model, self.tokenizer, sequences, params, out_dir, progress, hooks, plan)
         model = prepare_for_training(self.base_model(), settings)
         try:
+            load_trainable_(model, start)
             return train(model, self.tokenizer, sequences, params, out_dir, progress, hooks, plan)
         finally:
             self._model = model.unload()

@@ -15,16 +15,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import torch
 from torch import Tensor
 
-from spillover.api import prepare_for_training, train_params
+from spillover.api import prepare_for_training
 from spillover.config import TrainSettings
 from spillover.models.adapters import load_adapter
 from spillover.models.load import load_model
 from spillover.training.checkpoint import CHECKPOINTS
-from spillover.training.loop import train
-from spillover.training.params import trainable
 from spillover.training.types import TrainResult
 
 State = dict[str, Tensor]
@@ -61,30 +58,6 @@ def train_from(ctx, sequences, settings: TrainSettings, out_dir: Path, start: St
                hooks=(), progress=None) -> TrainResult:  # fmt: skip
     """Train (resumably, in `out_dir`) from `start` (None: from θ0) with step `hooks`; the optimiser and
     checkpoint files are deleted once the run is saved (its artifact is what later stages read)."""
-    params = train_params(settings, ctx.precision)
-    if settings.method == "full":
-        model, _ = load_model(ctx.spec.model, ctx.precision)
-        model = prepare_for_training(model, settings)
-        _load_(model, start)
-        result = train(model, ctx.tokenizer, sequences, params, out_dir, progress, hooks)
-        del model
-    else:
-        model = prepare_for_training(ctx.base_model(), settings)
-        try:
-            _load_(model, start)
-            result = train(model, ctx.tokenizer, sequences, params, out_dir, progress, hooks)
-        finally:
-            model.unload()
+    result = ctx.train_sequences(sequences, settings, out_dir, progress, hooks=hooks, start=start)
     shutil.rmtree(Path(out_dir) / CHECKPOINTS, ignore_errors=True)
     return result
-
-
-@torch.no_grad()
-def _load_(model, state: State | None) -> None:
-    if state is None:
-        return
-    params = trainable(model)
-    missing = sorted(set(params) - set(state))
-    assert not missing, f"start state lacks {missing[:3]}"
-    for name, p in params.items():
-        p.copy_(state[name].to(p.device, p.dtype))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 
@@ -17,3 +18,16 @@ def snapshot_trainable(model: nn.Module) -> dict[str, Tensor]:
 
 def count_trainable(model: nn.Module) -> int:
     return sum(p.numel() for p in trainable(model).values())
+
+
+@torch.no_grad()
+def load_trainable_(model: nn.Module, state: dict[str, Tensor] | None) -> None:
+    """Overwrite the trainable parameters with `state` (name → tensor; a training start other than θ0).
+    None: leave them. Every trainable parameter must be in `state`."""
+    if state is None:
+        return
+    params = trainable(model)
+    missing = sorted(set(params) - set(state))
+    assert not missing, f"start state lacks {missing[:3]}"
+    for name, p in params.items():
+        p.copy_(state[name].to(p.device, p.dtype))
