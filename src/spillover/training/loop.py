@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from spillover.atomic import atomic_write_text
 from spillover.data.collate import IGNORE, Sequence_, pad_batch
 from spillover.errors import SpilloverError
+from spillover.models.attention import attention_implementation, training_attention
 from spillover.training import checkpoint as ckpt
 from spillover.training.artifacts import LOG_FILE, RESULT_FILE, read_result, save_final
 from spillover.training.batches import BatchPlan
@@ -186,7 +187,8 @@ def _forward_fn(model: nn.Module, params: TrainParams) -> Forward:
     """batch (B, T) → (logits: (B, K, V), labels: (B, K)), K ≤ T the last positions covering every target.
 
     Skipping the lm_head on prompt positions (transformers' `logits_to_keep`) is exact, since it acts per
-    position, and saves most of its cost and memory when targets are short.
+    position, and saves most of its cost and memory when targets are short. Short CPU batches run eager
+    attention (`models.attention`: its backward is much faster there than CPU flash attention's).
     """
     device, prec = params.precision.device, params.precision
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -200,7 +202,8 @@ def _forward_fn(model: nn.Module, params: TrainParams) -> Forward:
             if prec.autocast
             else contextlib.nullcontext()
         )
-        with amp:
+        impl = training_attention(device, *batch["input_ids"].shape, model.config._attn_implementation)
+        with amp, attention_implementation(model, impl):
             logits = model(
                 input_ids=batch["input_ids"].to(device),
                 use_cache=False,
