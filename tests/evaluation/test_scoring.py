@@ -7,7 +7,9 @@ import torch
 
 from spillover.data.tasks import load_task_file
 from spillover.evaluation.scoring import (
+    MAX_ROWS_FACTOR,
     ScoredExample,
+    _token_batches,
     encode_options,
     pack_row,
     packed_attention_mask,
@@ -47,11 +49,20 @@ def requests(tokenizer):
 
 def test_pack_row_layout():
     row = pack_row([10, 11, 12], [[20, 21], [30]])
-    assert row.input_ids == [10, 11, 12, 20, 21, 30]
-    assert row.segments == [0, 0, 0, 1, 1, 2]
-    assert row.positions == [0, 1, 2, 3, 4, 3]  # each option restarts at len(prompt)
+    assert row.input_ids == [10, 11, 12, 20]  # an option's last token is not fed; [30] adds nothing
+    assert row.segments == [0, 0, 0, 1]
+    assert row.positions == [0, 1, 2, 3]  # each option restarts at len(prompt)
     assert row.sources == [[2, 3], [2]]  # option tokens are predicted from these positions
     assert row.targets == [[20, 21], [30]]
+
+
+def test_token_batches_take_more_short_rows_within_the_budget():
+    lengths = [200, 100, 60, 30, 30, 30, 10]  # longest first, as score_requests orders them
+    order = list(range(len(lengths)))
+    # batch_size 2: at least 2 rows, more while rows × longest ≤ 2 × TOKENS_PER_ROW (256)
+    assert _token_batches(order, lengths, 2) == [[0, 1], [2, 3, 4, 5], [6]]
+    assert _token_batches(list(range(40)), [1] * 40, 2) == [list(range(2 * MAX_ROWS_FACTOR)), list(range(16, 32)),
+                                                  list(range(32, 40))]  # fmt: skip
 
 
 def test_packed_attention_mask_by_hand():
