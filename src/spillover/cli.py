@@ -111,7 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--shots", type=_nonnegative_int, default=0, help="in-context demonstrations from the train split"
     )
     ev.add_argument("--seed", type=int, default=0, help="seed for demonstration sampling")
-    ev.add_argument("--batch-size", type=_positive_int, default=16)
+    ev.add_argument(
+        "--batch-size", type=_positive_int, default=16,
+        help="prompts per generation batch; log-likelihood scoring takes more rows while they are short "
+             "(up to batch-size x 128 padded tokens, at most 8 x batch-size rows) (default: 16)",
+    )  # fmt: skip
     ev.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
     ev.add_argument(
         "--out", default=None, help="folder for per-example predictions (default: a temp-free ./eval-out)"

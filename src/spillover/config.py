@@ -159,7 +159,12 @@ class EvalSettings(BaseModel):
     model_config = Strict
     limit: int | None = Field(default=None, ge=1, description="first N test examples per target")
     shots: int = Field(default=0, ge=0, le=32)
-    batch_size: int = Field(default=16, ge=1, le=4096)
+    batch_size: int = Field(
+        default=16,
+        ge=1,
+        le=4096,
+        description="generation prompts per batch; scoring batches short rows by a token budget",
+    )
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
 
 

@@ -9,13 +9,18 @@ import pandas as pd
 
 from spillover.cli import main
 from spillover.engine.store import Store
+from spillover.studies import context
 from spillover.studies.run import load_study, run_study, study_status
 
 
-def test_transfer_study_runs_skips_and_extends(study_file, tmp_path):
+def test_transfer_study_runs_skips_and_extends(study_file, tmp_path, monkeypatch):
+    loads = []
+    real_load = context.load_model
+    monkeypatch.setattr(context, "load_model", lambda *a, **k: loads.append(a) or real_load(*a, **k))
     kind, spec = load_study(study_file)
     summary, out = run_study(kind, spec)
     assert summary.ok and not summary.skipped
+    assert len(loads) == 1  # 3 trainings + 12 evaluations share one loaded base model
     assert (out / "report.html").exists() and (out / "results.db").exists()
     delta = pd.read_csv(out / "tables" / "delta.csv", index_col=0)
     assert list(delta.index) == ["toy_a", "toy_a+mislabel(fraction=1.0)", "toy_b"]
