@@ -150,6 +150,7 @@ BENCHMARKS = {
     "eval": "eval_vs_lm_eval.py",
     "train": "train_vs_trl.py",
     "generate": "generation_vs_generate.py",
+    "attention": "attention_kernels.py",
 }
 
 
@@ -378,7 +379,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     chosen = list(BENCHMARKS) if args.name == "all" else [args.name]
     for name in chosen:
         cmd = [sys.executable, str(folder / BENCHMARKS[name]), *args.extra]
-        if args.precision and name == "train":  # train_vs_trl.py takes --fp32 (default: bf16 autocast)
+        if args.precision and name in ("train", "attention"):  # these take --fp32 (default: bf16 autocast)
             cmd += ["--fp32"] if args.precision == "fp32" else []
         elif args.precision:
             cmd += ["--precision", args.precision]
