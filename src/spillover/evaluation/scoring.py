@@ -5,15 +5,16 @@ One forward pass per example covers all of its options. Each example becomes ONE
     [prompt tokens][option 0 tokens but its last][option 1 tokens but its last]...
 
 (an option's last token predicts nothing that is scored, so like lm-evaluation-harness it is not fed; a
-one-token option adds no token at all) with a 4-D attention mask (B, 1, T, T) that lets an option token see the prompt and the earlier tokens of
-its own option only, and `position_ids` that restart at len(prompt) for every option. Every option is then
-scored exactly as if it were appended to the prompt alone (tested against separate forwards), while the
-prompt, usually most of the tokens, is computed once. transformers passes a ready 4-D mask through
-unchanged (`masking_utils._preprocess_mask_arguments`); `sdpa` takes it as booleans (True = attend),
-`eager` adds it, so it gets an additive float mask. Several examples share a batch, right-padded, grouped
-by packed length: `batch_size` rows, or more when they are short, up to `batch_size` × `TOKENS_PER_ROW`
-padded tokens per forward pass (at most `MAX_ROWS_FACTOR` × `batch_size` rows), because small matmuls
-waste the CPU: sst2's ~30-token rows ran ~1.4× faster 64 to a batch than 16; only the positions that predict option tokens go through the LM head
+one-token option adds no token at all) with a 4-D attention mask (B, 1, T, T) that lets an option token
+see the prompt and the earlier tokens of its own option only, and `position_ids` that restart at
+len(prompt) for every option. Every option is then scored exactly as if it were appended to the prompt
+alone (tested against separate forwards), while the prompt, usually most of the tokens, is computed once.
+transformers passes a ready 4-D mask through unchanged (`masking_utils._preprocess_mask_arguments`);
+`sdpa` takes it as booleans (True = attend), `eager` adds it, so it gets an additive float mask. Several
+examples share a batch, right-padded, grouped by packed length: `batch_size` rows, or more when they are
+short, up to `batch_size` × `TOKENS_PER_ROW` padded tokens per forward pass (at most `MAX_ROWS_FACTOR` ×
+`batch_size` rows), because small matmuls waste the CPU (sst2's ~30-token rows ran ~1.4× faster 64 to a
+batch than 16). Only the positions that predict option tokens go through the LM head
 (`logits_to_keep` as a boolean (B, T) mask), so the (B, T, V) logits tensor is never built.
 """
 

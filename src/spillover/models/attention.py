@@ -3,11 +3,12 @@
 PyTorch's CPU flash-attention kernel (what `sdpa` picks for a padded training batch) has a slow backward
 for short sequences: on the embedded model at batch 8 × ~80 tokens it took 20% of a LoRA step, and the
 plain matmul + softmax of transformers' `eager` attention made training 1.3× faster (median of five
-alternating runs in one process, `benchmarks/attention_kernels.py`; figures in benchmarks/README.md). `eager` stores the (B, heads, T, T) probabilities for backward,
-so it pays off only while they are small: at 8 × 256 tokens the two were even, and beyond that the memory
-grows quadratically. Hence the rule: eager when B·T² ≤ `EAGER_MAX_SCORES` (batch 8 up to 128 tokens,
-batch 32 up to 64), sdpa otherwise. GPUs and other attention implementations (flash_attention_2, ...) are
-left alone; inference keeps sdpa (its forward kernel is not the slow part).
+alternating runs in one process, `benchmarks/attention_kernels.py`; figures in benchmarks/README.md).
+`eager` stores the (B, heads, T, T) probabilities for backward, so it pays off only while they are small:
+at 8 × 256 tokens the two were even, and beyond that the memory grows quadratically. Hence the rule:
+eager when B·T² ≤ `EAGER_MAX_SCORES` (batch 8 up to 128 tokens, batch 32 up to 64), sdpa otherwise.
+GPUs and other attention implementations (flash_attention_2, ...) are left alone; inference keeps sdpa
+(its forward kernel is not the slow part).
 """
 
 from __future__ import annotations
