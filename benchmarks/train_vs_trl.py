@@ -26,7 +26,8 @@ MFU (both sides): model FLOPs per token = 4·N, N = parameters of the decoder's 
 and lm_head excluded: spillover computes the head only on completion positions). 2·N for the forward pass,
 2·N for the activation gradients through the frozen weights in backward; LoRA's own weight gradients
 (~0.4% of N) and attention score FLOPs are ignored. Peak = a 4096x4096 bf16 matmul loop timed for ~3 s on
-the same threads in this process (fp32 runs: an fp32 loop), after each pair of runs; the highest counts (conservative for MFU).
+the same threads in this process (fp32 runs: an fp32 loop) after each pair of runs; the highest counts
+(conservative for MFU).
 """
 
 from __future__ import annotations
