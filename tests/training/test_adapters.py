@@ -17,6 +17,7 @@ from spillover.models.adapters import (
     save_adapter,
     unload_adapter,
 )
+from spillover.models.load import Precision, store_frozen_linears
 
 IDS = torch.tensor([[5, 17, 99, 3, 42, 7], [8, 8, 120, 64, 2, 1]])
 
@@ -133,3 +134,26 @@ def test_fp32_sum_leaves_the_base_model_untouched(tiny_model):
             assert torch.equal(logits(model), expected)
         assert not torch.equal(logits(model), expected)
         assert torch.equal(logits(model.unload()), expected)
+
+
+@pytest.mark.parametrize("bf16_base", [False, True])
+def test_inference_fast_path_is_bit_identical_to_peft(tiny_model, bf16_base):
+    """Without gradients under autocast, adapted linears skip peft's forward (the base layer module is not
+    even called) and give bit-identical logits; with gradients peft's forward runs."""
+    model = trained_adapter(tiny_model, seed=3)
+    if bf16_base:
+        store_frozen_linears(model, Precision(torch.device("cpu"), torch.bfloat16))
+    base_layer = model.get_base_model().model.layers[0].mlp.down_proj.get_base_layer()
+    calls = []
+    base_layer.register_forward_hook(lambda *a: calls.append(1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast = logits(model)
+        assert not calls
+        with torch.enable_grad():
+            through_peft = model(input_ids=IDS).logits.detach()
+        assert calls
+    assert torch.equal(fast, through_peft)
+    if not bf16_base:  # without autocast: peft's forward (a bf16-stored base needs autocast)
+        calls.clear()
+        logits(model)
+        assert calls
