@@ -143,18 +143,11 @@ def _forward_fast_when_inferring(module: nn.Module, peft_forward, x: torch.Tenso
     is the LoRA matmuls and the fp32 outputs that every later elementwise op then reads).
     Anything else (training, several active adapters, DoRA and other variants, dropout in train mode,
     fan_in_fan_out, extra arguments) goes through peft's forward."""
+    name = _plain_adapter(module, x, args, kwargs)
+    if name is None:
+        return peft_forward(x, *args, **kwargs)
+    base, lora_a, lora_b = module.get_base_layer(), module.lora_A[name], module.lora_B[name]
     dev = x.device.type
-    if args or kwargs or torch.is_grad_enabled() or not torch.is_autocast_enabled(dev):
-        return peft_forward(x, *args, **kwargs)
-    if module.disable_adapters or module.merged or module.fan_in_fan_out or len(module.active_adapters) != 1:
-        return peft_forward(x, *args, **kwargs)
-    name = module.active_adapters[0]
-    base = module.get_base_layer()
-    if name not in module.lora_A or name in module.lora_variant or not isinstance(base, nn.Linear):
-        return peft_forward(x, *args, **kwargs)
-    dropout, lora_a, lora_b = module.lora_dropout[name], module.lora_A[name], module.lora_B[name]
-    if dropout.training and not isinstance(dropout, nn.Identity):
-        return peft_forward(x, *args, **kwargs)
     cd = torch.get_autocast_dtype(dev)
     with torch.autocast(dev, enabled=False):
         xb = x.to(cd)  # what autocast feeds both the base layer and lora_A
@@ -165,6 +158,23 @@ def _forward_fast_when_inferring(module: nn.Module, peft_forward, x: torch.Tenso
             _to(lora_b.bias, cd),
         )
         return y.float().add_(t * module.scaling[name])  # bf16 product, exact up-cast inside the fp32 add
+
+
+def _plain_adapter(module: nn.Module, x: torch.Tensor, args, kwargs) -> str | None:
+    """The active adapter's name when `_forward_fast_when_inferring` may compute the layer itself."""
+    if args or kwargs or torch.is_grad_enabled() or not torch.is_autocast_enabled(x.device.type):
+        return None
+    if module.disable_adapters or module.merged or module.fan_in_fan_out or len(module.active_adapters) != 1:
+        return None
+    name = module.active_adapters[0]
+    if (
+        name not in module.lora_A
+        or name in module.lora_variant
+        or not isinstance(module.get_base_layer(), nn.Linear)
+    ):
+        return None
+    dropout = module.lora_dropout[name]
+    return None if dropout.training and not isinstance(dropout, nn.Identity) else name
 
 
 def _to(bias: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
