@@ -40,6 +40,7 @@ def main() -> None:
     base, tokenizer = load_model("embedded", precision, frozen=True)
     n_tokens = sum(len(s.input_ids) for s in seqs)
     bound = attention.EAGER_MAX_SCORES
+    params = TrainParams(lr=2e-4, epochs=1, batch_size=BATCH, warmup_ratio=0.0, precision=precision)
     runs: dict[str, list[float]] = {"sdpa": [], "eager": []}
     losses: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -48,9 +49,6 @@ def main() -> None:
                 attention.EAGER_MAX_SCORES = bound if kernel == "eager" else 0
                 model = apply_lora(
                     base, r=LORA["r"], alpha=LORA["alpha"], target_modules=LORA["target_modules"]
-                )
-                params = TrainParams(
-                    lr=2e-4, epochs=1, batch_size=BATCH, warmup_ratio=0.0, precision=precision
                 )
                 result = train(model, tokenizer, seqs, params, Path(tmp) / f"{kernel}-{i}")
                 runs[kernel].append(n_tokens / result.seconds)

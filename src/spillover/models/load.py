@@ -154,8 +154,9 @@ def load_model(name: str, precision: Precision | None = None, frozen: bool = Fal
     """(model, tokenizer) in eval mode on `precision.device`, weights in `precision.param_dtype`.
 
     `frozen=True` promises that the base weights will not be trained (evaluation, LoRA): every parameter
-    gets requires_grad=False and, under autocast, the linear layers are then stored in the compute dtype once (`store_frozen_linears`) instead of being
-    re-cast on every forward pass. Full fine-tuning must load with `frozen=False`.
+    gets requires_grad=False and, under autocast, the linear layers are then stored in the compute dtype
+    once (`store_frozen_linears`) instead of being re-cast on every forward pass. Full fine-tuning must load
+    with `frozen=False`.
     """
     from transformers import AutoModelForCausalLM
 

@@ -7,7 +7,8 @@ Content-Security-Policy that allows only the report's own scripts (by SHA-256 ha
 
 Safety: every piece of text (titles, intros, captions, cells, notes, settings, footer) goes through
 `html.escape`; figure JSON has `<`, `>`, `&`, U+2028 and U+2029 written as JSON `\\u` escapes (`<` becomes
-`\\u003c`), so data containing `</script>` cannot end the script element. Figure label text is escaped by `report.plots`.
+`\\u003c`), so data containing `</script>` cannot end the script element. Figure label text is escaped
+by `report.plots`.
 """
 
 from __future__ import annotations
