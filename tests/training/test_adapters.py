@@ -136,24 +136,47 @@ def test_fp32_sum_leaves_the_base_model_untouched(tiny_model):
         assert torch.equal(logits(model.unload()), expected)
 
 
-@pytest.mark.parametrize("bf16_base", [False, True])
-def test_inference_fast_path_is_bit_identical_to_peft(tiny_model, bf16_base):
-    """Without gradients under autocast, adapted linears skip peft's forward (the base layer module is not
-    even called) and give bit-identical logits; with gradients peft's forward runs."""
-    model = trained_adapter(tiny_model, seed=3)
+def _outputs_and_grads(model, train: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Logits under bf16 autocast, and with `train` the LoRA weights' gradients of their sum (dropout on)."""
+    model.train(train)
+    torch.manual_seed(0)  # the same dropout masks on both paths
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.set_grad_enabled(train):
+        out = model(input_ids=IDS).logits
+    if not train:
+        return out, []
+    lora = [p for n, p in model.named_parameters() if "lora_" in n]
+    return out.detach(), list(torch.autograd.grad(out.float().sum(), lora))
+
+
+@pytest.mark.parametrize(
+    "bf16_base, train, dropout",
+    [(False, False, 0.0), (True, False, 0.0), (False, True, 0.0), (True, True, 0.0), (False, True, 0.3)],
+)
+def test_direct_lora_path_is_bit_identical_to_peft(tiny_model, monkeypatch, bf16_base, train, dropout):
+    """Under autocast, adapted linears skip peft's forward (the base layer module is not even called) and
+    give bit-identical logits and LoRA gradients, with and without dropout; without autocast peft's
+    forward runs."""
+    import spillover.models.adapters as adapters
+
+    model = apply_lora(copy.deepcopy(tiny_model), r=4, dropout=dropout, seed=3)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(3)) * 0.5)
     if bf16_base:
         store_frozen_linears(model, Precision(torch.device("cpu"), torch.bfloat16))
     base_layer = model.get_base_model().model.layers[0].mlp.down_proj.get_base_layer()
     calls = []
     base_layer.register_forward_hook(lambda *a: calls.append(1))
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        fast = logits(model)
-        assert not calls
-        with torch.enable_grad():
-            through_peft = model(input_ids=IDS).logits.detach()
-        assert calls
-    assert torch.equal(fast, through_peft)
+    direct = _outputs_and_grads(model, train)
+    assert not calls
+    monkeypatch.setattr(adapters, "_plain_adapter", lambda *a: None)  # every layer through peft's forward
+    through_peft = _outputs_and_grads(model, train)
+    assert calls
+    assert torch.equal(direct[0], through_peft[0])
+    assert all(torch.equal(a, b) for a, b in zip(direct[1], through_peft[1], strict=True))
     if not bf16_base:  # without autocast: peft's forward (a bf16-stored base needs autocast)
+        monkeypatch.undo()
         calls.clear()
         logits(model)
         assert calls

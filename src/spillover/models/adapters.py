@@ -18,7 +18,7 @@ import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import partial
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -115,7 +115,8 @@ def keep_adapter_sum_fp32(model: nn.Module) -> None:
     added, so peft adds the adapter's (bf16-computed) contribution in fp32 instead of rounding it away.
 
     Idempotent. Leaves no trace on the plain base model: with adapters disabled (`base_only`) or unloaded
-    (`unload()`), the base layers compute exactly as without peft.
+    (`unload()`), the base layers compute exactly as without peft. peft's `lora.Linear` layers become
+    `_Fp32SumLinear` (a subclass, see there); other LoRA layer types get the fp32 sum from hooks.
     """
     from peft.tuners.lora import Linear as LoraLinear
     from peft.tuners.lora import LoraLayer
@@ -127,33 +128,64 @@ def keep_adapter_sum_fp32(model: nn.Module) -> None:
         if not getattr(base, "_spillover_fp32_hook", False):  # one hook per base layer, however many wrappers
             base.register_forward_hook(_upcast_inside_adapter)
             base._spillover_fp32_hook = True
-        module.register_forward_pre_hook(_enter_adapter)
-        module.register_forward_hook(_leave_adapter, always_call=True)
-        if isinstance(module, LoraLinear):
-            module.forward = partial(_forward_fast_when_inferring, module, module.forward)
+        if type(module) is LoraLinear:
+            module.__class__ = _fp32_sum_linear()
+        else:
+            module.register_forward_pre_hook(_enter_adapter)
+            module.register_forward_hook(_leave_adapter, always_call=True)
         module._spillover_fp32_sum = True
 
 
-def _forward_fast_when_inferring(module: nn.Module, peft_forward, x: torch.Tensor, *args, **kwargs):
-    """Without gradients under autocast, compute a plain LoRA linear layer's output directly: the same
-    operations and roundings as peft's forward with the fp32 sum (bit-identical, tested), minus what peft
-    adds around them on this path: a second cast of the input for lora_A, an fp32 up-cast and bf16
-    down-cast of an input that is already bf16, a mixed-dtype add, and three hook calls. Adapter evaluation
-    ran ~2× as long as the base model's; this made it ~1.2× faster in an A/B, 4% over a whole study (the rest
-    is the LoRA matmuls and the fp32 outputs that every later elementwise op then reads).
-    Anything else (training, several active adapters, DoRA and other variants, dropout in train mode,
-    fan_in_fan_out, extra arguments) goes through peft's forward."""
-    name = _plain_adapter(module, x, args, kwargs)
-    if name is None:
-        return peft_forward(x, *args, **kwargs)
+@cache
+def _fp32_sum_linear() -> type:
+    """peft's `lora.Linear` with the fp32 adapter sum built in. A class, not per-layer hooks or a per-layer
+    bound forward: `torch.compile` of a decoder layer then traces one function for every layer instead of
+    recompiling per layer (it guards on hook and function identities). Built on first use because importing
+    peft takes seconds; module `__getattr__` below lets pickle find it."""
+    from peft.tuners.lora import Linear as LoraLinear
+
+    class _Fp32SumLinear(LoraLinear):
+        def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+            name = _plain_adapter(self, x, args, kwargs)
+            if name is not None:
+                return _plain_forward(self, name, x)
+            _enter_adapter(self, ())
+            try:
+                return super().forward(x, *args, **kwargs)
+            finally:
+                _leave_adapter(self, (), None)
+
+    _Fp32SumLinear.__module__, _Fp32SumLinear.__qualname__ = __name__, "_Fp32SumLinear"
+    return _Fp32SumLinear
+
+
+def __getattr__(name: str):
+    if name == "_Fp32SumLinear":
+        return _fp32_sum_linear()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _plain_forward(module: nn.Module, name: str, x: torch.Tensor) -> torch.Tensor:
+    """A plain LoRA linear layer under autocast, computed directly: the same operations and roundings as
+    peft's forward with the fp32 sum (bit-identical outputs and gradients, tested), minus what peft adds
+    around them: an fp32 up-cast and bf16 down-cast of an input that is already bf16, a mixed-dtype add,
+    and three hook calls. Without gradients one bf16 copy of the input feeds both matmuls; with them each
+    path casts its own, as under peft, so the two input gradients are summed in the input's dtype."""
     base, lora_a, lora_b = module.get_base_layer(), module.lora_A[name], module.lora_B[name]
+    dropout = module.lora_dropout[name]
     dev = x.device.type
     cd = torch.get_autocast_dtype(dev)
     with torch.autocast(dev, enabled=False):
-        xb = x.to(cd)  # what autocast feeds both the base layer and lora_A
+        xb = x.to(cd)  # what autocast feeds the base layer
         y = F.linear(xb, base.weight.to(cd), _to(base.bias, cd))
+        if not isinstance(dropout, nn.Identity):
+            xa = dropout(x.to(lora_a.weight.dtype)).to(
+                cd
+            )  # peft's dropout sees the input in the adapter's dtype
+        else:
+            xa = x.to(cd) if torch.is_grad_enabled() else xb
         t = F.linear(
-            F.linear(xb, lora_a.weight.to(cd), _to(lora_a.bias, cd)),
+            F.linear(xa, lora_a.weight.to(cd), _to(lora_a.bias, cd)),
             lora_b.weight.to(cd),
             _to(lora_b.bias, cd),
         )
@@ -161,8 +193,8 @@ def _forward_fast_when_inferring(module: nn.Module, peft_forward, x: torch.Tenso
 
 
 def _plain_adapter(module: nn.Module, x: torch.Tensor, args, kwargs) -> str | None:
-    """The active adapter's name when `_forward_fast_when_inferring` may compute the layer itself."""
-    if args or kwargs or torch.is_grad_enabled() or not torch.is_autocast_enabled(x.device.type):
+    """The active adapter's name when `_plain_forward` may compute the layer (else peft's forward does)."""
+    if args or kwargs or not torch.is_autocast_enabled(x.device.type):
         return None
     if module.disable_adapters or module.merged or module.fan_in_fan_out or len(module.active_adapters) != 1:
         return None
@@ -170,11 +202,11 @@ def _plain_adapter(module: nn.Module, x: torch.Tensor, args, kwargs) -> str | No
     if (
         name not in module.lora_A
         or name in module.lora_variant
+        or not getattr(module, "cast_input_dtype_enabled", True)
         or not isinstance(module.get_base_layer(), nn.Linear)
     ):
         return None
-    dropout = module.lora_dropout[name]
-    return None if dropout.training and not isinstance(dropout, nn.Identity) else name
+    return name
 
 
 def _to(bias: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
