@@ -1,6 +1,7 @@
 """TRL `SFTTrainer` vs spillover's training loop: same model, data, batches, LoRA, optimiser settings.
 
     .venv/bin/python benchmarks/train_vs_trl.py [--fp32] [--rows 64] [--threads 2] [--lr 2e-4]
+                                                [--compile auto|on|off] [--repeats 3]
 
 Model: the embedded SmolLM2-135M-Instruct checkpoint (`ensure_embedded`). Data: the first `--rows` rows of
 the built-in sst2 train split, rendered by spillover (`prompts.render_training`, the task's chat template)
@@ -20,7 +21,10 @@ gradient checkpointing (TRL turns the last on by default; `--trl-gradient-checkp
 Each side runs in its own child process so peak RSS is per side, `--repeats` times (default 3), alternating
 spillover / TRL / matmul peak, and each side's fastest run counts (the least disturbed by other processes on
 a shared host; every run's time is printed). tokens/s = prompt + completion tokens without padding / train
-seconds (model load and dataset preparation excluded).
+seconds (model load and dataset preparation excluded). spillover's `--compile` is its `train.compile`
+setting (default auto: compiled decoder layers for CPU bf16 runs of >= 4 TFLOP, e.g. `--rows 256`, not
+the default 64); its compile time falls in the first step, so both sides also report "steady" tokens/s:
+steps 2..n over the time from the end of step 1 to the end of the run.
 
 MFU (both sides): model FLOPs per token = 4·N, N = parameters of the decoder's linear layers (embeddings
 and lm_head excluded: spillover computes the head only on completion positions). 2·N for the forward pass,
@@ -86,12 +90,14 @@ def run_spillover(args) -> dict:
     precision = Precision(torch.device("cpu"), torch.float32 if args.fp32 else torch.bfloat16)
     model, tokenizer = load_model("embedded", precision, frozen=True)  # as a study loads its base
     model = apply_lora(model, r=LORA["r"], alpha=LORA["alpha"], target_modules=LORA["target_modules"], seed=0)
-    params = TrainParams(lr=args.lr, epochs=1, batch_size=BATCH, warmup_ratio=0.0, precision=precision)
+    compile_setting = {"auto": "auto", "on": True, "off": False}[args.compile]
+    params = TrainParams(lr=args.lr, epochs=1, batch_size=BATCH, warmup_ratio=0.0, precision=precision,
+                         compile=compile_setting)  # fmt: skip
     out = Path(tempfile.mkdtemp(prefix="spillover-bench-")) / "run"
     result = train(model, tokenizer, seqs, params, out)
     steps = [json.loads(line) for line in result.log_path.read_text().splitlines()]
     return {"seconds": result.seconds, "losses": [s["loss"] for s in steps], "n_linear_params": linear_params(model),
-            "peak_rss_mb": peak_rss_mb()}  # fmt: skip
+            "step_end_s": [s["elapsed_s"] for s in steps], "peak_rss_mb": peak_rss_mb()}  # fmt: skip
 
 
 def run_trl(args) -> dict:
@@ -132,6 +138,9 @@ def run_trl(args) -> dict:
         def on_train_begin(self, *a, **k):
             times["start"] = time.perf_counter()
 
+        def on_step_end(self, *a, **k):
+            times.setdefault("step_end", []).append(time.perf_counter() - times["start"])
+
         def on_train_end(self, *a, **k):
             times["end"] = time.perf_counter()
 
@@ -144,7 +153,7 @@ def run_trl(args) -> dict:
     )
     trainer.train()
     return {"seconds": times["end"] - times["start"], "losses": losses, "n_linear_params": linear_params(model),
-            "peak_rss_mb": peak_rss_mb()}  # fmt: skip
+            "step_end_s": times["step_end"], "peak_rss_mb": peak_rss_mb()}  # fmt: skip
 
 
 def matmul_peak_tflops(dtype: torch.dtype, seconds: float = 3.0, n: int = 4096) -> float:
@@ -159,7 +168,7 @@ def matmul_peak_tflops(dtype: torch.dtype, seconds: float = 3.0, n: int = 4096) 
 
 def child(side: str, args) -> dict:
     cmd = [sys.executable, __file__, "--side", side, "--rows", str(args.rows), "--threads", str(args.threads),
-           "--lr", str(args.lr)] + (["--fp32"] if args.fp32 else []) + (
+           "--lr", str(args.lr), "--compile", args.compile] + (["--fp32"] if args.fp32 else []) + (
            ["--trl-gradient-checkpointing"] if args.trl_gradient_checkpointing else [])  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -175,6 +184,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--trl-gradient-checkpointing", action="store_true", help="keep TRL's default")
+    ap.add_argument(
+        "--compile", choices=["auto", "on", "off"], default="auto", help="spillover's train.compile"
+    )
     ap.add_argument("--repeats", type=int, default=3, help="runs per side, alternating; the fastest counts")
     ap.add_argument("--side", choices=["spillover", "trl"], help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -185,8 +197,9 @@ def main() -> None:
         print(json.dumps(res))
         return
 
-    _, seqs, _ = build_data(args.rows)
+    _, seqs, order = build_data(args.rows)
     n_tokens = sum(len(s.input_ids) for s in seqs)
+    first_step_tokens = sum(len(seqs[i].input_ids) for i in order[:BATCH])
     runs: dict[str, list[dict]] = {"spillover": [], "trl": []}
     peaks = []
     for _ in range(args.repeats):  # alternate, so load from other processes hits both sides alike
@@ -202,10 +215,14 @@ def main() -> None:
                  "matmul_peak_tflops_all": [round(x, 3) for x in peaks]}  # fmt: skip
     for name, r in sides.items():
         tps = n_tokens / r["seconds"]
+        ends = r["step_end_s"]
+        steady = (n_tokens - first_step_tokens) / (ends[-1] - ends[0]) if len(ends) > 1 else float("nan")
         out[name] = {
             "train_seconds": round(r["seconds"], 2),
             "train_seconds_all_runs": [round(x, 2) for x in r["all_seconds"]],
             "tokens_per_s": round(tps, 1),
+            "first_step_seconds": round(ends[0], 2),
+            "steady_tokens_per_s": round(steady, 1),
             "final_loss": round(r["losses"][-1], 4),
             "mean_loss": round(sum(r["losses"]) / len(r["losses"]), 4),
             "losses": [round(x, 4) for x in r["losses"]],
@@ -215,6 +232,9 @@ def main() -> None:
     s, t = out["spillover"], out["trl"]
     out["n_linear_params"] = sides["spillover"]["n_linear_params"]
     out["speedup_vs_trl"] = round(s["tokens_per_s"] / t["tokens_per_s"], 2)
+    out["steady_speedup_vs_trl"] = round(s["steady_tokens_per_s"] / t["steady_tokens_per_s"], 2)
+    out["steady_mfu"] = {name: round(4 * sides[name]["n_linear_params"] * out[name]["steady_tokens_per_s"]
+                                     / (peak * 1e12), 4) for name in sides}  # fmt: skip
     out["max_abs_step_loss_diff"] = round(
         max(abs(a - b) for a, b in zip(s["losses"], t["losses"], strict=True)), 4
     )

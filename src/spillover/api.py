@@ -43,7 +43,7 @@ def train_params(settings: TrainSettings, precision: Precision) -> TrainParams:
         schedule=settings.schedule, weight_decay=settings.weight_decay, max_grad_norm=settings.max_grad_norm,
         seed=settings.seed, objective=settings.objective, objective_params=dict(settings.objective_params),
         regularizers={k: dict(v) for k, v in settings.regularizers.items()}, log_every=settings.log_every,
-        checkpoint_every=settings.checkpoint_every, precision=precision,
+        checkpoint_every=settings.checkpoint_every, compile=settings.compile, precision=precision,
     )  # fmt: skip
 
 

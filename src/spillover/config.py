@@ -58,6 +58,11 @@ class TrainSettings(BaseModel):
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
     checkpoint_every: int = Field(default=50, ge=1)
     log_every: int = Field(default=1, ge=1)
+    compile: Literal["auto"] | bool = Field(
+        default="auto",
+        description="torch.compile the decoder layers for training: auto (CPU bf16 runs of >= 4 TFLOP), "
+        "true or false (docs/training.md)",
+    )
     mixture: MixtureSettings | None = Field(
         default=None, description="weighted task mixture (docs/mixture.md)"
     )

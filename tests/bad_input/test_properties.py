@@ -75,6 +75,7 @@ BAD_TRAIN_FIELDS: list[tuple[tuple[str, ...], st.SearchStrategy]] = [
     )),
     (("checkpoint_every",), NEG_INT),
     (("log_every",), NEG_INT),
+    (("compile",), st.one_of(unknown_name(["auto"]), st.integers(min_value=2), NON_FINITE)),
 ]  # fmt: skip
 
 BAD_STUDY_FIELDS: list[tuple[tuple[str, ...], st.SearchStrategy]] = [

@@ -35,6 +35,7 @@ from spillover.atomic import atomic_write_text
 from spillover.data.collate import IGNORE, Sequence_, pad_batch
 from spillover.errors import SpilloverError
 from spillover.models.attention import attention_implementation, training_attention
+from spillover.models.compile import CompiledLayers
 from spillover.training import checkpoint as ckpt
 from spillover.training.artifacts import LOG_FILE, RESULT_FILE, read_result, save_final
 from spillover.training.batches import BatchPlan
@@ -99,7 +100,8 @@ def train(
     world.check_agree(fingerprint, state.step)
     weights = [p for group in optimizer.param_groups for p in group["params"]]
     world.broadcast_from_main(weights)
-    forward = _forward_fn(model, params)
+    n_planned = plan.n_steps * params.batch_size * params.grad_accum * sum(lengths) / len(lengths)
+    forward = _forward_fn(model, params, _compiled_layers(model, params, n_planned))
     pad_id = _pad_id(tokenizer)
     n_tokens, loss, started = state.n_tokens, state.last_loss, time.perf_counter() - state.seconds
     model.train()
@@ -183,12 +185,13 @@ def _accumulate(
     return loss_sum / n, stats
 
 
-def _forward_fn(model: nn.Module, params: TrainParams) -> Forward:
+def _forward_fn(model: nn.Module, params: TrainParams, compiled: CompiledLayers | None = None) -> Forward:
     """batch (B, T) → (logits: (B, K, V), labels: (B, K)), K ≤ T the last positions covering every target.
 
     Skipping the lm_head on prompt positions (transformers' `logits_to_keep`) is exact, since it acts per
     position, and saves most of its cost and memory when targets are short. Short CPU batches run eager
-    attention (`models.attention`: its backward is much faster there than CPU flash attention's).
+    attention (`models.attention`: its backward is much faster there than CPU flash attention's). With
+    `compiled`, the decoder layers run compiled (`models.compile`).
     """
     device, prec = params.precision.device, params.precision
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -203,16 +206,33 @@ def _forward_fn(model: nn.Module, params: TrainParams) -> Forward:
             else contextlib.nullcontext()
         )
         impl = training_attention(device, *batch["input_ids"].shape, model.config._attn_implementation)
+        inputs = {
+            "input_ids": batch["input_ids"].to(device),
+            "attention_mask": batch["attention_mask"].to(device),
+        }
         with amp, attention_implementation(model, impl):
-            logits = model(
-                input_ids=batch["input_ids"].to(device),
-                use_cache=False,
-                attention_mask=batch["attention_mask"].to(device),
-                **extra,
-            ).logits
+            run = lambda: model(**inputs, use_cache=False, **extra).logits  # noqa: E731
+            logits = run() if compiled is None else compiled.call(run)
         return logits, labels[:, labels.shape[1] - logits.shape[1] :]
 
     return forward
+
+
+COMPILE_MIN_FLOP = 4e12  # auto: where the ~25 s compile (2 CPU cores) pays for itself, see models.compile
+
+
+def _compiled_layers(model: nn.Module, params: TrainParams, n_tokens: float) -> CompiledLayers | None:
+    """Compiled decoder layers when `params.compile` says so; "auto": on a CPU under bf16 autocast, for runs
+    whose forward passes amount to ≥ COMPILE_MIN_FLOP (2 · parameters · planned tokens; ≥ 15k tokens for
+    the 135M embedded model). GPUs stay eager unless asked: nothing was measured on them."""
+    want, prec = params.compile, params.precision
+    if want == "auto":
+        n_params = sum(p.numel() for p in model.parameters())
+        want = prec.device.type == "cpu" and prec.autocast and 2 * n_params * n_tokens >= COMPILE_MIN_FLOP
+    if not want:
+        return None
+    log.info("compiling the decoder layers for training (compile=%s)", params.compile)
+    return CompiledLayers(model)
 
 
 def _n_keep(labels: Tensor) -> int:

@@ -17,8 +17,9 @@ from spillover.errors import SpilloverError
 from spillover.models.load import Precision
 from spillover.training.optim import SCHEDULES
 
-# fields that change nothing in the trained weights: excluded from the run fingerprint, free to change on resume
-NOT_RESULT_AFFECTING = ("log_every", "checkpoint_every")
+# fields that change how fast or how often, not what is computed: excluded from the run fingerprint, free to
+# change on resume (`compile`, like the thread count, may change the last bits of bf16 results)
+NOT_RESULT_AFFECTING = ("log_every", "checkpoint_every", "compile")
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class TrainParams:
     regularizers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     log_every: int = 1
     checkpoint_every: int = 0
+    compile: bool | str = "auto"  # compile the decoder layers (models.compile): True, False or "auto"
     precision: Precision = field(default_factory=lambda: Precision(torch.device("cpu"), torch.float32))
 
     def __post_init__(self) -> None:
@@ -62,6 +64,7 @@ class TrainParams:
             "max_grad_norm": self.max_grad_norm is None or self.max_grad_norm >= 0,
             "log_every": self.log_every >= 1,
             "checkpoint_every": self.checkpoint_every >= 0,
+            "compile": self.compile in (True, False, "auto"),
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
