@@ -178,10 +178,8 @@ def _plain_forward(module: nn.Module, name: str, x: torch.Tensor) -> torch.Tenso
     with torch.autocast(dev, enabled=False):
         xb = x.to(cd)  # what autocast feeds the base layer
         y = F.linear(xb, base.weight.to(cd), _to(base.bias, cd))
-        if not isinstance(dropout, nn.Identity):
-            xa = dropout(x.to(lora_a.weight.dtype)).to(
-                cd
-            )  # peft's dropout sees the input in the adapter's dtype
+        if not isinstance(dropout, nn.Identity):  # peft's dropout sees the input in the adapter's dtype
+            xa = dropout(x.to(lora_a.weight.dtype)).to(cd)
         else:
             xa = x.to(cd) if torch.is_grad_enabled() else xb
         t = F.linear(

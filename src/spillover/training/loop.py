@@ -218,7 +218,7 @@ def _forward_fn(model: nn.Module, params: TrainParams, compiled: CompiledLayers 
     return forward
 
 
-COMPILE_MIN_FLOP = 4e12  # auto: where the ~25 s compile (2 CPU cores) pays for itself, see models.compile
+COMPILE_MIN_FLOP = 4e12  # auto: from here one run about breaks even with the ~25 s compile (docs/training.md)
 
 
 def _compiled_layers(model: nn.Module, params: TrainParams, n_tokens: float) -> CompiledLayers | None:
