@@ -27,9 +27,9 @@ def logits(model) -> torch.Tensor:
         return model(input_ids=IDS).logits
 
 
-def trained_adapter(base, seed: int):
+def trained_adapter(base, seed: int, dropout: float = 0.0):
     """An adapter with non-zero B (a fresh LoRA is the identity), as training would leave it."""
-    model = apply_lora(copy.deepcopy(base), r=4, seed=seed)
+    model = apply_lora(copy.deepcopy(base), r=4, dropout=dropout, seed=seed)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -158,11 +158,7 @@ def test_direct_lora_path_is_bit_identical_to_peft(tiny_model, monkeypatch, bf16
     forward runs."""
     import spillover.models.adapters as adapters
 
-    model = apply_lora(copy.deepcopy(tiny_model), r=4, dropout=dropout, seed=3)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(3)) * 0.5)
+    model = trained_adapter(tiny_model, seed=3, dropout=dropout)
     if bf16_base:
         store_frozen_linears(model, Precision(torch.device("cpu"), torch.bfloat16))
     base_layer = model.get_base_model().model.layers[0].mlp.down_proj.get_base_layer()
