@@ -1,7 +1,7 @@
 """spillover vs lm-evaluation-harness on the same multiple-choice task, prompt, rows and model.
 
     python benchmarks/eval_vs_lm_eval.py [--precision fp32|bf16] [--lm-eval-precision fp32|bf16] [--limit N]
-                                         [--threads 2] [--repeats 2]
+                                         [--threads 2] [--repeats 2] [--compile auto|on|off]
 
 Task: sst2's 1000 test rows (the built-in copy), prompt `Review: {input}\\nSentiment:`, choices
 negative/positive, raw prompts (`chat_template: false`), i.e. lm-eval's `multiple_choice` output type.
@@ -9,7 +9,9 @@ Model: the embedded SmolLM2-135M-Instruct checkpoint (converted once). Both run 
 the other, `--repeats` times alternating (default 2; each side's fastest run counts, every run's time is
 printed); times exclude model loading. Prints both accuracies, their difference, per-example agreement and
 the throughput ratio. lm-eval runs with `dtype=float32` for fp32 and `dtype=bfloat16` (bf16 weights) for
-bf16; spillover uses its own precision handling (`--precision`).
+bf16; spillover uses its own precision handling (`--precision`). `--compile on`: spillover's scoring runs
+its decoder layers compiled (`eval.compile`); the first run then includes the compile (~10-30 s), later
+runs reuse it, as a study's later evaluations do. `auto` (spillover's default) stays eager for one sst2.
 """
 
 from __future__ import annotations
@@ -74,14 +76,14 @@ def run_lm_eval(model_dir: Path, workdir: Path, precision: str, limit: int | Non
             "preds": [preds[i] for i in sorted(preds)]}  # fmt: skip
 
 
-def run_spillover(workdir: Path, precision: str, limit: int | None, batch_size: int) -> dict:
+def run_spillover(workdir: Path, precision: str, limit: int | None, batch_size: int, compile) -> dict:
     (workdir / "tasks.yaml").write_text(SPILLOVER_TASK.format(data=SST2_TEST))
     task = load_task_file(workdir / "tasks.yaml")["sst2_raw"]
     prec = resolve_precision(precision)
     model, tokenizer = load_model("embedded", prec, frozen=True)  # as `spillover eval` loads it
     start = time.perf_counter()
     r = evaluate_task(model, tokenizer, task, limit=limit, batch_size=batch_size, precision=prec,
-                      predictions_path=workdir / "predictions.jsonl")  # fmt: skip
+                      predictions_path=workdir / "predictions.jsonl", compile=compile)  # fmt: skip
     seconds = time.perf_counter() - start
     rows = [json.loads(line) for line in (workdir / "predictions.jsonl").read_text().splitlines()]
     labels = ["negative", "positive"]
@@ -107,7 +109,11 @@ def main() -> None:
         "bf16 autocast on a bf16 CPU, lm-eval the checkpoint's fp32)",
     )
     p.add_argument("--repeats", type=int, default=2, help="runs per side, alternating; the fastest counts")
+    p.add_argument(
+        "--compile", choices=["auto", "on", "off"], default="auto", help="spillover's eval.compile"
+    )
     args = p.parse_args()
+    compile = {"on": True, "off": False}.get(args.compile, "auto")
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     model_dir = ensure_embedded()
@@ -115,7 +121,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         runs: dict[str, list[dict]] = {"spillover": [], "lm_eval": []}
         for _ in range(args.repeats):  # alternate, so load from other processes hits both sides alike
-            runs["spillover"].append(run_spillover(Path(tmp), args.precision, args.limit, args.batch_size))
+            runs["spillover"].append(
+                run_spillover(Path(tmp), args.precision, args.limit, args.batch_size, compile)
+            )
             runs["lm_eval"].append(
                 run_lm_eval(model_dir, Path(tmp), theirs_precision, args.limit, args.batch_size)
             )
@@ -125,7 +133,7 @@ def main() -> None:
     )
     result = {
         "precision": args.precision, "lm_eval_precision": theirs_precision, "threads": args.threads,
-        "rows": ours["n"], "repeats": args.repeats,
+        "rows": ours["n"], "repeats": args.repeats, "compile": args.compile,
         "spillover_acc": round(ours["acc"], 4), "lm_eval_acc": round(theirs["acc"], 4),
         "acc_diff_points": round(100 * (ours["acc"] - theirs["acc"]), 2), "prediction_agreement": round(agree, 4),
         "spillover_s": round(ours["seconds"], 1), "lm_eval_s": round(theirs["seconds"], 1),

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from spillover.atomic import atomic_write_text
 from spillover.config import TrainSettings, TrainSpec, dump_spec
@@ -149,9 +149,10 @@ def _evaluate_once(
 def run_evaluation(
     model: str, tasks: list[str], *, adapter: str | None = None, tasks_file: str | None = None,
     limit: int | None = None, shots: int = 0, seed: int = 0, batch_size: int = 16, precision: str = "auto",
-    out_dir: str | Path = "eval-out", json_path: str | Path | None = None,
+    compile: Literal["auto"] | bool = "auto", out_dir: str | Path = "eval-out", json_path: str | Path | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Evaluate a model (optionally with a PEFT adapter) on tasks; per-example predictions go to out_dir."""
+    """Evaluate a model (optionally with a PEFT adapter) on tasks; per-example predictions go to out_dir.
+    `compile`: scoring runs the decoder layers compiled (`evaluation.scoring`)."""
     specs = resolve_tasks(tasks, tasks_file)
     for task in specs:
         _check_eval_data(task, limit, shots)
@@ -160,7 +161,7 @@ def run_evaluation(
     if adapter is not None:
         loaded = load_adapter(loaded, adapter)
     results = evaluate_tasks(loaded, tokenizer, specs, predictions_dir=out_dir, limit=limit, shots=shots, seed=seed,
-                             batch_size=batch_size, precision=prec)  # fmt: skip
+                             batch_size=batch_size, precision=prec, compile=compile)  # fmt: skip
     payload = {"model": model, "adapter": adapter, "tasks": {r.task: asdict(r) for r in results}}
     if json_path is not None:
         atomic_write_text(Path(json_path), json.dumps(payload, indent=2))

@@ -171,6 +171,16 @@ class EvalSettings(BaseModel):
         description="generation prompts per batch; scoring batches short rows by a token budget",
     )
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
+    compile: Literal["auto"] | bool = Field(
+        default="auto",
+        description="torch.compile the decoder layers for log-likelihood scoring: auto (CPU bf16, once the "
+        "process has scored >= 24 TFLOP), true or false (docs/evaluation.md)",
+    )
+
+    def job_params(self) -> dict[str, Any]:
+        """What an evaluation job's id covers: every field but `compile`, a speed setting (compiled and
+        eager scores agree within bf16 rounding), so switching it re-runs nothing."""
+        return self.model_dump(mode="json", exclude={"compile"})
 
 
 class StudySpec(BaseModel):

@@ -117,6 +117,7 @@ BAD_STUDY_FIELDS: list[tuple[tuple[str, ...], st.SearchStrategy]] = [
     (("eval", "batch_size"), st.one_of(NEG_INT, NON_FINITE)),
     (("eval", "shots"), st.one_of(st.integers(max_value=-1), st.integers(min_value=33))),
     (("eval", "seed"), st.one_of(st.integers(max_value=-1), st.integers(min_value=2**32))),
+    (("eval", "compile"), st.one_of(unknown_name(["auto"]), st.integers(min_value=2), NON_FINITE)),
     (("analysis", "n_boot"), st.one_of(st.integers(max_value=9), NOT_A_NUMBER)),
     (("analysis", "n_components"), NEG_INT),
     (("analysis", "component_labels"), st.one_of(st.integers(), st.just({"PC1": [1]}))),

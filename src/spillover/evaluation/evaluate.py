@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -66,8 +66,10 @@ def evaluate_task(
     batch_size: int = 16,
     precision: Precision | None = None,
     predictions_path: str | Path | None = None,
+    compile: Literal["auto"] | bool = "auto",
 ) -> TaskResult:
-    """Evaluate `model` on the test split of `task` (first `limit` rows) with `shots` train demos."""
+    """Evaluate `model` on the test split of `task` (first `limit` rows) with `shots` train demos.
+    `compile`: run scoring's decoder layers compiled (`evaluation.scoring`; generation stays eager)."""
     examples = load_examples(task, "test", limit)
     demos = draw_demos(task, examples, shots, seed)
     start = time.perf_counter()
@@ -75,7 +77,9 @@ def evaluate_task(
         if task.type == "generation":
             records, scores, extra = _run_generation(model, tokenizer, task, examples, demos, batch_size)
         else:
-            records, scores, extra = _run_scoring(model, tokenizer, task, examples, demos, batch_size)
+            records, scores, extra = _run_scoring(
+                model, tokenizer, task, examples, demos, batch_size, compile
+            )
     seconds = time.perf_counter() - start
     low, high = bootstrap_ci(scores, seed=seed)
     if predictions_path is not None:
@@ -156,10 +160,12 @@ def _inference(model, precision: Precision | None) -> Iterator[None]:
         model.train(was_training)
 
 
-def _run_scoring(model, tokenizer, task, examples, demos, batch_size) -> tuple[list[dict], list[float], dict]:
+def _run_scoring(
+    model, tokenizer, task, examples, demos, batch_size, compile
+) -> tuple[list[dict], list[float], dict]:
     """Log-likelihood of every option; the prediction is the option with the highest summed log-prob."""
     metric = METRICS.get(task.metric)
-    scored = score_examples(model, tokenizer, task, examples, demos, batch_size=batch_size)
+    scored = score_examples(model, tokenizer, task, examples, demos, batch_size=batch_size, compile=compile)
     records, scores, norm_hits = [], [], []
     for ex, d, s in zip(examples, demos, scored, strict=True):
         score = metric.score(ex.options[s.predicted], ex, task)

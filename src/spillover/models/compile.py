@@ -1,4 +1,4 @@
-"""Regional compilation: `torch.compile` of the decoder layers, for the training forward and backward.
+"""Regional compilation: `torch.compile` of the decoder layers, for training and for log-likelihood scoring.
 
 A bf16 LoRA step on a CPU spends less than half its time in matmuls; the rest is elementwise work and
 dtype casts around them (the fp32 residual stream, RMSNorm, rotary embeddings, SiLU, the fp32 adapter sum),
@@ -7,10 +7,11 @@ whole model took ~10 min on 2 cores; compiling the decoder layers ("regional com
 layer, since every layer runs the same code on the same structure (`dynamic=True`: any batch shape), so
 it costs one layer's compile, ~20–30 s per process on 2 cores, and later trainings on the same base in that
 process reuse it. Measured on the embedded model (benchmarks/README.md): ~1.45× the eager training
-throughput, loss curve within bf16 noise of eager.
+throughput, loss curve within bf16 noise of eager. Scoring (inference mode, no backward) compiles its own
+graph (~15–20 s) and runs ~1.3× faster (evaluation/scoring.py decides when that pays).
 
-This needs a C++ compiler for Inductor's CPU kernels. If compiling fails, training goes on eagerly with
-one warning (`CompiledLayers.call`).
+This needs a C++ compiler for Inductor's CPU kernels. If compiling fails, the work goes on eagerly with
+one warning (`CompiledLayers.call`), and nothing in the process tries to compile again.
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 BACKEND = "inductor"
+# Every graph of every decoder layer is a cache entry of ONE code object (the layer's forward): LoRA training
+# (2: the first layer's input needs no grad), each attention kernel, scoring of the base model and of an
+# adapter model, and batches of one row (dynamo specialises size 1). Dynamo's default limit of 8 entries
+# would silently send a study's later work back to eager, so compiling raises it to this.
+RECOMPILE_LIMIT = 64
+broken = False  # compiling failed once in this process: later CompiledLayers run eagerly without trying
 
 
 def decoder_layers(model: nn.Module) -> list[nn.Module]:
@@ -36,15 +43,18 @@ def decoder_layers(model: nn.Module) -> list[nn.Module]:
 
 class CompiledLayers:
     """Runs calls of `model` with its decoder layers compiled (`call`); outside those calls they run eagerly,
-    so evaluation and other forward passes in the same process compile nothing."""
+    so other forward passes in the same process compile nothing."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, work: str = "training"):
         layers = decoder_layers(model)
+        self.work = work  # what runs compiled, for the warnings
         # one wrapper per layer; dynamo caches the compiled code per code object, shared by all of them
         self.compiled = [(m, torch.compile(m._call_impl, backend=BACKEND, dynamic=True)) for m in layers]
-        self.failed = not layers
-        if self.failed:
-            log.warning("compile: no decoder layers found in %s; training runs eagerly", type(model).__name__)
+        dynamo_config = torch._dynamo.config  # imported by torch.compile
+        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, RECOMPILE_LIMIT)
+        self.failed = broken or not layers
+        if not layers:
+            log.warning("compile: no decoder layers found in %s; %s runs eagerly", type(model).__name__, work)
         self.proven = False  # a compiled call went through
 
     def call(self, fn: Callable[[], Any]) -> Any:
@@ -58,10 +68,11 @@ class CompiledLayers:
         except Exception as err:
             if self.proven:  # compiling worked before: this error is the model's, not the compiler's
                 raise
-            self.failed = True
+            global broken
+            self.failed = broken = True
             first_line = (str(err).splitlines() or [""])[0]
-            log.warning("compile: compiling the decoder layers failed (%s: %s); training runs eagerly",
-                        type(err).__name__, first_line)  # fmt: skip
+            log.warning("compile: compiling the decoder layers failed (%s: %s); %s runs eagerly",
+                        type(err).__name__, first_line, self.work)  # fmt: skip
         else:
             self.proven = True
             return out

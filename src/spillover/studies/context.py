@@ -124,7 +124,7 @@ class StudyContext:
         model, restore = self._model_for(artifact, alpha)
         try:
             r = evaluate_task(model, self.tokenizer, task, limit=e["limit"], shots=e["shots"], seed=e["seed"],
-                              batch_size=e["batch_size"], precision=self.precision,
+                              batch_size=e["batch_size"], precision=self.precision, compile=self.spec.eval.compile,
                               predictions_path=folder / "predictions.jsonl")  # fmt: skip
         finally:
             restore()

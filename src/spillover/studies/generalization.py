@@ -158,4 +158,4 @@ def _train(spec: GeneralizationStudySpec, method: str, size: int | None) -> dict
 
 
 def _eval(spec: GeneralizationStudySpec, shots: int) -> dict[str, Any]:
-    return spec.eval.model_copy(update={"shots": shots}).model_dump(mode="json")
+    return spec.eval.model_copy(update={"shots": shots}).job_params()

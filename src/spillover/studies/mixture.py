@@ -98,7 +98,7 @@ def build_plan(spec: MixtureStudySpec, fingerprints: dict[str, dict[str, str]]) 
     plan = Plan()
     common = {"model": spec.model, "precision": spec.precision, "tasks": spec.tasks,
               "data": {t: fingerprints[t] for t in spec.tasks}, "train_limit": spec.train.limit,
-              "eval": spec.eval.model_dump(mode="json"), "checkpoints": spec.checkpoints.model_dump(mode="json")}  # fmt: skip
+              "eval": spec.eval.job_params(), "checkpoints": spec.checkpoints.model_dump(mode="json")}  # fmt: skip
     deps = [plan.add("probe_base", "probe base model", {**common, "label": BASE})]
     tr = spec.train.model_dump(mode="json")
     for m in spec.mixtures:

@@ -164,7 +164,7 @@ def build_plan(spec: TradeoffStudySpec, fingerprints: dict[str, dict[str, str]],
 
     tasks = tasks or {t.name: t for t in resolve_tasks(spec.task_names(), spec.tasks_file)}
     plan, model = Plan(), {"model": spec.model, "precision": spec.precision}
-    ev, cl = spec.eval.model_dump(mode="json"), spec.codelength.model_dump(mode="json", exclude={"tasks"})
+    ev, cl = spec.eval.job_params(), spec.codelength.model_dump(mode="json", exclude={"tasks"})
     data = lambda names: [{"task": t, "data": fingerprints[t]} for t in names]  # noqa: E731
     needed = []
     for d in spec.domains:
@@ -195,7 +195,7 @@ def _run_jobs(plan, spec, tasks, model, domain, fmt, m: MethodSpec, lr, fingerpr
         **model, "task": domain, "data": fingerprints[domain], "transforms": format_transforms(tasks[domain], fmt),
         "train": settings, "run": run})  # fmt: skip
     ids = [train_id]
-    ev, cl = spec.eval.model_dump(mode="json"), spec.codelength.model_dump(mode="json", exclude={"tasks"})
+    ev, cl = spec.eval.job_params(), spec.codelength.model_dump(mode="json", exclude={"tasks"})
     targets, cl_targets = [domain, *spec.general], [domain, *spec.cl_general()]
     for alpha in [1.0, *m.wise_ft]:
         label = run_label(domain, fmt, m.label, lr, alpha)

@@ -1,0 +1,89 @@
+"""Compiled log-likelihood scoring (`score_requests(compile=...)`): the scores of eager scoring within bf16
+rounding, batches of one row reuse the batch graph, the "auto" hotness rule, and the eager fallback."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from spillover.evaluation import scoring
+from spillover.evaluation.scoring import score_requests
+from spillover.models import compile as compile_mod
+from spillover.models.compile import decoder_layers
+
+
+@pytest.fixture()
+def requests(tokenizer):
+    texts = [("Review: a great film. Sentiment:", [" positive", " negative"]),
+             ("Q: 2+2?\nA:", [" 4", " four", " 5"]),
+             ("A longer context, so that the batch needs padding on its right side. Label:", [" yes", " no"])]  # fmt: skip
+    enc = lambda t: tokenizer(t, add_special_tokens=False)["input_ids"]  # noqa: E731
+    return [(enc(c), [enc(o) for o in opts]) for c, opts in texts]
+
+
+def logprobs(model, requests, compile, batch_size=1) -> list[float]:
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        scored = score_requests(model, requests, batch_size=batch_size, compile=compile)
+    assert all(layer._compiled_call_impl is None for layer in decoder_layers(model))  # eager again after
+    return [s.logprob for row in scored for s in row]
+
+
+def test_compiled_scoring_matches_eager(tiny_model, requests):
+    """bf16 autocast: dynamo traced the layers, and every option's log-prob is eager's within bf16 rounding.
+    The batches are one row, then two: the one-row batch must not compile a graph of its own."""
+    from torch._dynamo.utils import counters
+
+    lengths = [len(scoring.pack_row(c, o).input_ids) for c, o in requests]
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    assert [len(b) for b in scoring._token_batches(order, lengths, 1)] == [1, 2]
+    counters.clear()
+    eager = logprobs(tiny_model, requests, False)
+    assert not counters["stats"]["unique_graphs"]
+    compiled = logprobs(tiny_model, requests, True)
+    assert counters["stats"]["unique_graphs"] == 1  # one graph for every layer and both batch shapes
+    assert compiled != eager
+    assert compiled == pytest.approx(eager, rel=0.02, abs=0.05)
+
+
+def test_auto_compiles_once_the_process_has_scored_enough(tiny_model, requests, monkeypatch):
+    n_params = sum(p.numel() for p in tiny_model.parameters())
+    n_tokens = sum(len(scoring.pack_row(c, o).input_ids) for c, o in requests)
+    work = 2 * n_params * n_tokens
+    made = []
+    monkeypatch.setattr(scoring, "CompiledLayers", lambda model, what: made.append(what) or None)
+    monkeypatch.setattr(scoring, "COMPILE_MIN_FLOP", 2.5 * work)
+    logprobs(tiny_model, requests, "auto")
+    logprobs(tiny_model, requests, "auto")
+    assert made == []  # 2 calls' work < the threshold: eager
+    logprobs(tiny_model, requests, "auto")
+    assert made == ["scoring"]  # the third call crosses it (its own work counted)
+    with torch.inference_mode():  # fp32: nothing to fuse away, never "auto"-compiled
+        score_requests(tiny_model, requests, compile="auto")
+    assert made == ["scoring"]
+
+
+def test_failed_compile_scores_eagerly_and_is_not_retried(tiny_model, requests, monkeypatch, caplog):
+    def broken_backend(graph, example_inputs):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(compile_mod, "BACKEND", broken_backend)
+    eager = logprobs(tiny_model, requests, False)
+    with caplog.at_level(logging.WARNING, logger="spillover.models.compile"):
+        first = logprobs(tiny_model, requests, True)
+        again = logprobs(tiny_model, requests, True)
+    assert first == eager and again == eager  # bit for bit: every batch ran eagerly
+    assert [r.getMessage().endswith("scoring runs eagerly") for r in caplog.records] == [True]
+
+
+def test_eval_compile_is_not_part_of_any_job_id():
+    """`eval.compile` only changes speed (and bf16 rounding): toggling it re-runs no study job."""
+    from spillover.studies.transfer import TransferStudySpec, build_plan
+
+    def job_ids(compile):
+        spec = TransferStudySpec(study="transfer", output_dir="out", sources=["a"], targets=["a", "b"],
+                                 eval={"compile": compile})  # fmt: skip
+        return [job.id for job in build_plan(spec, {"a": {"test": "1"}, "b": {"test": "2"}})]
+
+    assert job_ids(True) == job_ids(False) == job_ids("auto")
