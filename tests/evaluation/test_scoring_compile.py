@@ -53,7 +53,7 @@ def test_auto_compiles_once_the_process_has_scored_enough(tiny_model, requests, 
     work = 2 * n_params * n_tokens
     made = []
     monkeypatch.setattr(scoring, "CompiledLayers", lambda model, what: made.append(what) or None)
-    monkeypatch.setattr(scoring, "COMPILE_MIN_FLOP", 2.5 * work)
+    monkeypatch.setattr(scoring.HOTNESS, "threshold", 2.5 * work)
     logprobs(tiny_model, requests, "auto")
     logprobs(tiny_model, requests, "auto")
     assert made == []  # 2 calls' work < the threshold: eager

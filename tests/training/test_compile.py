@@ -58,14 +58,17 @@ def test_compile_failure_falls_back_to_eager(
     assert len(caplog.records) == 1 and "training runs eagerly" in caplog.records[0].getMessage()
 
 
-def test_auto_compiles_big_cpu_bf16_runs_only(tiny_model, make_params):
+def test_auto_compiles_once_the_process_has_trained_enough(tiny_model, make_params, monkeypatch):
     n_params = sum(p.numel() for p in tiny_model.parameters())
-    enough = loop.COMPILE_MIN_FLOP / (2 * n_params)
-    assert loop._compiled_layers(tiny_model, make_params(precision=BF16), enough) is not None
-    assert loop._compiled_layers(tiny_model, make_params(precision=BF16), enough * 0.99) is None
+    enough = loop.HOTNESS.threshold / (2 * n_params)  # tokens
+    assert loop._compiled_layers(tiny_model, make_params(precision=BF16, compile=False), enough) is None
     assert loop._compiled_layers(tiny_model, make_params(), enough) is None  # fp32: nothing to fuse away
     assert loop._compiled_layers(tiny_model, make_params(compile=True), 1) is not None
-    assert loop._compiled_layers(tiny_model, make_params(precision=BF16, compile=False), enough) is None
+    monkeypatch.setattr(loop.HOTNESS, "flop", 0.0)
+    assert loop._compiled_layers(tiny_model, make_params(precision=BF16), enough * 0.6) is None
+    assert loop._compiled_layers(tiny_model, make_params(precision=BF16), enough * 0.6) is not None  # hot now
+    monkeypatch.setattr(loop.HOTNESS, "flop", 0.0)
+    assert loop._compiled_layers(tiny_model, make_params(precision=BF16), enough) is not None  # one big run
 
 
 def test_compile_setting_does_not_change_the_fingerprint(make_params):

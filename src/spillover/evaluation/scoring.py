@@ -20,9 +20,9 @@ batch than 16). Only the positions that predict option tokens go through the LM 
 Under bf16 autocast on a CPU, the decoder layers may run compiled (`models.compile`; Inductor fuses the
 elementwise ops and casts around the matmuls): ~1.3× faster once a ~15–20 s compile is paid, which a
 process earns back after some minutes of scoring. `compile="auto"` therefore works like a JIT's hotness
-counter: it compiles once the scoring work done in this process, counting the current call, reaches
-`COMPILE_MIN_FLOP` (a study's first evaluations run eagerly, the rest compiled; one big evaluation
-compiles at once). Compiled and eager scores agree within bf16 rounding, not bit for bit.
+counter: it compiles once the scoring work done in this process, counting the current call, reaches 24 TFLOP
+(`HOTNESS`; a study's first evaluations run eagerly, the rest compiled; one big evaluation compiles at
+once). Compiled and eager scores agree within bf16 rounding, not bit for bit.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from spillover.data.collate import encode_pair
 from spillover.data.prompts import answer_prefix, render_context, uses_chat
 from spillover.data.tasks import Example, TaskSpec
 from spillover.errors import SpilloverError
-from spillover.models.compile import CompiledLayers
+from spillover.models.compile import CompiledLayers, Hotness
 
 log = logging.getLogger(__name__)
 
@@ -218,19 +218,17 @@ def score_requests(
 
 # auto: ~1 min of eager bf16 scoring on 2 cores; compiled, that much work takes ~15 s (base model) to ~28 s
 # (LoRA adapter) less, about one compile (~25 s cold, ~10 s with Inductor's on-disk cache warm)
-COMPILE_MIN_FLOP = 2.4e13
-_scored_flop = 0.0  # scoring work (2 · parameters · tokens) done in this process
+HOTNESS = Hotness(threshold=2.4e13)
 
 
 def _compiled_layers(model, want: Literal["auto"] | bool, n_tokens: int) -> CompiledLayers | None:
     """Compiled decoder layers when `want` says so; "auto": on a CPU under bf16 autocast, once this
-    process's scoring work, this call's included, reaches COMPILE_MIN_FLOP. GPUs stay eager unless asked."""
-    global _scored_flop
-    _scored_flop += 2 * sum(p.numel() for p in model.parameters()) * n_tokens
+    process's scoring work, this call's included, reaches HOTNESS's threshold. GPUs stay eager unless asked."""
+    hot = HOTNESS.add(model, n_tokens)
     if want == "auto":
         device = next(model.parameters()).device.type
         bf16 = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16
-        want = device == "cpu" and bf16 and _scored_flop >= COMPILE_MIN_FLOP
+        want = device == "cpu" and bf16 and hot
     return CompiledLayers(model, "scoring") if want else None
 
 

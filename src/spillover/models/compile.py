@@ -34,6 +34,22 @@ RECOMPILE_LIMIT = 64
 broken = False  # compiling failed once in this process: later CompiledLayers run eagerly without trying
 
 
+class Hotness:
+    """The "auto" rule, like a JIT's hotness counter: compile once the work of one kind (training, scoring)
+    done in this process, the current call's included, reaches `threshold` FLOP (2 · parameters · tokens),
+    about the work whose compiled speed-up repays one compile. Later calls reuse the compiled code, so from
+    then on compiling is free. One big call compiles at once; many small ones do after the first few."""
+
+    def __init__(self, threshold: float):
+        self.threshold = threshold
+        self.flop = 0.0  # work counted so far in this process
+
+    def add(self, model: nn.Module, n_tokens: float) -> bool:
+        """Count a call of `n_tokens` tokens through `model`; is the process now hot?"""
+        self.flop += 2 * sum(p.numel() for p in model.parameters()) * n_tokens
+        return self.flop >= self.threshold
+
+
 def decoder_layers(model: nn.Module) -> list[nn.Module]:
     """The model's repeated blocks: transformers marks every decoder layer as a GradientCheckpointingLayer."""
     from transformers.modeling_layers import GradientCheckpointingLayer

@@ -35,7 +35,7 @@ from spillover.atomic import atomic_write_text
 from spillover.data.collate import IGNORE, Sequence_, pad_batch
 from spillover.errors import SpilloverError
 from spillover.models.attention import attention_implementation, training_attention
-from spillover.models.compile import CompiledLayers
+from spillover.models.compile import CompiledLayers, Hotness
 from spillover.training import checkpoint as ckpt
 from spillover.training.artifacts import LOG_FILE, RESULT_FILE, read_result, save_final
 from spillover.training.batches import BatchPlan
@@ -218,17 +218,19 @@ def _forward_fn(model: nn.Module, params: TrainParams, compiled: CompiledLayers 
     return forward
 
 
-COMPILE_MIN_FLOP = 4e12  # auto: from here one run about breaks even with the ~25 s compile (docs/training.md)
+# auto: from this much work one run about breaks even with the ~25 s compile (docs/training.md)
+HOTNESS = Hotness(threshold=4e12)
 
 
 def _compiled_layers(model: nn.Module, params: TrainParams, n_tokens: float) -> CompiledLayers | None:
-    """Compiled decoder layers when `params.compile` says so; "auto": on a CPU under bf16 autocast, for runs
-    whose forward passes amount to ≥ COMPILE_MIN_FLOP (2 · parameters · planned tokens; ≥ 15k tokens for
-    the 135M embedded model). GPUs stay eager unless asked: nothing was measured on them."""
+    """Compiled decoder layers when `params.compile` says so; "auto": on a CPU under bf16 autocast, once the
+    training work of this process, this run's planned forward passes included, reaches HOTNESS's threshold
+    (2 · parameters · tokens ≥ 4 TFLOP: 15k tokens for the 135M embedded model, in one run or several).
+    GPUs stay eager unless asked: nothing was measured on them."""
     want, prec = params.compile, params.precision
+    hot = HOTNESS.add(model, n_tokens)
     if want == "auto":
-        n_params = sum(p.numel() for p in model.parameters())
-        want = prec.device.type == "cpu" and prec.autocast and 2 * n_params * n_tokens >= COMPILE_MIN_FLOP
+        want = prec.device.type == "cpu" and prec.autocast and hot
     if not want:
         return None
     log.info("compiling the decoder layers for training (compile=%s)", params.compile)
