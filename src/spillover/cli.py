@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
     ev.add_argument(
         "--compile", choices=["auto", "on", "off"], default="auto",
-        help="torch.compile the decoder layers for log-likelihood scoring (~15-20 s, then ~1.3x faster); "
+        help="torch.compile the decoder layers for log-likelihood scoring (~10-25 s, then 1.4-1.6x faster); "
              "auto: on a CPU in bf16 once the process has scored >= 24 TFLOP (docs/evaluation.md) (default: auto)",
     )  # fmt: skip
     ev.add_argument(

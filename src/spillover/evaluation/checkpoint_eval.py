@@ -21,7 +21,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from spillover.analysis.behaviour import behaviour_stats
 from spillover.atomic import atomic_write_text
@@ -39,13 +39,15 @@ RESULT = "result.json"
 @dataclass(frozen=True)
 class ProbeSettings:
     """limit: held-out test rows per task; free_tokens: free generation length on classification prompts
-    (0 = none); hedges: hedge/refusal phrases; max_new_tokens: cap on generation tasks' own limit."""
+    (0 = none); hedges: hedge/refusal phrases; max_new_tokens: cap on generation tasks' own limit;
+    compile: compiled scoring (`evaluation.scoring`)."""
 
     limit: int | None = 64
     batch_size: int = 16
     free_tokens: int = 8
     hedges: tuple[str, ...] = ()
     max_new_tokens: int | None = None
+    compile: Literal["auto"] | bool = "auto"
 
 
 def style_references(train: dict[str, Sequence[Example]]) -> dict[str, list[float]]:
@@ -77,7 +79,7 @@ def probe(model, tokenizer, task: TaskSpec, settings: ProbeSettings, styles: dic
     if task.type == "generation" and settings.max_new_tokens is not None:
         task = task.model_copy(update={"max_new_tokens": min(task.max_new_tokens, settings.max_new_tokens)})
     r = evaluate_task(model, tokenizer, task, limit=settings.limit, batch_size=settings.batch_size,
-                      precision=precision, predictions_path=preds)  # fmt: skip
+                      precision=precision, predictions_path=preds, compile=settings.compile)  # fmt: skip
     rows = [json.loads(line) for line in preds.read_text(encoding="utf-8").splitlines() if line]
     if task.type != "generation" and settings.free_tokens > 0:
         free = task.model_copy(update={"max_new_tokens": settings.free_tokens})

@@ -8,7 +8,7 @@ layer, since every layer runs the same code on the same structure (`dynamic=True
 it costs one layer's compile, ~20–30 s per process on 2 cores, and later trainings on the same base in that
 process reuse it. Measured on the embedded model (benchmarks/README.md): ~1.45× the eager training
 throughput, loss curve within bf16 noise of eager. Scoring (inference mode, no backward) compiles its own
-graph (~15–20 s) and runs ~1.3× faster (evaluation/scoring.py decides when that pays).
+graph (~10–25 s) and runs 1.4–1.6× faster (evaluation/scoring.py decides when that pays).
 
 This needs a C++ compiler for Inductor's CPU kernels. If compiling fails, the work goes on eagerly with
 one warning (`CompiledLayers.call`), and nothing in the process tries to compile again.

@@ -109,11 +109,10 @@ def build_plan(spec: MixtureStudySpec, fingerprints: dict[str, dict[str, str]]) 
     return plan
 
 
-def _probe_settings(p: dict[str, Any]) -> ProbeSettings:
+def _probe_settings(ctx, p: dict[str, Any]) -> ProbeSettings:
     c, e = p["checkpoints"], p["eval"]
-    return ProbeSettings(
-        e["limit"], e["batch_size"], c["free_tokens"], tuple(c["hedges"]), c["max_new_tokens"]
-    )
+    return ProbeSettings(e["limit"], e["batch_size"], c["free_tokens"], tuple(c["hedges"]), c["max_new_tokens"],
+                         compile=ctx.spec.eval.compile)  # fmt: skip
 
 
 def _train_parts(ctx, p: dict[str, Any], limit: int | None):
@@ -129,7 +128,9 @@ def probe_base_job(ctx, plan: Plan, job: Job) -> tuple[dict[str, Any], list[dict
     for task, _ in parts:
         folder = root / "step-000000" / task.name
         if not (folder / "result.json").exists():
-            probe(ctx.base_model(), ctx.tokenizer, task, _probe_settings(p), styles, folder, ctx.precision)
+            probe(
+                ctx.base_model(), ctx.tokenizer, task, _probe_settings(ctx, p), styles, folder, ctx.precision
+            )
     probes = collect(root)
     return {"probes": probes}, []  # scores live in the probes (the store keeps one score row per job)
 
@@ -143,7 +144,7 @@ def train_mixture_job(ctx, plan: Plan, job: Job) -> tuple[dict[str, Any], list[d
     seqs = build_multitask_sequences(parts, ctx.tokenizer, settings.max_len, settings.shots, settings.seed)
     steps = mixture_plan(settings, names, sizes, seqs)
     folder = ctx.store.job_dir(job.id)
-    hook = CheckpointEvaluator([t for t, _ in parts], ctx.tokenizer, _probe_settings(p),
+    hook = CheckpointEvaluator([t for t, _ in parts], ctx.tokenizer, _probe_settings(ctx, p),
                                style_references(dict(zip(names, (ex for _, ex in parts), strict=True))),
                                folder / PROBES, p["checkpoints"]["every"], steps.n_steps, ctx.precision)  # fmt: skip
     with ctx.tracker.run(RunSpec(job.name, job.id, job.params), training=True) as run:
