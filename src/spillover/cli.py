@@ -119,8 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
     ev.add_argument(
         "--compile", choices=["auto", "on", "off"], default="auto",
-        help="torch.compile the decoder layers for log-likelihood scoring (~10-25 s, then 1.4-1.6x faster); "
-             "auto: on a CPU in bf16 once the process has scored >= 24 TFLOP (docs/evaluation.md) (default: auto)",
+        help="torch.compile the decoder layers for log-likelihood scoring (~9 s, ~20 s the first time; then 1.4-1.6x faster); "
+             "auto: on a CPU in bf16 once the process has scored >= 15 TFLOP (docs/evaluation.md) (default: auto)",
     )  # fmt: skip
     ev.add_argument(
         "--out", default=None, help="folder for per-example predictions (default: a temp-free ./eval-out)"

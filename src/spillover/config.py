@@ -174,7 +174,7 @@ class EvalSettings(BaseModel):
     compile: Literal["auto"] | bool = Field(
         default="auto",
         description="torch.compile the decoder layers for log-likelihood scoring: auto (CPU bf16, once the "
-        "process has scored >= 24 TFLOP), true or false (docs/evaluation.md)",
+        "process has scored >= 15 TFLOP), true or false (docs/evaluation.md)",
     )
 
     def job_params(self) -> dict[str, Any]:

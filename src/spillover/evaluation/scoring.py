@@ -19,8 +19,9 @@ batch than 16). Only the positions that predict option tokens go through the LM 
 
 Under bf16 autocast on a CPU, the decoder layers may run compiled (`models.compile`; Inductor fuses the
 elementwise ops and casts around the matmuls): 1.4× (base model) to 1.6× (LoRA adapter) faster once a
-~10–25 s compile is paid, which a process earns back after a minute or so of scoring. `compile="auto"` therefore works like a JIT's hotness
-counter: it compiles once the scoring work done in this process, counting the current call, reaches 24 TFLOP
+compile is paid (~9 s with warm on-disk caches, ~20 s cold), which a process earns back after half a
+minute or so of scoring. `compile="auto"` therefore works like a JIT's hotness
+counter: it compiles once the scoring work done in this process, counting the current call, reaches 15 TFLOP
 (`HOTNESS`; a study's first evaluations run eagerly, the rest compiled; one big evaluation compiles at
 once). Compiled and eager scores agree within bf16 rounding, not bit for bit.
 """
@@ -216,9 +217,9 @@ def score_requests(
     return results
 
 
-# auto: ~1 min of eager bf16 scoring on 2 cores; compiled, that much work takes ~15 s (base model) to ~28 s
-# (LoRA adapter) less, about one compile (~25 s cold, ~10 s with Inductor's on-disk cache warm)
-HOTNESS = Hotness(threshold=2.4e13)
+# auto: ~35 s of eager bf16 scoring on 2 cores; compiled, that much work takes ~9 s (base model) to ~18 s
+# (LoRA adapter) less, about one compile (~9 s with the on-disk caches warm, ~20 s cold)
+HOTNESS = Hotness(threshold=1.5e13)
 
 
 def _compiled_layers(model, want: Literal["auto"] | bool, n_tokens: int) -> CompiledLayers | None:

@@ -175,19 +175,21 @@ def _plain_forward(module: nn.Module, name: str, x: torch.Tensor) -> torch.Tenso
     dropout = module.lora_dropout[name]
     dev = x.device.type
     cd = torch.get_autocast_dtype(dev)
-    with torch.autocast(dev, enabled=False):
-        xb = x.to(cd)  # what autocast feeds the base layer
-        y = F.linear(xb, base.weight.to(cd), _to(base.bias, cd))
-        if not isinstance(dropout, nn.Identity):  # peft's dropout sees the input in the adapter's dtype
-            xa = dropout(x.to(lora_a.weight.dtype)).to(cd)
-        else:
-            xa = x.to(cd) if torch.is_grad_enabled() else xb
-        t = F.linear(
-            F.linear(xa, lora_a.weight.to(cd), _to(lora_a.bias, cd)),
-            lora_b.weight.to(cd),
-            _to(lora_b.bias, cd),
-        )
-        return y.float().add_(t * module.scaling[name])  # bf16 product, exact up-cast inside the fp32 add
+    # Every matmul input is cast to `cd` explicitly, so autocast (still on) has nothing left to cast. Not
+    # turning it off here matters: an autocast region inside a compiled graph makes AOTAutograd bypass its
+    # on-disk cache, and every process would re-trace the layer (~15 s) instead of loading it.
+    xb = x.to(cd)  # what autocast feeds the base layer
+    y = F.linear(xb, base.weight.to(cd), _to(base.bias, cd))
+    if not isinstance(dropout, nn.Identity):  # peft's dropout sees the input in the adapter's dtype
+        xa = dropout(x.to(lora_a.weight.dtype)).to(cd)
+    else:
+        xa = x.to(cd) if torch.is_grad_enabled() else xb
+    t = F.linear(
+        F.linear(xa, lora_a.weight.to(cd), _to(lora_a.bias, cd)),
+        lora_b.weight.to(cd),
+        _to(lora_b.bias, cd),
+    )
+    return y.float().add_(t * module.scaling[name])  # bf16 product, exact up-cast inside the fp32 add
 
 
 def _plain_adapter(module: nn.Module, x: torch.Tensor, args, kwargs) -> str | None:

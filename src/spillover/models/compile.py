@@ -5,10 +5,12 @@ dtype casts around them (the fp32 residual stream, RMSNorm, rotary embeddings, S
 one small kernel each, forward and backward. Inductor fuses those into a few loops per layer. Compiling the
 whole model took ~10 min on 2 cores; compiling the decoder layers ("regional compilation") traces ONE
 layer, since every layer runs the same code on the same structure (`dynamic=True`: any batch shape), so
-it costs one layer's compile, ~20–30 s per process on 2 cores, and later trainings on the same base in that
-process reuse it. Measured on the embedded model (benchmarks/README.md): ~1.45× the eager training
-throughput, loss curve within bf16 noise of eager. Scoring (inference mode, no backward) compiles its own
-graph (~10–25 s) and runs 1.4–1.6× faster (evaluation/scoring.py decides when that pays).
+it costs one layer's compile, and later trainings on the same base in that process reuse it. On 2 cores:
+~100 s the first time on a machine, ~8 s in every later process, which finds the kernels (Inductor) and
+the traced forward/backward graphs (AOTAutograd) in the on-disk caches (/tmp/torchinductor_<user>).
+Measured on the embedded model (benchmarks/README.md): ~1.45× the eager training throughput, loss curve
+within bf16 noise of eager. Scoring (inference mode, no backward) compiles its own graph (~20 s cold,
+~9 s warm) and runs 1.4–1.6× faster (evaluation/scoring.py decides when that pays).
 
 This needs a C++ compiler for Inductor's CPU kernels. If compiling fails, the work goes on eagerly with
 one warning (`CompiledLayers.call`), and nothing in the process tries to compile again.
@@ -80,7 +82,10 @@ class CompiledLayers:
         try:
             for layer, compiled in self.compiled:
                 layer._compiled_call_impl = compiled
-            out = fn()
+            # Python floats (RMSNorm's eps, LoRA's scaling, attention's scale) as constants: traced as
+            # symbolic inputs instead, they make dynamo restart its analysis once and miss AOTAutograd's cache
+            with torch._dynamo.config.patch(specialize_float=True):
+                out = fn()
         except Exception as err:
             if self.proven:  # compiling worked before: this error is the model's, not the compiler's
                 raise

@@ -218,7 +218,8 @@ def _forward_fn(model: nn.Module, params: TrainParams, compiled: CompiledLayers 
     return forward
 
 
-# auto: from this much work one run about breaks even with the ~25 s compile (docs/training.md)
+# auto: ~3 TFLOP repay the ~8 s compile of a process with warm on-disk caches, ~30 TFLOP the ~100 s first
+# compile on a machine (docs/training.md); 4 TFLOP is near the common, warm case
 HOTNESS = Hotness(threshold=4e12)
 
 
