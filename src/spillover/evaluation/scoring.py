@@ -224,13 +224,12 @@ HOTNESS = Hotness(threshold=1.5e13)
 
 def _compiled_layers(model, want: Literal["auto"] | bool, n_tokens: int) -> CompiledLayers | None:
     """Compiled decoder layers when `want` says so; "auto": on a CPU under bf16 autocast, once this
-    process's scoring work, this call's included, reaches HOTNESS's threshold. GPUs stay eager unless asked."""
-    hot = HOTNESS.add(model, n_tokens)
-    if want == "auto":
-        device = next(model.parameters()).device.type
-        bf16 = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16
-        want = device == "cpu" and bf16 and hot
-    return CompiledLayers(model, "scoring") if want else None
+    process's scoring work, this call's included, reaches HOTNESS's threshold."""
+    device = next(model.parameters()).device.type
+    bf16 = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16
+    if not HOTNESS.wants(want, model, n_tokens, cpu_bf16=device == "cpu" and bf16):
+        return None
+    return CompiledLayers(model, "scoring")
 
 
 TOKENS_PER_ROW = 128

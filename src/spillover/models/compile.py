@@ -46,10 +46,12 @@ class Hotness:
         self.threshold = threshold
         self.flop = 0.0  # work counted so far in this process
 
-    def add(self, model: nn.Module, n_tokens: float) -> bool:
-        """Count a call of `n_tokens` tokens through `model`; is the process now hot?"""
+    def wants(self, setting: bool | str, model: nn.Module, n_tokens: float, cpu_bf16: bool) -> bool:
+        """Count a call of `n_tokens` tokens through `model` (whatever `setting` says); should it run
+        compiled? True/False decide; "auto": on a CPU under bf16 autocast (`cpu_bf16`; GPUs stay eager:
+        nothing was measured on them) once the process is hot."""
         self.flop += 2 * sum(p.numel() for p in model.parameters()) * n_tokens
-        return self.flop >= self.threshold
+        return cpu_bf16 and self.flop >= self.threshold if setting == "auto" else bool(setting)
 
 
 def decoder_layers(model: nn.Module) -> list[nn.Module]:

@@ -226,13 +226,9 @@ HOTNESS = Hotness(threshold=4e12)
 def _compiled_layers(model: nn.Module, params: TrainParams, n_tokens: float) -> CompiledLayers | None:
     """Compiled decoder layers when `params.compile` says so; "auto": on a CPU under bf16 autocast, once the
     training work of this process, this run's planned forward passes included, reaches HOTNESS's threshold
-    (2 · parameters · tokens ≥ 4 TFLOP: 15k tokens for the 135M embedded model, in one run or several).
-    GPUs stay eager unless asked: nothing was measured on them."""
-    want, prec = params.compile, params.precision
-    hot = HOTNESS.add(model, n_tokens)
-    if want == "auto":
-        want = prec.device.type == "cpu" and prec.autocast and hot
-    if not want:
+    (2 · parameters · tokens ≥ 4 TFLOP: 15k tokens for the 135M embedded model, in one run or several)."""
+    prec = params.precision
+    if not HOTNESS.wants(params.compile, model, n_tokens, prec.device.type == "cpu" and prec.autocast):
         return None
     log.info("compiling the decoder layers for training (compile=%s)", params.compile)
     return CompiledLayers(model)
