@@ -1,5 +1,6 @@
 """Compiled log-likelihood scoring (`score_requests(compile=...)`): the scores of eager scoring within bf16
-rounding, batches of one row reuse the batch graph, the "auto" hotness rule, and the eager fallback."""
+rounding, batches of one row reuse the batch graph, the "auto" hotness rule, and the eager fallback.
+(`eval.compile` is not part of job ids: tests/studies/test_job_ids.py.)"""
 
 from __future__ import annotations
 
@@ -76,15 +77,3 @@ def test_failed_compile_scores_eagerly_and_is_not_retried(tiny_model, requests, 
         again = logprobs(tiny_model, requests, True)
     assert first == eager and again == eager  # bit for bit: every batch ran eagerly
     assert [r.getMessage().endswith("scoring runs eagerly") for r in caplog.records] == [True]
-
-
-def test_eval_compile_is_not_part_of_any_job_id():
-    """`eval.compile` only changes speed (and bf16 rounding): toggling it re-runs no study job."""
-    from spillover.studies.transfer import TransferStudySpec, build_plan
-
-    def job_ids(compile):
-        spec = TransferStudySpec(study="transfer", output_dir="out", sources=["a"], targets=["a", "b"],
-                                 eval={"compile": compile})  # fmt: skip
-        return [job.id for job in build_plan(spec, {"a": {"test": "1"}, "b": {"test": "2"}})]
-
-    assert job_ids(True) == job_ids(False) == job_ids("auto")

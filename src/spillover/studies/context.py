@@ -82,7 +82,7 @@ class StudyContext:
     def train_job(self, job: Job, examples: list[Example] | None = None) -> JobOutput:
         """params: task, transforms, train (TrainSettings dict). Trains in the job's folder (resumable)."""
         p = job.params
-        settings = TrainSettings.model_validate(p["train"])
+        settings = TrainSettings.for_job(p["train"], self.spec.train)
         if settings.mixture is not None:  # one task per job here: a mixture would be silently meaningless
             raise SpilloverError(
                 f"{job.name}: train.mixture needs several tasks (the mixture study or `spillover train`)"

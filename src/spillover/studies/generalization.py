@@ -154,7 +154,7 @@ def _train(spec: GeneralizationStudySpec, method: str, size: int | None) -> dict
     update: dict[str, Any] = {"limit": size, "shots": 0}
     if method == "fticl":
         update |= {"shots": spec.fticl.shots, "demos": spec.fticl.demos}
-    return spec.train.model_copy(update=update).model_dump(mode="json")
+    return spec.train.model_copy(update=update).job_params()
 
 
 def _eval(spec: GeneralizationStudySpec, shots: int) -> dict[str, Any]:

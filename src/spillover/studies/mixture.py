@@ -100,7 +100,7 @@ def build_plan(spec: MixtureStudySpec, fingerprints: dict[str, dict[str, str]]) 
               "data": {t: fingerprints[t] for t in spec.tasks}, "train_limit": spec.train.limit,
               "eval": spec.eval.job_params(), "checkpoints": spec.checkpoints.model_dump(mode="json")}  # fmt: skip
     deps = [plan.add("probe_base", "probe base model", {**common, "label": BASE})]
-    tr = spec.train.model_dump(mode="json")
+    tr = spec.train.job_params()
     for m in spec.mixtures:
         deps.append(plan.add("train_mixture", f"train mixture {m.name}",
                              {**common, "label": m.name, "train": {**tr, "mixture": m.settings()}}))  # fmt: skip
@@ -138,7 +138,7 @@ def probe_base_job(ctx, plan: Plan, job: Job) -> tuple[dict[str, Any], list[dict
 def train_mixture_job(ctx, plan: Plan, job: Job) -> tuple[dict[str, Any], list[dict]]:
     """Train on one mixture (resumable), probing every task at checkpoints into jobs/<id>/probes/."""
     p = job.params
-    settings = TrainSettings.model_validate(p["train"])
+    settings = TrainSettings.for_job(p["train"], ctx.spec.train)
     parts = _train_parts(ctx, p, settings.limit)
     names, sizes = [t.name for t, _ in parts], [len(ex) for _, ex in parts]
     seqs = build_multitask_sequences(parts, ctx.tokenizer, settings.max_len, settings.shots, settings.seed)

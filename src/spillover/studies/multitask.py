@@ -146,7 +146,7 @@ def single_label(task: str) -> str:
 def build_plan(spec: MultitaskStudySpec, fingerprints: dict[str, dict[str, str]]) -> Plan:
     """The study's DAG (see the module doc)."""
     plan, model = Plan(), {"model": spec.model, "precision": spec.precision}
-    tr, ev = spec.train.model_dump(mode="json"), spec.eval.job_params()
+    tr, ev = spec.train.job_params(), spec.eval.job_params()
     data = {t: fingerprints[t] for t in spec.tasks}
     cores_cfg = spec.cpi.model_dump(mode="json", include={"p", "scope", "sweep"})
 

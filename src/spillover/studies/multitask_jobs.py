@@ -36,8 +36,8 @@ JobOutput = tuple[dict[str, Any], list[dict[str, Any]]]
 MASKS = "masks"
 
 
-def _settings(job: Job) -> TrainSettings:
-    return TrainSettings.model_validate(job.params["train"])
+def _settings(ctx, job: Job) -> TrainSettings:
+    return TrainSettings.for_job(job.params["train"], ctx.spec.train)
 
 
 def _train(ctx, job: Job, sequences, settings, out_dir: Path, start=None, hooks=(), part: str = ""):
@@ -67,7 +67,7 @@ def _out(result) -> dict[str, Any]:
 
 def probe_job(ctx, plan: Plan, job: Job) -> JobOutput:
     """Single-task fine-tune θ⁽ⁱ⁾ on the task's training data (the study's `train:`)."""
-    settings, task = _settings(job), job.params["task"]
+    settings, task = _settings(ctx, job), job.params["task"]
     seqs = _sequences(ctx, settings, [(task, ctx.examples(task, "train", settings.limit))])
     return {"task": task, **_out(_train(ctx, job, seqs, settings, ctx.store.job_dir(job.id)))}, []
 
@@ -79,7 +79,7 @@ def _probe_artifacts(ctx, plan: Plan) -> dict[str, str]:
 def cores_job(ctx, plan: Plan, job: Job) -> JobOutput:
     """Core regions at the configured p, Jaccard matrix, where the cores live, and the p × τ sweep. Masks
     saved as indices under masks/."""
-    p, cfg, settings = job.params, job.params["cpi"], _settings(job)
+    p, cfg, settings = job.params, job.params["cpi"], _settings(ctx, job)
     init = initial_state(ctx, settings)
     artifacts = _probe_artifacts(ctx, plan)
     mags = {t: update_magnitudes(trained_state(ctx, artifacts[t], settings), init) for t in p["tasks"]}
@@ -116,7 +116,7 @@ def mt_train_job(ctx, plan: Plan, job: Job) -> JobOutput:
     """joint: one run on every task's data; multistage_*: the CPI groups as stages in that order, each
     stage on its tasks' data, no isolation; cpi: fusion, then the stages on a balanced sample of
     `cpi.calibration` examples per task, freezing every core of the earlier stages."""
-    p, settings = job.params, _settings(job)
+    p, settings = job.params, _settings(ctx, job)
     folder = ctx.store.job_dir(job.id)
     data = {t: ctx.examples(t, "train", settings.limit) for t in p["tasks"]}
     if p["method"] == "joint":
@@ -177,7 +177,7 @@ def _cpi(ctx, plan: Plan, job: Job, settings, data, stages: list[list[str]], fol
 
 def sequential_job(ctx, plan: Plan, job: Job) -> JobOutput:
     """Start from the first task's probe (= trained on A), train on B's data; `cpi`: A's core frozen."""
-    p, settings = job.params, _settings(job)
+    p, settings = job.params, _settings(ctx, job)
     a, b = p["first"], p["second"]
     start = trained_state(ctx, _probe_artifacts(ctx, plan)[a], settings)
     hooks, frozen = [], 0

@@ -189,7 +189,7 @@ def build_plan(spec: TradeoffStudySpec, fingerprints: dict[str, dict[str, str]],
 
 def _run_jobs(plan, spec, tasks, model, domain, fmt, m: MethodSpec, lr, fingerprints) -> list[str]:
     """One training run's train job, then per α (1 = the tuned model itself) its eval and codelen jobs."""
-    settings = run_settings(spec, m, lr).model_dump(mode="json")
+    settings = run_settings(spec, m, lr).job_params()
     run = {"domain": domain, "format": fmt, "method": m.label, "lr": lr}
     train_id = plan.add("train", f"train {run_label(domain, fmt, m.label, lr)}", {
         **model, "task": domain, "data": fingerprints[domain], "transforms": format_transforms(tasks[domain], fmt),

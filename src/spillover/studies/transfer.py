@@ -121,7 +121,7 @@ def build_plan(spec: TransferStudySpec, fingerprints: dict[str, dict[str, str]])
     """The study's DAG. `fingerprints[task]` = {"spec": ..., "train": ..., "test": ...} content hashes."""
     plan = Plan()
     model = {"model": spec.model, "precision": spec.precision}
-    tr, ev = spec.train.model_dump(mode="json"), spec.eval.job_params()
+    tr, ev = spec.train.job_params(), spec.eval.job_params()
     stats = {}
     for s in spec.sources:
         stats[("source", s.name)] = plan.add("stats", f"stats {s.name} (train)", {
