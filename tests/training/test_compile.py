@@ -76,3 +76,25 @@ def test_auto_compiles_once_the_process_has_trained_enough(tiny_model, make_para
 
 def test_compile_setting_does_not_change_the_fingerprint(make_params):
     assert make_params(compile=True).settings() == make_params(compile=False).settings()
+
+
+def test_a_one_row_batch_reuses_the_batch_graph(make_model, tokenizer, make_params, tmp_path):
+    """5 sequences in batches of 4: the last batch has one row, which dynamo would compile a graph of its own
+    for (it specialises size 1: another compile, ~100 s on a new machine). It runs as two rows, the second
+    one's loss masked out: the same loss and gradients, no new graph."""
+    from torch._dynamo.utils import counters
+
+    from training.conftest import make_toy_sequences
+
+    seqs = make_toy_sequences(tokenizer, n=5)
+    losses_by_setting = {}
+    for setting in (False, True):
+        torch._dynamo.reset()  # graphs compiled by earlier tests would not count as new here
+        counters.clear()
+        model = apply_lora(make_model(), r=4, seed=0)
+        params = make_params(precision=BF16, max_steps=None, epochs=1, compile=setting)
+        result = train(model, tokenizer, seqs, params, tmp_path / str(setting))
+        losses_by_setting[setting] = losses(tmp_path / str(setting))
+    assert result.n_steps == 2 and result.n_tokens == sum(len(s.input_ids) - s.n_prompt for s in seqs)
+    assert counters["stats"]["unique_graphs"] == 2  # first layer (input needs no grad) + the others: no more
+    assert losses_by_setting[True] == pytest.approx(losses_by_setting[False], rel=0.02)

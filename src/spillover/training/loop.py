@@ -191,7 +191,10 @@ def _forward_fn(model: nn.Module, params: TrainParams, compiled: CompiledLayers 
     Skipping the lm_head on prompt positions (transformers' `logits_to_keep`) is exact, since it acts per
     position, and saves most of its cost and memory when targets are short. Short CPU batches run eager
     attention (`models.attention`: its backward is much faster there than CPU flash attention's). With
-    `compiled`, the decoder layers run compiled (`models.compile`).
+    `compiled`, the decoder layers run compiled (`models.compile`); a batch of one row (the remainder of an
+    epoch in batches of several) then runs as two equal rows and keeps the first one's logits (same loss
+    and gradients): dynamo specialises size 1 and would compile graphs of their own for that one step
+    (~100 s on a new machine). With `batch_size: 1` every batch has one row and the size-1 graphs pay off.
     """
     device, prec = params.precision.device, params.precision
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -205,14 +208,14 @@ def _forward_fn(model: nn.Module, params: TrainParams, compiled: CompiledLayers 
             if prec.autocast
             else contextlib.nullcontext()
         )
-        impl = training_attention(device, *batch["input_ids"].shape, model.config._attn_implementation)
-        inputs = {
-            "input_ids": batch["input_ids"].to(device),
-            "attention_mask": batch["attention_mask"].to(device),
-        }
+        inputs = {k: batch[k].to(device) for k in ("input_ids", "attention_mask")}
+        rows = len(inputs["input_ids"])
+        if compiled is not None and rows == 1 < params.batch_size:
+            inputs = {k: v.repeat(2, 1) for k, v in inputs.items()}
+        impl = training_attention(device, *inputs["input_ids"].shape, model.config._attn_implementation)
         with amp, attention_implementation(model, impl):
             run = lambda: model(**inputs, use_cache=False, **extra).logits  # noqa: E731
-            logits = run() if compiled is None else compiled.call(run)
+            logits = (run() if compiled is None else compiled.call(run))[:rows]
         return logits, labels[:, labels.shape[1] - logits.shape[1] :]
 
     return forward
