@@ -150,6 +150,41 @@ def test_rerun_after_a_crash_skips_done_jobs_and_redoes_running_ones(ray_cluster
     assert all(v == ("done", []) for v in jobs.values()), jobs
 
 
+def test_a_job_another_live_executor_holds_is_left_to_it_and_its_dependents_wait(ray_cluster, tmp_path):
+    """Two runs on one folder share the work with a Ray run too (docs/studies.md): a1 is claimed by another
+    live process, so this run neither starts it nor its dependent b1 until a1 is done there; then a1 counts
+    as skipped and b1 reads its result."""
+    import subprocess
+    import threading
+
+    from spillover.engine.owners import owner_of
+
+    plan, ids = failing_plan(fail=False)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        store = Store(tmp_path)
+        assert store.claim(plan.jobs[ids["a1"]], owner=str(owner_of(other.pid)))
+        store.close()
+
+        def other_finishes():
+            time.sleep(2)
+            finisher = Store(tmp_path)
+            finisher.mark_done(plan.jobs[ids["a1"]], {"name": "a1 (by the other run)", "saw": []})
+            finisher.close()
+
+        thread = threading.Thread(target=other_finishes)
+        thread.start()
+        summary, jobs, results, events, _ = _run("ray", plan, tmp_path)
+        thread.join()
+    finally:
+        other.kill()
+        other.wait()
+    assert summary.ok and summary.skipped == [ids["a1"]], summary
+    assert ("a1", "start") not in events
+    assert results["b1"]["saw"] == ["a1 (by the other run)"]
+    assert all(status == "done" for status, _ in jobs.values()), jobs
+
+
 def test_a_dead_worker_fails_its_job_and_a_new_worker_takes_the_rest(ray_cluster, tmp_path):
     plan = Plan()
     dies = plan.add("train", "dies", {"die": True})
@@ -176,6 +211,9 @@ def test_a_worker_that_cannot_see_the_output_folder_stops_the_run(ray_cluster, t
     with pytest.raises(SpilloverError, match="cannot see the output folder .*shared by every node"):
         _run("ray", plan, tmp_path)
     job = next(iter(plan))
+    store = Store(tmp_path)
+    assert store.status(job.id) == "pending"  # given back: another run need not wait for this one to exit
+    store.close()
     assert Worker(toy_factory, str(tmp_path / "elsewhere"), "t", 1).run(job, {})[0] == "unreachable"
     (tmp_path / MARKER).write_text("t")
     assert Worker(toy_factory, str(tmp_path), "t", 1).run(job, {})[0] == "done"

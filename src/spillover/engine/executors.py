@@ -74,7 +74,7 @@ def run_local(
         while todo:
             left = [job for job in todo if not _step(job, store, runner, on_job, summary, bad, settled)]
             if len(left) == len(todo):  # every remaining job is held elsewhere or waits on one that is
-                _announce_waits(left, store, announced)
+                announce_waits(left, store, announced)
                 time.sleep(poll)
             todo = left
     return summary
@@ -122,7 +122,7 @@ def _step(job: Job, store: Store, runner: Runner, on_job, summary: RunSummary, b
     return True
 
 
-def _announce_waits(jobs: list[Job], store: Store, announced: set[str]) -> None:
+def announce_waits(jobs: list[Job], store: Store, announced: set[str]) -> None:
     """Log, once per job, which of the remaining jobs another executor is running."""
     for job in jobs:
         holder = store.holder(job.id)

@@ -12,16 +12,23 @@ summary jobs (`analyse`) run even with failed inputs and are then recorded as fa
                                         jobs), runs one job at a time, writes its artifacts into
                                         `<output dir>/jobs/<id>/` and returns the result and score rows.
 
+Like `run_local`, the driver claims each job in the store before it starts it (and keeps its claims alive
+with a heartbeat), so a Ray run and other runs on the same folder share the work: a job another live
+executor holds is left to it, and its dependents wait until it is done there.
+
 Workers read and write the output folder by its path, so on a multi-node cluster it must be on a
 filesystem shared by every node; a worker that cannot see it stops the run with a clear error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+import sqlite3
 import sys
+import time
 import uuid
 import warnings
 from collections.abc import Callable
@@ -33,14 +40,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from spillover.atomic import atomic_write_text
 from spillover.engine.executors import (
     JOB_ERRORS,
+    POLL_S,
     SUMMARY_KINDS,
     Runner,
     RunSummary,
+    announce_waits,
     failure_detail,
     partial_result,
 )
 from spillover.engine.plan import Job, Plan
-from spillover.engine.store import Store
+from spillover.engine.store import Heartbeat, Store
 from spillover.errors import SpilloverError
 
 log = logging.getLogger(__name__)
@@ -269,20 +278,22 @@ class _Scheduler:
         self.bad: set[str] = set()
         self.running: dict[Any, tuple[Job, Any]] = {}  # object ref -> (job, worker)
 
-    def run(self) -> RunSummary:
-        todo = []
-        for job in self.plan:
-            if self.store.status(job.id) == "done":
-                self.summary.skipped.append(job.id)
-                self.settled.add(job.id)
-            else:
-                todo.append(job)
-        while todo or self.running:
-            todo = self._start_ready(todo)
-            if self.running:
-                self._collect_one()
-            elif todo:
-                raise AssertionError(f"jobs with unsatisfiable dependencies: {[j.id for j in todo]}")
+    def run(self, poll: float = POLL_S) -> RunSummary:
+        todo, announced = list(self.plan), set()
+        with Heartbeat(self.store.root):
+            try:
+                while todo or self.running:
+                    todo = self._start_ready(todo)
+                    if self.running:
+                        self._collect_one()
+                    elif todo:  # every job left is held by another executor or waits on one that is
+                        announce_waits(todo, self.store, announced)
+                        time.sleep(poll)
+            except BaseException:  # stopped (an error, Ctrl-C in a session that lives on): nobody may wait
+                for job, _ in self.running.values():  # on the claims of the jobs left unfinished
+                    with contextlib.suppress(sqlite3.Error):
+                        self.store.release(job)
+                raise
         return self.summary
 
     def _start_ready(self, todo: list[Job]) -> list[Job]:
@@ -297,6 +308,10 @@ class _Scheduler:
     def _pass(self, todo: list[Job]) -> list[Job]:
         waiting = []
         for job in todo:
+            if self.store.status(job.id) == "done":  # before this run, or meanwhile by another executor
+                self.summary.skipped.append(job.id)
+                self.settled.add(job.id)
+                continue
             if not all(d in self.settled for d in job.deps):
                 waiting.append(job)
                 continue
@@ -306,8 +321,10 @@ class _Scheduler:
                 self.summary.blocked.append(job.id)
                 self._notify(job, "blocked")
             elif job.kind in SUMMARY_KINDS:
-                self._start(job)
-                self._record(job, attempt(self.local_runner, job), n_bad)
+                if self._claim(job):
+                    self._record(job, attempt(self.local_runner, job), n_bad)
+                else:
+                    waiting.append(job)
             elif not self._submit(job):
                 waiting.append(job)
         return waiting
@@ -316,7 +333,9 @@ class _Scheduler:
         worker = self.pool.take()
         if worker is None:
             return False
-        self._start(job)
+        if not self._claim(job):
+            self.pool.give_back(worker)
+            return False
         deps = {d: self.store.result(d) for d in job.deps}
         self.running[worker.run.remote(job, deps)] = (job, worker)
         return True
@@ -332,13 +351,17 @@ class _Scheduler:
             why = f"the Ray worker running it died: {e}"
             return self._record(job, ("failed", why, why.splitlines()[0]), 0)
         if outcome[0] == "unreachable":
+            self.store.release(job)  # not run: give it back like the jobs still in flight
             raise SpilloverError(outcome[1])
         self.pool.give_back(worker)
         self._record(job, outcome, 0)
 
-    def _start(self, job: Job) -> None:
+    def _claim(self, job: Job) -> bool:
+        """Claim `job` for this run (False: another live executor holds it) and announce its start."""
+        if not self.store.claim(job):
+            return False
         self._notify(job, "start")
-        self.store.mark_running(job)
+        return True
 
     def _record(self, job: Job, outcome: tuple[str, Any, Any], n_bad: int) -> None:
         status, detail, reason = outcome
