@@ -6,7 +6,7 @@ one small kernel each, forward and backward. Inductor fuses those into a few loo
 whole model took ~10 min on 2 cores; compiling the decoder layers ("regional compilation") traces ONE
 layer, since every layer runs the same code on the same structure (`dynamic=True`: any batch shape), so
 it costs one layer's compile, and later trainings on the same base in that process reuse it. On 2 cores:
-~100 s the first time on a machine, ~8 s in every later process, which finds the kernels (Inductor) and
+~65 s the first time on a machine, ~6 s in every later process, which finds the kernels (Inductor) and
 the traced forward/backward graphs (AOTAutograd) in the on-disk caches (/tmp/torchinductor_<user>).
 Measured on the embedded model (benchmarks/README.md): ~1.45× the eager training throughput, loss curve
 within bf16 noise of eager. Scoring (inference mode, no backward) compiles its own graph (~20 s cold,
@@ -18,8 +18,9 @@ one warning (`CompiledLayers.call`), and nothing in the process tries to compile
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -28,9 +29,9 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 BACKEND = "inductor"
-# Every graph of every decoder layer is a cache entry of ONE code object (the layer's forward): LoRA training
-# (2: the first layer's input needs no grad), each attention kernel, scoring of the base model and of an
-# adapter model, and batches of one row (dynamo specialises size 1). Dynamo's default limit of 8 entries
+# Every graph of every decoder layer is a cache entry of ONE code object (the layer's forward): LoRA training,
+# full fine-tuning, each attention kernel, scoring of the base model and of an adapter model, batch size 1
+# (dynamo specialises it). Dynamo's default limit of 8 entries
 # would silently send a study's later work back to eager, so compiling raises it to this.
 RECOMPILE_LIMIT = 64
 broken = False  # compiling failed once in this process: later CompiledLayers run eagerly without trying
@@ -72,10 +73,27 @@ class CompiledLayers:
         self.compiled = [(m, torch.compile(m._call_impl, backend=BACKEND, dynamic=True)) for m in layers]
         dynamo_config = torch._dynamo.config  # imported by torch.compile
         dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, RECOMPILE_LIMIT)
+        get_embeddings = getattr(model, "get_input_embeddings", None)
+        self.embeddings = get_embeddings() if get_embeddings is not None else None
         self.failed = broken or not layers
         if not layers:
             log.warning("compile: no decoder layers found in %s; %s runs eagerly", type(model).__name__, work)
         self.proven = False  # a compiled call went through
+
+    @contextlib.contextmanager
+    def _inputs_need_grad(self) -> Iterator[None]:
+        """With gradients on, the first layer's input requires grad like every other layer's, so training
+        traces ONE graph for all layers instead of two (the first layer's input is the frozen embeddings'
+        output: its own graph, without the input gradient): half the compile time, for one layer's
+        input-gradient matmuls per step."""
+        if self.embeddings is None or not torch.is_grad_enabled():
+            yield
+            return
+        handle = self.embeddings.register_forward_hook(lambda module, args, out: out.requires_grad_(True))
+        try:
+            yield
+        finally:
+            handle.remove()
 
     def call(self, fn: Callable[[], Any]) -> Any:
         """`fn()` (a forward pass of the model) with compiled layers; eagerly if compiling fails."""
@@ -86,7 +104,7 @@ class CompiledLayers:
                 layer._compiled_call_impl = compiled
             # Python floats (RMSNorm's eps, LoRA's scaling, attention's scale) as constants: traced as
             # symbolic inputs instead, they make dynamo restart its analysis once and miss AOTAutograd's cache
-            with torch._dynamo.config.patch(specialize_float=True):
+            with torch._dynamo.config.patch(specialize_float=True), self._inputs_need_grad():
                 out = fn()
         except Exception as err:
             if self.proven:  # compiling worked before: this error is the model's, not the compiler's

@@ -194,7 +194,7 @@ def _forward_fn(model: nn.Module, params: TrainParams, compiled: CompiledLayers 
     `compiled`, the decoder layers run compiled (`models.compile`); a batch of one row (the remainder of an
     epoch in batches of several) then runs as two equal rows and keeps the first one's logits (same loss
     and gradients): dynamo specialises size 1 and would compile graphs of their own for that one step
-    (~100 s on a new machine). With `batch_size: 1` every batch has one row and the size-1 graphs pay off.
+    (~65 s on a new machine). With `batch_size: 1` every batch has one row and the size-1 graphs pay off.
     """
     device, prec = params.precision.device, params.precision
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -221,7 +221,7 @@ def _forward_fn(model: nn.Module, params: TrainParams, compiled: CompiledLayers 
     return forward
 
 
-# auto: ~3 TFLOP repay the ~8 s compile of a process with warm on-disk caches, ~30 TFLOP the ~100 s first
+# auto: ~3 TFLOP repay the ~6 s compile of a process with warm on-disk caches, ~20 TFLOP the ~65 s first
 # compile on a machine (docs/training.md); 4 TFLOP is near the common, warm case
 HOTNESS = Hotness(threshold=4e12)
 
