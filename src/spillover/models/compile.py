@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 BACKEND = "inductor"
 # Every graph of every decoder layer is a cache entry of ONE code object (the layer's forward): LoRA training,
 # full fine-tuning, each attention kernel, scoring of the base model and of an adapter model, batch size 1
-# (dynamo specialises it). Dynamo's default limit of 8 entries
-# would silently send a study's later work back to eager, so compiling raises it to this.
+# (dynamo specialises it). Dynamo's default limit of 8 entries would silently send a study's later work
+# back to eager, so compiling raises it to this.
 RECOMPILE_LIMIT = 64
 broken = False  # compiling failed once in this process: later CompiledLayers run eagerly without trying
 
@@ -89,7 +89,7 @@ class CompiledLayers:
         if self.embeddings is None or not torch.is_grad_enabled():
             yield
             return
-        handle = self.embeddings.register_forward_hook(lambda module, args, out: out.requires_grad_(True))
+        handle = self.embeddings.register_forward_hook(_require_grad)
         try:
             yield
         finally:
@@ -121,3 +121,8 @@ class CompiledLayers:
             for layer, _ in self.compiled:
                 layer._compiled_call_impl = None
         return fn()
+
+
+def _require_grad(module: nn.Module, args, out: Any) -> None:
+    if isinstance(out, torch.Tensor) and not out.requires_grad:  # a leaf: the embeddings are frozen
+        out.requires_grad_(True)
