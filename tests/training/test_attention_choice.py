@@ -45,7 +45,9 @@ def test_training_forward_uses_the_chosen_kernel_and_matches_the_other(
 
     monkeypatch.setattr("spillover.training.loop.attention_implementation", spy)
     batch = pad_batch([Sequence_(list(range(1, width + 1)), width // 2)] * 8, 0)
-    forward = _forward_fn(tiny_model, TrainParams(precision=Precision(CPU, torch.float32)))
+    forward = _forward_fn(
+        tiny_model, TrainParams(precision=Precision(CPU, torch.float32)), share_prefix=False
+    )
     chosen, _ = forward(batch)
     assert seen == [expected] and tiny_model.config._attn_implementation == "sdpa"
     monkeypatch.setattr(attention, "EAGER_MAX_SCORES", 0 if expected == "eager" else 10**9)  # the other one

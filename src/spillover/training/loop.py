@@ -36,6 +36,7 @@ from spillover.data.collate import IGNORE, Sequence_, pad_batch
 from spillover.errors import SpilloverError
 from spillover.models.attention import attention_implementation, training_attention
 from spillover.models.compile import CompiledLayers, Hotness
+from spillover.models.packing import accepts_packed, model_mask, tree_attention_mask
 from spillover.training import checkpoint as ckpt
 from spillover.training.artifacts import LOG_FILE, RESULT_FILE, read_result, save_final
 from spillover.training.batches import BatchPlan
@@ -45,6 +46,7 @@ from spillover.training.objectives import OBJECTIVES, Objective, count_targets
 from spillover.training.optim import build_optimizer, build_scheduler
 from spillover.training.params import snapshot_trainable
 from spillover.training.regularizers import REGULARIZERS
+from spillover.training.shared_prefix import pack_shared_prefix
 from spillover.training.types import StepHook, StepPlan, StepRecord, TrainParams, TrainResult
 
 log = logging.getLogger(__name__)
@@ -185,38 +187,64 @@ def _accumulate(
     return loss_sum / n, stats
 
 
-def _forward_fn(model: nn.Module, params: TrainParams, compiled: CompiledLayers | None = None) -> Forward:
+def _forward_fn(
+    model: nn.Module, params: TrainParams, compiled: CompiledLayers | None = None, share_prefix: bool = True
+) -> Forward:
     """batch (B, T) → (logits: (B, K, V), labels: (B, K)), K ≤ T the last positions covering every target.
 
     Skipping the lm_head on prompt positions (transformers' `logits_to_keep`) is exact, since it acts per
-    position, and saves most of its cost and memory when targets are short. Short CPU batches run eager
-    attention (`models.attention`: its backward is much faster there than CPU flash attention's). With
-    `compiled`, the decoder layers run compiled (`models.compile`); a batch of one row (the remainder of an
-    epoch in batches of several) then runs as two equal rows and keeps the first one's logits (same loss
-    and gradients): dynamo specialises size 1 and would compile graphs of their own for that one step
-    (~65 s on a new machine). With `batch_size: 1` every batch has one row and the size-1 graphs pay off.
+    position, and saves most of its cost and memory when targets are short. With `share_prefix`, a batch
+    whose sequences start with the same tokens (a chat template's system prompt and the instruction) runs
+    packed, the shared tokens once (`training.shared_prefix`; same logits up to rounding). Short CPU
+    batches run eager attention (`models.attention`: its backward is much faster there than CPU flash
+    attention's). With `compiled`, the decoder layers run compiled (`models.compile`); a batch of one row
+    (the remainder of an epoch in batches of several) then runs as two equal rows and keeps the first
+    one's logits (same loss and gradients), as packing keeps ≥ 2 rows: dynamo specialises size 1 and would
+    compile graphs of their own for that one step (~65 s on a new machine). With `batch_size: 1` every
+    batch has one row and the size-1 graphs pay off.
     """
     device, prec = params.precision.device, params.precision
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     trim = "logits_to_keep" in inspect.signature(base.forward).parameters
+    share_prefix = share_prefix and trim and accepts_packed(model)
+
+    def autocast():
+        if prec.autocast:
+            return torch.autocast(device.type, dtype=prec.compute_dtype)
+        return contextlib.nullcontext()
+
+    def run_model(inputs: dict[str, Tensor]) -> Tensor:
+        impl = training_attention(device, *inputs["input_ids"].shape, model.config._attn_implementation)
+        with autocast(), attention_implementation(model, impl):
+            groups = inputs.pop("groups", None)
+            if groups is not None:  # packed rows: their mask in the form this attention kernel reads
+                inputs["attention_mask"] = model_mask(model, tree_attention_mask(groups))
+            run = lambda: model(**inputs, use_cache=False).logits  # noqa: E731
+            return run() if compiled is None else compiled.call(run)
 
     def forward(batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         labels = batch["labels"].to(device)
-        extra = {"logits_to_keep": _n_keep(labels)} if trim else {}
-        amp = (
-            torch.autocast(device.type, dtype=prec.compute_dtype)
-            if prec.autocast
-            else contextlib.nullcontext()
+        n_keep = _n_keep(labels) if trim else labels.shape[1]
+        labels = labels[:, labels.shape[1] - n_keep :]
+        packed = (
+            pack_shared_prefix(batch["input_ids"], batch["attention_mask"], batch["labels"], n_keep)
+            if share_prefix
+            else None
         )
+        if packed is not None:
+            inputs = {"input_ids": packed.input_ids, "position_ids": packed.position_ids,
+                      "groups": packed.groups, "logits_to_keep": packed.keep}  # fmt: skip
+            flat = run_model({k: v.to(device) for k, v in inputs.items()})  # (N, V) kept positions
+            return flat.reshape(-1, flat.shape[-1])[packed.gather.to(device)], labels
         inputs = {k: batch[k].to(device) for k in ("input_ids", "attention_mask")}
-        rows = len(inputs["input_ids"])
+        rows, width = inputs["input_ids"].shape
+        # (B, T) like packed rows' (transformers' default is (1, T)): one compiled graph serves both
+        inputs["position_ids"] = torch.arange(width, device=device).expand(rows, width)
+        if trim:
+            inputs["logits_to_keep"] = n_keep
         if compiled is not None and rows == 1 < params.batch_size:
-            inputs = {k: v.repeat(2, 1) for k, v in inputs.items()}
-        impl = training_attention(device, *inputs["input_ids"].shape, model.config._attn_implementation)
-        with amp, attention_implementation(model, impl):
-            run = lambda: model(**inputs, use_cache=False, **extra).logits  # noqa: E731
-            logits = (run() if compiled is None else compiled.call(run))[:rows]
-        return logits, labels[:, labels.shape[1] - logits.shape[1] :]
+            inputs = {k: v.repeat(2, 1) if isinstance(v, Tensor) else v for k, v in inputs.items()}
+        return run_model(inputs)[:rows], labels
 
     return forward
 

@@ -1,0 +1,64 @@
+"""Packed rows: several token segments in one row, each seeing only what it would see on its own.
+
+Used where many sequences start with the same tokens (an instruct model's chat template puts its system
+prompt and the task's instruction in front of every example: 40–52 tokens, half of a classification
+prompt, on the embedded model) and by scoring, which feeds an example's answer options side by side.
+A row holds a shared prefix (group 0) and after it the segments of several sequences (groups 1, 2, ...);
+within a group, branch 0 is seen by the group's other branches (an example's context, seen by each of
+its options), other branches see only themselves. `position_ids` restart for every segment at the
+position it would have on its own. The model's output at every position is then that of the sequence
+alone (tested against separate forwards), while the shared tokens are computed once.
+
+transformers passes a ready 4-D mask through unchanged (`masking_utils._preprocess_mask_arguments`);
+`sdpa` takes it as booleans (True = attend), `eager` adds it, so it gets an additive float mask.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from spillover.errors import SpilloverError
+
+PAD = -1  # group id of padding
+
+
+def tree_attention_mask(groups: torch.Tensor, branches: torch.Tensor | None = None) -> torch.Tensor:
+    """groups, branches: (B, T) -> boolean mask (B, 1, T, T), True where the query may attend the key.
+
+    Causal, and a key is visible if it is in the shared prefix (group 0), or in the query's group and in
+    branch 0 or the query's own branch. Padding (group `PAD`) is never visible; every row keeps its
+    diagonal so padding queries never attend to nothing (an all-masked row gives NaN).
+    """
+    n = groups.shape[1]
+    q, k = groups[:, :, None], groups[:, None, :]
+    same = k == q
+    if branches is not None:
+        qb, kb = branches[:, :, None], branches[:, None, :]
+        same &= (kb == 0) | (kb == qb)
+    causal = torch.ones(n, n, dtype=torch.bool, device=groups.device).tril()
+    visible = ((k == 0) | same) & (k != PAD) & causal
+    visible |= torch.eye(n, dtype=torch.bool, device=groups.device)
+    return visible[:, None]
+
+
+def model_mask(model, mask: torch.Tensor) -> torch.Tensor:
+    """The 4-D boolean `mask` in the form the model's current attention implementation reads: as is for
+    `sdpa`, additive (0 / dtype minimum, in the input embeddings' dtype, as transformers builds it) for
+    `eager`."""
+    impl = getattr(model.config, "_attn_implementation", "sdpa")
+    if impl == "sdpa":
+        return mask
+    if impl == "eager":
+        embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+        dtype = embeddings.weight.dtype if embeddings is not None else next(model.parameters()).dtype
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(
+            ~mask, torch.finfo(dtype).min
+        )
+    raise SpilloverError(
+        f"packed rows need attn_implementation 'sdpa' or 'eager' (custom 4-D masks); got '{impl}'"
+    )
+
+
+def accepts_packed(model) -> bool:
+    """Whether the model's attention implementation takes the custom 4-D masks packed rows need."""
+    return getattr(model.config, "_attn_implementation", "sdpa") in ("sdpa", "eager")
