@@ -9,10 +9,12 @@ from spillover.data.tasks import load_task_file
 from spillover.evaluation.scoring import (
     MAX_ROWS_FACTOR,
     ScoredExample,
+    _fill_rows,
+    _shared_prefix,
     _token_batches,
     encode_options,
+    pack_examples,
     pack_row,
-    packed_attention_mask,
     score_examples,
     score_requests,
 )
@@ -50,7 +52,7 @@ def requests(tokenizer):
 def test_pack_row_layout():
     row = pack_row([10, 11, 12], [[20, 21], [30]])
     assert row.input_ids == [10, 11, 12, 20]  # an option's last token is not fed; [30] adds nothing
-    assert row.segments == [0, 0, 0, 1]
+    assert row.groups == [1, 1, 1, 1] and row.branches == [0, 0, 0, 1]
     assert row.positions == [0, 1, 2, 3]  # each option restarts at len(prompt)
     assert row.sources == [[2, 3], [2]]  # option tokens are predicted from these positions
     assert row.targets == [[20, 21], [30]]
@@ -65,20 +67,21 @@ def test_token_batches_take_more_short_rows_within_the_budget():
                                                   list(range(32, 40))]  # fmt: skip
 
 
-def test_packed_attention_mask_by_hand():
-    segments = torch.tensor([[0, 0, 1, 1, 2, -1]])
-    expected = torch.tensor(
-        [
-            [1, 0, 0, 0, 0, 0],
-            [1, 1, 0, 0, 0, 0],
-            [1, 1, 1, 0, 0, 0],
-            [1, 1, 1, 1, 0, 0],
-            [1, 1, 0, 0, 1, 0],  # option 2 sees the prompt and itself, not option 1
-            [1, 1, 0, 0, 0, 1],  # padding: the prompt and its own diagonal (never an all-masked row)
-        ],
-        dtype=torch.bool,
-    )
-    assert torch.equal(packed_attention_mask(segments)[0, 0], expected)
+def test_pack_examples_behind_a_shared_prefix():
+    row = pack_examples([7, 8], [([7, 8, 10], [[20, 21], [30]]), ([7, 8, 11, 12], [[40]])])
+    assert row.input_ids == [7, 8, 10, 20, 11, 12]
+    assert row.groups == [0, 0, 1, 1, 2, 2] and row.branches == [0, 0, 0, 1, 0, 0]
+    assert row.positions == [0, 1, 2, 3, 2, 3]  # each example's rest continues the prefix's positions
+    assert row.sources == [[2, 3], [2], [5]] and row.n_options == [2, 1]
+
+
+def test_shared_prefix_and_rows():
+    assert _shared_prefix([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 3]]) == [1, 2]  # every context keeps a token
+    assert _shared_prefix([[1, 2, 3]]) == []  # nothing to share with
+    requests = [([1, 2] + [3] * n, [[9], [8]]) for n in (5, 30, 1, 7)]
+    assert _fill_rows([], requests) == [[1], [3], [0], [2]]  # no prefix: one example per row, longest first
+    rows = _fill_rows([1, 2], requests)  # rows up to √(2 · PAIRS_PER_TOKEN) ≈ 45 tokens
+    assert rows == [[1, 3, 0], [2]]  # 2 + 30 + 7 + 5 = 44 tokens, then a new row
 
 
 @pytest.mark.parametrize("batch_size", [1, 3])
@@ -86,6 +89,19 @@ def test_packed_scores_equal_naive_per_option_forwards(tiny_model, requests, bat
     packed = score_requests(tiny_model, requests, batch_size=batch_size)
     for (ctx, options), scores in zip(requests, packed, strict=True):
         assert [s.n_tokens for s in scores] == [len(o) for o in options]
+        for option, s in zip(options, scores, strict=True):
+            assert s.logprob == pytest.approx(naive_logprob(tiny_model, ctx, option), abs=1e-4)
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "eager"])
+def test_shared_prefix_scores_equal_naive_per_option_forwards(tiny_model, requests, tokenizer, impl):
+    head = enc(tokenizer, "<|im_start|>system\nAnswer briefly.<|im_end|>\n<|im_start|>user\n" * 3)
+    prefixed = [(head + ctx, options) for ctx, options in requests] * 3
+    assert len(_fill_rows(_shared_prefix([c for c, _ in prefixed]), prefixed)) < len(prefixed)  # rows shared
+    tiny_model.set_attn_implementation(impl)
+    for (ctx, options), scores in zip(
+        prefixed, score_requests(tiny_model, prefixed, batch_size=2), strict=True
+    ):
         for option, s in zip(options, scores, strict=True):
             assert s.logprob == pytest.approx(naive_logprob(tiny_model, ctx, option), abs=1e-4)
 

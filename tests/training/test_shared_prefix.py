@@ -7,7 +7,7 @@ import torch
 
 from spillover.data.collate import IGNORE, Sequence_, pad_batch
 from spillover.models.load import Precision
-from spillover.models.packing import PAD
+from spillover.models.packing import PAD, tree_attention_mask
 from spillover.training import shared_prefix as sp
 from spillover.training.loop import _forward_fn
 from spillover.training.objectives import cross_entropy
@@ -107,3 +107,24 @@ def test_no_packing_without_a_shared_prefix(tokenizer, toy_sequences, tiny_model
     batch = pad_batch(toy_sequences[:8], 0)  # 'Review: a ' is shared but too short to pay
     labels = batch["labels"]
     assert sp.pack_shared_prefix(batch["input_ids"], batch["attention_mask"], labels, labels.shape[1]) is None
+
+
+def test_tree_mask_by_hand():
+    groups = torch.tensor([[0, 0, 1, 1, 1, 2, PAD]])
+    branches = torch.tensor([[0, 0, 0, 1, 2, 0, 0]])
+    expected = torch.tensor(
+        [
+            [1, 0, 0, 0, 0, 0, 0],
+            [1, 1, 0, 0, 0, 0, 0],
+            [1, 1, 1, 0, 0, 0, 0],  # example 1's context sees the prefix
+            [1, 1, 1, 1, 0, 0, 0],  # its option 1 sees prefix, context, itself
+            [1, 1, 1, 0, 1, 0, 0],  # its option 2: not option 1
+            [1, 1, 0, 0, 0, 1, 0],  # example 2: the prefix, not example 1
+            [1, 1, 0, 0, 0, 0, 1],  # padding: the prefix and its own diagonal (never an all-masked row)
+        ],
+        dtype=torch.bool,
+    )
+    assert torch.equal(tree_attention_mask(groups, branches)[0, 0], expected)
+    assert torch.equal(
+        tree_attention_mask(groups)[0, 0, 4, :5], torch.tensor([1, 1, 1, 1, 1], dtype=torch.bool)
+    )

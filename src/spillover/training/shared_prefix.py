@@ -27,13 +27,8 @@ import torch
 from torch import Tensor
 
 from spillover.data.collate import IGNORE
-from spillover.models.packing import PAD
+from spillover.models.packing import PAD, PAIRS_PER_TOKEN
 
-# Attention score pairs (query × key, all heads) that cost about as much as one token through the linear
-# layers. FLOPs alone say ~3,000 on the embedded model (2 · 3.5M layer weights vs 4 · 576 per pair); eager
-# attention's mask add, softmax and bmm run well below matmul speed, and 1,000 matched the measured
-# step times of 1, 2 and 4 rows at batch 8 (benchmarks/README.md).
-PAIRS_PER_TOKEN = 1000
 MIN_SAVING = 0.1  # pack only when it cuts the estimated cost by at least this fraction
 MIN_ROWS = 2
 
