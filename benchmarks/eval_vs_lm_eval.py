@@ -1,7 +1,7 @@
 """spillover vs lm-evaluation-harness on the same multiple-choice task, prompt, rows and model.
 
     python benchmarks/eval_vs_lm_eval.py [--precision fp32|bf16] [--lm-eval-precision fp32|bf16] [--limit N]
-                                         [--threads 2] [--repeats 2] [--compile auto|on|off]
+                                         [--threads 2] [--repeats 2] [--compile auto|on|off] [--chat]
 
 Task: sst2's 1000 test rows (the built-in copy), prompt `Review: {input}\\nSentiment:`, choices
 negative/positive, raw prompts (`chat_template: false`), i.e. lm-eval's `multiple_choice` output type.
@@ -12,6 +12,9 @@ the throughput ratio. lm-eval runs with `dtype=float32` for fp32 and `dtype=bflo
 bf16; spillover uses its own precision handling (`--precision`). `--compile on`: spillover's scoring runs
 its decoder layers compiled (`eval.compile`); the first run then includes the compile (~10-30 s), later
 runs reuse it, as a study's later evaluations do. `auto` (spillover's default) stays eager for one sst2.
+`--chat`: both sides wrap the prompt in the model's chat template (lm-eval `apply_chat_template=True`, the
+answer right after the template's generation prompt, as spillover's `chat_template: true` tasks do): the
+template's system prompt then starts every context, which spillover computes once per packed row.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ dataset_kwargs:
     test: {data}
 test_split: test
 output_type: multiple_choice
+target_delimiter: "{delimiter}"
 doc_to_text: "Review: {{{{input}}}}\\nSentiment:"
 doc_to_choice: ["negative", "positive"]
 doc_to_target: "{{{{['negative', 'positive'].index(label)}}}}"
@@ -54,21 +58,26 @@ SPILLOVER_TASK = """tasks:
     target: label
     labels: [negative, positive]
     metric: accuracy
-    chat_template: false
+    chat_template: {chat}
 """
 
 
-def run_lm_eval(model_dir: Path, workdir: Path, precision: str, limit: int | None, batch_size: int) -> dict:
+def run_lm_eval(
+    model_dir: Path, workdir: Path, precision: str, limit: int | None, batch_size: int, chat: bool
+) -> dict:
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    (workdir / "sst2_spillover_bench.yaml").write_text(LM_EVAL_TASK.format(data=SST2_TEST))
+    delimiter = "" if chat else " "  # spillover: the answer follows the chat template's generation prompt
+    (workdir / "sst2_spillover_bench.yaml").write_text(
+        LM_EVAL_TASK.format(data=SST2_TEST, delimiter=delimiter)
+    )
     dtype = "float32" if precision == "fp32" else "bfloat16"
     lm = HFLM(pretrained=str(model_dir), dtype=dtype, batch_size=batch_size, device="cpu")
     start = time.perf_counter()
     out = simple_evaluate(model=lm, tasks=["sst2_spillover_bench"], task_manager=TaskManager(include_path=str(workdir)),
-                          limit=limit, log_samples=True, bootstrap_iters=0)  # fmt: skip
+                          limit=limit, log_samples=True, bootstrap_iters=0, apply_chat_template=chat)  # fmt: skip
     seconds = time.perf_counter() - start
     samples = out["samples"]["sst2_spillover_bench"]
     preds = {int(s["doc_id"]): int(max(range(2), key=lambda i: s["filtered_resps"][i][0])) for s in samples}
@@ -76,8 +85,10 @@ def run_lm_eval(model_dir: Path, workdir: Path, precision: str, limit: int | Non
             "preds": [preds[i] for i in sorted(preds)]}  # fmt: skip
 
 
-def run_spillover(workdir: Path, precision: str, limit: int | None, batch_size: int, compile) -> dict:
-    (workdir / "tasks.yaml").write_text(SPILLOVER_TASK.format(data=SST2_TEST))
+def run_spillover(
+    workdir: Path, precision: str, limit: int | None, batch_size: int, compile, chat: bool
+) -> dict:
+    (workdir / "tasks.yaml").write_text(SPILLOVER_TASK.format(data=SST2_TEST, chat=str(chat).lower()))
     task = load_task_file(workdir / "tasks.yaml")["sst2_raw"]
     prec = resolve_precision(precision)
     model, tokenizer = load_model("embedded", prec, frozen=True)  # as `spillover eval` loads it
@@ -112,6 +123,7 @@ def main() -> None:
     p.add_argument(
         "--compile", choices=["auto", "on", "off"], default="auto", help="spillover's eval.compile"
     )
+    p.add_argument("--chat", action="store_true", help="both sides use the model's chat template")
     args = p.parse_args()
     compile = {"on": True, "off": False}.get(args.compile, "auto")
     torch.set_num_threads(args.threads)
@@ -122,10 +134,10 @@ def main() -> None:
         runs: dict[str, list[dict]] = {"spillover": [], "lm_eval": []}
         for _ in range(args.repeats):  # alternate, so load from other processes hits both sides alike
             runs["spillover"].append(
-                run_spillover(Path(tmp), args.precision, args.limit, args.batch_size, compile)
+                run_spillover(Path(tmp), args.precision, args.limit, args.batch_size, compile, args.chat)
             )
             runs["lm_eval"].append(
-                run_lm_eval(model_dir, Path(tmp), theirs_precision, args.limit, args.batch_size)
+                run_lm_eval(model_dir, Path(tmp), theirs_precision, args.limit, args.batch_size, args.chat)
             )
     ours, theirs = (min(rs, key=lambda r: r["seconds"]) for rs in runs.values())  # the least disturbed run
     agree = sum(a == b for a, b in zip(ours["preds"], theirs["preds"], strict=True)) / max(
@@ -133,7 +145,7 @@ def main() -> None:
     )
     result = {
         "precision": args.precision, "lm_eval_precision": theirs_precision, "threads": args.threads,
-        "rows": ours["n"], "repeats": args.repeats, "compile": args.compile,
+        "rows": ours["n"], "repeats": args.repeats, "compile": args.compile, "chat": args.chat,
         "spillover_acc": round(ours["acc"], 4), "lm_eval_acc": round(theirs["acc"], 4),
         "acc_diff_points": round(100 * (ours["acc"] - theirs["acc"]), 2), "prediction_agreement": round(agree, 4),
         "spillover_s": round(ours["seconds"], 1), "lm_eval_s": round(theirs["seconds"], 1),
