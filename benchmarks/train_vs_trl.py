@@ -188,7 +188,7 @@ def executed_tokens(seqs, order) -> int:
     total = 0
     for start in range(0, len(order), BATCH):
         b = pad_batch([seqs[i] for i in order[start : start + BATCH]], 0)
-        packed = pack_shared_prefix(b["input_ids"], b["attention_mask"], b["labels"], _n_keep(b["labels"]))
+        packed = pack_shared_prefix(b["input_ids"], b["attention_mask"], _n_keep(b["labels"]))
         total += int(b["attention_mask"].sum()) if packed is None else int((packed.groups >= 0).sum())
     return total
 

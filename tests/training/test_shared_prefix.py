@@ -7,9 +7,9 @@ import torch
 
 from spillover.data.collate import IGNORE, Sequence_, pad_batch
 from spillover.models.load import Precision
-from spillover.models.packing import PAD, tree_attention_mask
+from spillover.models.packing import PAD, common_prefix, tree_attention_mask
 from spillover.training import shared_prefix as sp
-from spillover.training.loop import _forward_fn
+from spillover.training.loop import _forward_fn, _n_keep
 from spillover.training.objectives import cross_entropy
 from spillover.training.types import TrainParams
 
@@ -22,12 +22,11 @@ def prefixed(tokenizer, toy_sequences, system: str = SYSTEM) -> list[Sequence_]:
     return [Sequence_(head + s.input_ids, len(head) + s.n_prompt) for s in toy_sequences]
 
 
-def test_shared_prefix_stops_before_the_first_target_and_the_shortest_row():
-    ids = torch.tensor([[5, 6, 7, 8, 9], [5, 6, 7, 1, 0], [5, 6, 7, 8, 2]])
-    lengths = torch.tensor([5, 4, 5])
-    assert sp.shared_prefix(ids, lengths, torch.tensor([4, 3, 4])) == 2  # row 1's target starts at 3
-    assert sp.shared_prefix(ids, lengths, torch.tensor([5, 4, 5])) == 3  # then they differ
-    assert sp.shared_prefix(ids[:, :1], torch.tensor([1, 1, 1]), torch.tensor([1, 1, 1])) == 0
+def test_common_prefix_stops_at_the_limit_or_where_rows_differ():
+    ids = [[5, 6, 7, 8, 9], [5, 6, 7, 1, 0], [5, 6, 7, 8, 2]]
+    assert common_prefix(ids, 2) == 2  # e.g. row 1's target starts at 3: its last prompt token stays its own
+    assert common_prefix(ids, 4) == 3  # then they differ
+    assert common_prefix(ids, 0) == 0
 
 
 def test_rows_balance_and_respect_the_minimum():
@@ -49,9 +48,7 @@ def test_packed_rows_hold_the_prefix_once_per_row(tokenizer, toy_sequences):
     batch = pad_batch(seqs, 0)
     labels = batch["labels"]
     first = int((labels != IGNORE).int().argmax(dim=1).min())
-    packed = sp.pack_shared_prefix(
-        batch["input_ids"], batch["attention_mask"], labels, labels.shape[1] - first + 1
-    )
+    packed = sp.pack_shared_prefix(batch["input_ids"], batch["attention_mask"], labels.shape[1] - first + 1)
     head = len(tokenizer(SYSTEM, add_special_tokens=False)["input_ids"])
     assert packed is not None and head <= packed.prefix <= first - 1  # 'Review: a ' is shared too
     n_rows = packed.input_ids.shape[0]
@@ -103,10 +100,18 @@ def test_same_logits_loss_and_gradients_as_the_padded_batch(tokenizer, toy_seque
         torch.testing.assert_close(gs[name], gp[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
-def test_no_packing_without_a_shared_prefix(tokenizer, toy_sequences, tiny_model):
-    batch = pad_batch(toy_sequences[:8], 0)  # 'Review: a ' is shared but too short to pay
-    labels = batch["labels"]
-    assert sp.pack_shared_prefix(batch["input_ids"], batch["attention_mask"], labels, labels.shape[1]) is None
+def test_packing_needs_a_prefix_that_pays(tokenizer, toy_sequences):
+    def packs(seqs) -> bool:
+        batch = pad_batch(seqs, 0)
+        return (
+            sp.pack_shared_prefix(batch["input_ids"], batch["attention_mask"], _n_keep(batch["labels"]))
+            is not None
+        )
+
+    assert packs(toy_sequences[:8])  # 'Review: a ' is 10 of the byte tokenizer's ~45 tokens per row
+    s = toy_sequences[0]  # equal lengths: packing would drop no padding either
+    one_shared = [Sequence_(s.input_ids[:1] + [200 + i] + s.input_ids[1:], s.n_prompt + 1) for i in range(8)]
+    assert not packs(one_shared)  # 'R' alone does not pay
 
 
 def test_tree_mask_by_hand():

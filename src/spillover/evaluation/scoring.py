@@ -43,7 +43,7 @@ from spillover.data.prompts import answer_prefix, render_context, uses_chat
 from spillover.data.tasks import Example, TaskSpec
 from spillover.errors import SpilloverError
 from spillover.models.compile import CompiledLayers, Hotness
-from spillover.models.packing import PAD, PAIRS_PER_TOKEN, model_mask, tree_attention_mask
+from spillover.models.packing import PAD, PAIRS_PER_TOKEN, common_prefix, model_mask, tree_attention_mask
 
 log = logging.getLogger(__name__)
 
@@ -223,11 +223,7 @@ def _shared_prefix(contexts: Sequence[list[int]]) -> list[int]:
     """The tokens every context starts with, short of the shortest context (each keeps one of its own)."""
     if len(contexts) < 2:
         return []
-    first, limit = contexts[0], min(len(c) for c in contexts) - 1
-    n = 0
-    while n < limit and all(c[n] == first[n] for c in contexts):
-        n += 1
-    return first[:n]
+    return contexts[0][: common_prefix(contexts, min(len(c) for c in contexts) - 1)]
 
 
 def _fill_rows(prefix: list[int], requests: Sequence[Request]) -> list[list[int]]:

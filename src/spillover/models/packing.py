@@ -15,17 +15,28 @@ transformers passes a ready 4-D mask through unchanged (`masking_utils._preproce
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from spillover.errors import SpilloverError
 
 PAD = -1  # group id of padding
+IMPLEMENTATIONS = ("sdpa", "eager")  # attention implementations that take the custom 4-D masks
 # Attention score pairs (query × key, all heads) that cost about as much as one token through the linear
 # layers. FLOPs alone say ~3,000 on the embedded model (2 · 3.5M layer weights vs 4 · 576 per pair), but
 # the mask add, softmax and bmm of attention run well below matmul speed. The optimum is broad: scoring
 # sst2's 1000 rows (chat template) with 300 / 1,000 / 3,000 / 10,000 took 22.6, 29.8 / 21.3, 21.5 / 17.6,
 # 25.8 / 19.3, 25.1 s (two alternating runs each, compiled, bf16), within this VM's noise.
 PAIRS_PER_TOKEN = 1000
+
+
+def common_prefix(sequences: Sequence[Sequence[int]], limit: int) -> int:
+    """How many leading tokens all `sequences` share, at most `limit`."""
+    first, n = sequences[0], 0
+    while n < limit and all(s[n] == first[n] for s in sequences):
+        n += 1
+    return n
 
 
 def tree_attention_mask(groups: torch.Tensor, branches: torch.Tensor | None = None) -> torch.Tensor:
@@ -52,19 +63,18 @@ def model_mask(model, mask: torch.Tensor) -> torch.Tensor:
     `sdpa`, additive (0 / dtype minimum, in the input embeddings' dtype, as transformers builds it) for
     `eager`."""
     impl = getattr(model.config, "_attn_implementation", "sdpa")
+    if not accepts_packed(model):
+        raise SpilloverError(
+            f"packed rows need attn_implementation {' or '.join(map(repr, IMPLEMENTATIONS))} (custom 4-D "
+            f"masks); got '{impl}'"
+        )
     if impl == "sdpa":
         return mask
-    if impl == "eager":
-        embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-        dtype = embeddings.weight.dtype if embeddings is not None else next(model.parameters()).dtype
-        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(
-            ~mask, torch.finfo(dtype).min
-        )
-    raise SpilloverError(
-        f"packed rows need attn_implementation 'sdpa' or 'eager' (custom 4-D masks); got '{impl}'"
-    )
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None  # eager
+    dtype = embeddings.weight.dtype if embeddings is not None else next(model.parameters()).dtype
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
 
 
 def accepts_packed(model) -> bool:
     """Whether the model's attention implementation takes the custom 4-D masks packed rows need."""
-    return getattr(model.config, "_attn_implementation", "sdpa") in ("sdpa", "eager")
+    return getattr(model.config, "_attn_implementation", "sdpa") in IMPLEMENTATIONS

@@ -227,9 +227,7 @@ def _forward_fn(
         n_keep = _n_keep(labels) if trim else labels.shape[1]
         labels = labels[:, labels.shape[1] - n_keep :]
         packed = (
-            pack_shared_prefix(batch["input_ids"], batch["attention_mask"], batch["labels"], n_keep)
-            if share_prefix
-            else None
+            pack_shared_prefix(batch["input_ids"], batch["attention_mask"], n_keep) if share_prefix else None
         )
         if packed is not None:
             inputs = {"input_ids": packed.input_ids, "position_ids": packed.position_ids,

@@ -26,8 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from spillover.data.collate import IGNORE
-from spillover.models.packing import PAD, PAIRS_PER_TOKEN
+from spillover.models.packing import PAD, PAIRS_PER_TOKEN, common_prefix
 
 MIN_SAVING = 0.1  # pack only when it cuts the estimated cost by at least this fraction
 MIN_ROWS = 2
@@ -43,14 +42,6 @@ class PackedBatch:
     keep: Tensor  # (R, W) bool: positions whose logits are needed, for `logits_to_keep`
     gather: Tensor  # (B, K) index into the kept logits (row-major over keep) of each padded position
     prefix: int  # shared prefix length
-
-
-def shared_prefix(input_ids: Tensor, lengths: Tensor, first_target: Tensor) -> int:
-    """Length of the token prefix all rows share, ending at least one token before any row's first target
-    and before any row's end."""
-    limit = int(torch.minimum(first_target - 1, lengths - 1).min().clamp(min=0))
-    same = (input_ids[:, :limit] == input_ids[:1, :limit]).all(dim=0)
-    return int(same.int().cumprod(0).sum())
 
 
 def _cost(width: int, n_rows: int) -> float:
@@ -83,17 +74,14 @@ def plan_rows(prefix: int, lengths: list[int], padded_width: int) -> list[list[i
     return best
 
 
-def pack_shared_prefix(
-    input_ids: Tensor, attention_mask: Tensor, labels: Tensor, n_keep: int
-) -> PackedBatch | None:
-    """Pack a right-padded batch (B, T) whose logits are needed at its last `n_keep` positions; None when
-    its rows share too little."""
+def pack_shared_prefix(input_ids: Tensor, attention_mask: Tensor, n_keep: int) -> PackedBatch | None:
+    """Pack a right-padded batch (B, T) whose logits are needed at its last `n_keep` positions (from just
+    before the earliest target on, `loop._n_keep`, so before every row's end); None when its rows share
+    too little. The shared prefix ends where the needed positions start."""
     lengths = attention_mask.sum(dim=1)
-    is_target = labels != IGNORE
-    first_target = torch.where(is_target.any(dim=1), is_target.int().argmax(dim=1), lengths)
     n, width = input_ids.shape
     start = width - n_keep  # first padded position whose logits are needed
-    prefix = min(shared_prefix(input_ids, lengths, first_target), start)
+    prefix = common_prefix(input_ids[:, :start].tolist(), start)
     plan = plan_rows(prefix, lengths.tolist(), width)
     if plan is None:
         return None
