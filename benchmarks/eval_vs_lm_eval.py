@@ -30,6 +30,7 @@ import torch
 
 from spillover.data.tasks import BUILTIN_FILE, load_task_file
 from spillover.evaluation.evaluate import evaluate_task
+from spillover.models.compile import COMPILE_CHOICES
 from spillover.models.load import ensure_embedded, load_model, resolve_precision
 
 SST2_TEST = BUILTIN_FILE.parent / "sst2" / "test.jsonl"
@@ -125,7 +126,7 @@ def main() -> None:
     )
     p.add_argument("--chat", action="store_true", help="both sides use the model's chat template")
     args = p.parse_args()
-    compile = {"on": True, "off": False}.get(args.compile, "auto")
+    compile = COMPILE_CHOICES[args.compile]
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     model_dir = ensure_embedded()

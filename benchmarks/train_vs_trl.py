@@ -84,6 +84,7 @@ def peak_rss_mb() -> float:
 
 def run_spillover(args) -> dict:
     from spillover.models.adapters import apply_lora
+    from spillover.models.compile import COMPILE_CHOICES
     from spillover.models.load import Precision, load_model
     from spillover.training.loop import train
     from spillover.training.types import TrainParams
@@ -92,7 +93,7 @@ def run_spillover(args) -> dict:
     precision = Precision(torch.device("cpu"), torch.float32 if args.fp32 else torch.bfloat16)
     model, tokenizer = load_model("embedded", precision, frozen=True)  # as a study loads its base
     model = apply_lora(model, r=LORA["r"], alpha=LORA["alpha"], target_modules=LORA["target_modules"], seed=0)
-    compile_setting = {"auto": "auto", "on": True, "off": False}[args.compile]
+    compile_setting = COMPILE_CHOICES[args.compile]
     params = TrainParams(lr=args.lr, epochs=1, batch_size=BATCH, warmup_ratio=0.0, precision=precision,
                          compile=compile_setting)  # fmt: skip
     out = Path(tempfile.mkdtemp(prefix="spillover-bench-")) / "run"

@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     ev.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
     ev.add_argument(
-        "--compile", choices=["auto", "on", "off"], default="auto",
+        "--compile", choices=["auto", "on", "off"], default="auto",  # models.compile.COMPILE_CHOICES
         help="torch.compile the decoder layers for log-likelihood scoring (~9 s, ~20 s the first time; then 1.4-1.6x faster); "
              "auto: on a CPU in bf16 once the process has scored >= 15 TFLOP (docs/evaluation.md) (default: auto)",
     )  # fmt: skip
@@ -301,6 +301,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from spillover.api import run_evaluation
+    from spillover.models.compile import COMPILE_CHOICES
 
     _set_threads(args.threads)
     names = [t.strip() for t in args.tasks.split(",") if t.strip()]
@@ -316,7 +317,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         seed=args.seed,
         batch_size=args.batch_size,
         precision=args.precision,
-        compile={"on": True, "off": False}.get(args.compile, "auto"),
+        compile=COMPILE_CHOICES[args.compile],
         out_dir=Path(args.out or "eval-out"),
         json_path=args.json,
     )

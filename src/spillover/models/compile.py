@@ -34,6 +34,8 @@ BACKEND = "inductor"
 # (dynamo specialises it). Dynamo's default limit of 8 entries would silently send a study's later work
 # back to eager, so compiling raises it to this.
 RECOMPILE_LIMIT = 64
+# the command-line spelling of a compile setting (`--compile auto|on|off`) -> the setting itself
+COMPILE_CHOICES: dict[str, bool | str] = {"auto": "auto", "on": True, "off": False}
 broken = False  # compiling failed once in this process: later CompiledLayers run eagerly without trying
 
 
