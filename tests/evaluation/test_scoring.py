@@ -9,15 +9,14 @@ from spillover.data.tasks import load_task_file
 from spillover.evaluation.scoring import (
     MAX_ROWS_FACTOR,
     ScoredExample,
-    _fill_rows,
     _shared_prefix,
     _token_batches,
     encode_options,
-    pack_examples,
     pack_row,
     score_examples,
     score_requests,
 )
+from spillover.models import prefix_cache
 
 
 def enc(tokenizer, text: str) -> list[int]:
@@ -52,7 +51,7 @@ def requests(tokenizer):
 def test_pack_row_layout():
     row = pack_row([10, 11, 12], [[20, 21], [30]])
     assert row.input_ids == [10, 11, 12, 20]  # an option's last token is not fed; [30] adds nothing
-    assert row.groups == [1, 1, 1, 1] and row.branches == [0, 0, 0, 1]
+    assert row.branches == [0, 0, 0, 1]
     assert row.positions == [0, 1, 2, 3]  # each option restarts at len(prompt)
     assert row.sources == [[2, 3], [2]]  # option tokens are predicted from these positions
     assert row.targets == [[20, 21], [30]]
@@ -67,21 +66,19 @@ def test_token_batches_take_more_short_rows_within_the_budget():
                                                   list(range(32, 40))]  # fmt: skip
 
 
-def test_pack_examples_behind_a_shared_prefix():
-    row = pack_examples([7, 8], [([7, 8, 10], [[20, 21], [30]]), ([7, 8, 11, 12], [[40]])])
-    assert row.input_ids == [7, 8, 10, 20, 11, 12]
-    assert row.groups == [0, 0, 1, 1, 2, 2] and row.branches == [0, 0, 0, 1, 0, 0]
-    assert row.positions == [0, 1, 2, 3, 2, 3]  # each example's rest continues the prefix's positions
-    assert row.sources == [[2, 3], [2], [5]] and row.n_options == [2, 1]
+def test_pack_row_after_a_cached_prefix():
+    row = pack_row([7, 8, 10, 11], [[20, 21], [30]], n_cached=2)
+    assert row.input_ids == [10, 11, 20]  # the first 2 context tokens come from the prefix cache
+    assert row.branches == [0, 0, 1]
+    assert row.positions == [2, 3, 4]  # positions continue after the prefix
+    assert row.sources == [[1, 2], [1]]
 
 
-def test_shared_prefix_and_rows():
-    assert _shared_prefix([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 3]]) == [1, 2]  # every context keeps a token
-    assert _shared_prefix([[1, 2, 3]]) == []  # nothing to share with
-    requests = [([1, 2] + [3] * n, [[9], [8]]) for n in (5, 30, 1, 7)]
-    assert _fill_rows([], requests) == [[1], [3], [0], [2]]  # no prefix: one example per row, longest first
-    rows = _fill_rows([1, 2], requests)  # rows up to √(2 · PAIRS_PER_TOKEN) ≈ 45 tokens
-    assert rows == [[1, 3, 0], [2]]  # 2 + 30 + 7 + 5 = 44 tokens, then a new row
+def test_shared_prefix(tiny_model):
+    assert _shared_prefix(tiny_model, [[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 3]]) == [1, 2]  # each keeps a token
+    assert _shared_prefix(tiny_model, [[1, 2, 3]]) == []  # nothing to share with
+    tiny_model.set_attn_implementation("flex_attention")  # reads no cached prefix: nothing is shared
+    assert _shared_prefix(tiny_model, [[1, 2, 3, 4], [1, 2, 3, 5]]) == []
 
 
 @pytest.mark.parametrize("batch_size", [1, 3])
@@ -94,16 +91,22 @@ def test_packed_scores_equal_naive_per_option_forwards(tiny_model, requests, bat
 
 
 @pytest.mark.parametrize("impl", ["sdpa", "eager"])
-def test_shared_prefix_scores_equal_naive_per_option_forwards(tiny_model, requests, tokenizer, impl):
+def test_shared_prefix_scores_equal_naive_per_option_forwards(
+    tiny_model, requests, tokenizer, impl, monkeypatch
+):
     head = enc(tokenizer, "<|im_start|>system\nAnswer briefly.<|im_end|>\n<|im_start|>user\n" * 3)
     prefixed = [(head + ctx, options) for ctx, options in requests] * 3
-    assert len(_fill_rows(_shared_prefix([c for c, _ in prefixed]), prefixed)) < len(prefixed)  # rows shared
+    computed = []
+    real = prefix_cache.prefix_states
+    monkeypatch.setattr(prefix_cache, "prefix_states", lambda m, p: computed.append(p) or real(m, p))
     tiny_model.set_attn_implementation(impl)
     for (ctx, options), scores in zip(
         prefixed, score_requests(tiny_model, prefixed, batch_size=2), strict=True
     ):
         for option, s in zip(options, scores, strict=True):
             assert s.logprob == pytest.approx(naive_logprob(tiny_model, ctx, option), abs=1e-4)
+    assert computed == [head]  # the shared prefix ran once, as one cached prefix
+    assert tiny_model.config._attn_implementation == impl  # restored
 
 
 def test_eager_attention_gets_the_same_scores(tiny_model, requests):

@@ -49,6 +49,20 @@ def test_compiled_scoring_matches_eager(tiny_model, requests):
     assert compiled == pytest.approx(eager, rel=0.02, abs=0.05)
 
 
+def test_compiled_scoring_reads_a_cached_prefix_with_one_graph(tiny_model, requests, tokenizer):
+    """Contexts sharing a prefix: the layers read its cached keys and values as a tensor argument, so one
+    graph serves every layer (transformers' own KV cache would specialise on each layer's index)."""
+    from torch._dynamo.utils import counters
+
+    head = tokenizer("<|im_start|>system\nAnswer briefly.<|im_end|>\n", add_special_tokens=False)["input_ids"]
+    prefixed = [(head + c, o) for c, o in requests]
+    eager = logprobs(tiny_model, prefixed, False)
+    counters.clear()
+    compiled = logprobs(tiny_model, prefixed, True, batch_size=2)
+    assert counters["stats"]["unique_graphs"] == 1
+    assert compiled == pytest.approx(eager, rel=0.02, abs=0.05)
+
+
 def test_auto_compiles_once_the_process_has_scored_enough(tiny_model, requests, monkeypatch):
     n_params = sum(p.numel() for p in tiny_model.parameters())
     n_tokens = sum(len(scoring.pack_row(c, o).input_ids) for c, o in requests)

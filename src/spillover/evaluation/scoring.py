@@ -7,17 +7,16 @@ One forward pass per example covers all of its options. Each example is packed (
 (an option's last token predicts nothing that is scored, so like lm-evaluation-harness it is not fed; a
 one-token option adds no token at all); an option token sees the context and the earlier tokens of its own
 option only, with `position_ids` that restart at len(context) for every option. When the contexts of a
-call start with the same tokens (a chat template's system prompt and the task's instruction: 36–52 tokens
-on the embedded model, 40–68% of a classification context), several examples share one row behind one
-copy of them: [shared prefix][example a][example b]..., each example seeing the prefix and itself. Every
-option is then scored exactly as if it were appended to its context alone (tested against separate
-forwards), while shared tokens are computed once. Rows hold examples up to ~√(prefix · PAIRS_PER_TOKEN)
-tokens, where the prefix tokens saved stop paying for the longer rows' attention. Several rows share a
-batch, right-padded, grouped by length: `batch_size` rows, or more when they are short, up to
-`batch_size` × `TOKENS_PER_ROW` padded tokens per forward pass (at most `MAX_ROWS_FACTOR` × `batch_size`
-rows), because small matmuls waste the CPU (sst2's ~30-token rows ran ~1.4× faster 64 to a batch than
-16). Only the positions that predict option tokens go through the LM head (`logits_to_keep` as a
-boolean (B, T) mask), so the (B, T, V) logits tensor is never built.
+call start with the same tokens (a chat template's system prompt and the task's instruction: 41–52 tokens
+on the embedded model, 40–68% of a classification context), those are computed once for the whole call
+and every row reads their cached keys and values (`models.prefix_cache`): a row holds only its example's
+own tokens, positions continuing after the prefix. Every option is scored exactly as if it were appended
+to its context alone (tested against separate forwards). Rows are right-padded into batches grouped by
+length: `batch_size` rows, or more when they are short, up to `batch_size` × `TOKENS_PER_ROW` padded tokens
+per forward pass (at most `MAX_ROWS_FACTOR` × `batch_size` rows), because small matmuls waste the CPU
+(sst2's ~30-token rows ran ~1.4× faster 64 to a batch than 16). Only the positions that predict option
+tokens go through the LM head (`logits_to_keep` as a boolean (B, T) mask), so the (B, T, V) logits tensor
+is never built.
 
 Under bf16 autocast on a CPU, the decoder layers may run compiled (`models.compile`; Inductor fuses the
 elementwise ops and casts around the matmuls): 1.4× (base model) to 1.6× (LoRA adapter) faster once a
@@ -31,7 +30,6 @@ once). Compiled and eager scores agree within bf16 rounding, not bit for bit.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -42,8 +40,10 @@ from spillover.data.collate import encode_pair
 from spillover.data.prompts import answer_prefix, render_context, uses_chat
 from spillover.data.tasks import Example, TaskSpec
 from spillover.errors import SpilloverError
-from spillover.models.compile import CompiledLayers, Hotness
-from spillover.models.packing import PAD, PAIRS_PER_TOKEN, common_prefix, model_mask, tree_attention_mask
+from spillover.models import prefix_cache
+from spillover.models.attention import attention_implementation
+from spillover.models.compile import CompiledLayers, Hotness, decoder_layers, eager_layers, running_layers
+from spillover.models.packing import PAD, common_prefix, model_mask, tree_attention_mask
 
 log = logging.getLogger(__name__)
 
@@ -79,49 +79,38 @@ class ScoredExample:
 
 @dataclass(frozen=True)
 class PackedRow:
-    """Examples packed into a single sequence (see the module docstring)."""
+    """One example's context and options in a single sequence (see the module docstring)."""
 
     input_ids: list[int]  # (T,)
-    groups: list[int]  # (T,) 0 = shared prefix, g + 1 = the row's example g
-    branches: list[int]  # (T,) 0 = context, j + 1 = option j of the token's example
-    positions: list[int]  # (T,) position ids as in the example alone; options restart after their context
-    sources: list[list[int]]  # per option, examples in order: the positions whose logits predict its tokens
+    branches: list[int]  # (T,) 0 = context, j + 1 = option j
+    positions: list[int]  # (T,) position ids as in the full prompt; options restart after the context
+    sources: list[list[int]]  # per option: the positions whose logits predict its tokens
     targets: list[list[int]]  # per option: its token ids
-    n_options: list[int]  # per example
 
 
-def pack_row(context: list[int], options: Sequence[list[int]]) -> PackedRow:
-    """One example (its options all but their last tokens). Needs a non-empty context and options."""
-    return pack_examples([], [(context, options)])
-
-
-def pack_examples(prefix: list[int], examples: Sequence[Request]) -> PackedRow:
-    """Examples behind one copy of `prefix`, which every context starts with and none ends with."""
-    n_prefix = len(prefix)
-    ids, groups, branches, positions = list(prefix), [0] * n_prefix, [0] * n_prefix, list(range(n_prefix))
+def pack_row(context: list[int], options: Sequence[list[int]], n_cached: int = 0) -> PackedRow:
+    """One example (its options all but their last tokens). Needs a non-empty context and options. The first
+    `n_cached` context tokens are not in the row: their keys and values come from a prefix computed before
+    (`models.prefix_cache`), and the row's positions continue after them."""
+    assert len(context) > n_cached, "the row must keep some of the context"
+    assert all(options), "every option needs at least one token"
+    n_ctx = len(context)
+    ids, positions = list(context[n_cached:]), list(range(n_cached, n_ctx))
+    branches = [0] * len(ids)
     sources, targets = [], []
-    for g, (context, options) in enumerate(examples, start=1):
-        assert context[:n_prefix] == prefix and len(context) > n_prefix, "the prefix must leave some context"
-        assert all(options), "every option needs at least one token"
-        n_ctx = len(context)
-        ids += context[n_prefix:]
-        groups += [g] * (n_ctx - n_prefix)
-        branches += [0] * (n_ctx - n_prefix)
-        positions += range(n_prefix, n_ctx)
-        last = len(ids) - 1  # the context's last token predicts every option's first
-        for j, option in enumerate(options):
-            start, fed = len(ids), option[:-1]
-            sources.append([last, *range(start, start + len(fed))])
-            targets.append(list(option))
-            ids += fed
-            groups += [g] * len(fed)
-            branches += [j + 1] * len(fed)
-            positions += range(n_ctx, n_ctx + len(fed))
-    return PackedRow(ids, groups, branches, positions, sources, targets, [len(o) for _, o in examples])
+    last = len(ids) - 1  # the context's last token predicts every option's first
+    for j, option in enumerate(options):
+        start, fed = len(ids), option[:-1]
+        sources.append([last, *range(start, start + len(fed))])
+        targets.append(list(option))
+        ids += fed
+        branches += [j + 1] * len(fed)
+        positions += range(n_ctx, n_ctx + len(fed))
+    return PackedRow(ids, branches, positions, sources, targets)
 
 
 def _collate(rows: Sequence[PackedRow], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """Right-pad packed rows: input_ids, groups, branches, position_ids, keep: (B, T)."""
+    """Right-pad packed rows: input_ids, groups (1, or PAD for padding), branches, position_ids, keep: (B, T)."""
     width = max(len(r.input_ids) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     groups = torch.full((len(rows), width), PAD, dtype=torch.long)
@@ -131,7 +120,7 @@ def _collate(rows: Sequence[PackedRow], pad_id: int, device: torch.device) -> di
     for i, r in enumerate(rows):
         n = len(r.input_ids)
         ids[i, :n] = torch.tensor(r.input_ids)
-        groups[i, :n] = torch.tensor(r.groups)
+        groups[i, :n] = 1
         branches[i, :n] = torch.tensor(r.branches)
         positions[i, :n] = torch.tensor(r.positions)
         keep[i, [p for src in r.sources for p in src]] = True
@@ -147,23 +136,35 @@ def _collate(rows: Sequence[PackedRow], pad_id: int, device: torch.device) -> di
 
 @torch.inference_mode()
 def score_batch(
-    model, rows: Sequence[PackedRow], pad_id: int = 0, compiled: CompiledLayers | None = None
-) -> list[list[OptionScore]]:
-    """One forward pass for a batch of packed rows; per example (rows in order), per option, its score.
-    `compiled`: run the decoder layers compiled."""
+    model, rows: Sequence[PackedRow], pad_id: int = 0, compiled: CompiledLayers | None = None,
+    prefix: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
+) -> list[list[OptionScore]]:  # fmt: skip
+    """One forward pass for a batch of packed rows; per row (an example), per option, its score.
+    `compiled`: run the decoder layers compiled. `prefix`: the cached keys and values (`prefix_cache`)
+    of the context tokens the rows leave out (`pack_row`'s `n_cached`)."""
     if compiled is not None and len(rows) == 1:
         # a batch of one row would compile another graph (dynamo specialises size 1): score it twice
-        return score_batch(model, [rows[0], rows[0]], pad_id, compiled)[: len(rows[0].n_options)]
+        return score_batch(model, [rows[0], rows[0]], pad_id, compiled, prefix)[:1]
     device = next(model.parameters()).device
     batch = _collate(rows, pad_id, device)
+    mask = tree_attention_mask(batch["groups"], batch["branches"])  # (B, 1, T, T)
+    if prefix is not None:  # every token sees the whole prefix
+        mask = torch.cat([mask.new_ones((*mask.shape[:3], prefix[0][0].shape[2])), mask], dim=-1)
     inputs = {
         "input_ids": batch["input_ids"],
-        "attention_mask": model_mask(model, tree_attention_mask(batch["groups"], batch["branches"])),
+        "attention_mask": model_mask(model, mask),
         "position_ids": batch["position_ids"],
         "logits_to_keep": batch["keep"],
     }
     run = lambda: model(**inputs, use_cache=False)  # noqa: E731
-    out = run() if compiled is None else compiled.call(run)
+    layer_kwargs = None if prefix is None else prefix_cache.layer_kwargs(prefix)
+    impl = model.config._attn_implementation if prefix is None else prefix_cache.implementation(model)
+    with attention_implementation(model, impl):
+        if compiled is not None:
+            out = compiled.call(run, layer_kwargs)
+        else:
+            with running_layers(eager_layers(model), layer_kwargs):
+                out = run()
     logits = out.logits.float()  # (K, V): K = kept positions, row-major over (B, T)
     row_of = (batch["keep"].flatten().cumsum(0) - 1).view(batch["keep"].shape)  # (B, T) -> row of `logits`
     src = torch.cat([row_of[b, s] for b, r in enumerate(rows) for s in map(torch.tensor, r.sources)])  # (N,)
@@ -179,7 +180,7 @@ def score_batch(
     scores = [
         OptionScore(s, n, m == 0) for s, n, m in zip(sums.tolist(), lengths, misses.tolist(), strict=True)
     ]
-    return _regroup(scores, [n for r in rows for n in r.n_options])
+    return _regroup(scores, [len(r.targets) for r in rows])
 
 
 def _option_lengths(rows: Sequence[PackedRow]) -> list[int]:
@@ -205,42 +206,26 @@ def score_requests(
     module docstring for "auto").
     """
     fitted = [(_fit(ctx, opts, max_length), opts) for ctx, opts in requests]
-    prefix = _shared_prefix([ctx for ctx, _ in fitted])
-    members = _fill_rows(prefix, fitted)
-    rows = [pack_examples(prefix, [fitted[i] for i in m]) for m in members]
+    prefix = _shared_prefix(model, [ctx for ctx, _ in fitted])
+    states = prefix_cache.prefix_states(model, prefix) if prefix else None
+    rows = [pack_row(ctx, opts, len(prefix)) for ctx, opts in fitted]
     lengths = [len(r.input_ids) for r in rows]
     compiled = _compiled_layers(model, compile, sum(lengths))
     order = sorted(range(len(rows)), key=lambda i: lengths[i], reverse=True)  # big batches first
     results: list[list[OptionScore]] = [[] for _ in requests]
     for chunk in _token_batches(order, lengths, batch_size):
-        scored = score_batch(model, [rows[i] for i in chunk], pad_id, compiled)
-        for i, scores in zip([i for r in chunk for i in members[r]], scored, strict=True):
+        for i, scores in zip(chunk, score_batch(model, [rows[i] for i in chunk], pad_id, compiled, states),
+                             strict=True):  # fmt: skip
             results[i] = scores
     return results
 
 
-def _shared_prefix(contexts: Sequence[list[int]]) -> list[int]:
-    """The tokens every context starts with, short of the shortest context (each keeps one of its own)."""
-    if len(contexts) < 2:
+def _shared_prefix(model, contexts: Sequence[list[int]]) -> list[int]:
+    """The tokens every context starts with, short of the shortest context (each keeps one of its own);
+    none when there is nothing to share or `model` cannot read a cached prefix."""
+    if len(contexts) < 2 or prefix_cache.implementation(model) is None or not decoder_layers(model):
         return []
     return contexts[0][: common_prefix(contexts, min(len(c) for c in contexts) - 1)]
-
-
-def _fill_rows(prefix: list[int], requests: Sequence[Request]) -> list[list[int]]:
-    """Request indices per packed row: longest first, each row filled up to the width where the prefix
-    tokens it saves stop paying for its attention (√(prefix · PAIRS_PER_TOKEN)); one per row without a
-    prefix."""
-    own = [len(ctx) - len(prefix) + sum(len(o) - 1 for o in opts) for ctx, opts in requests]
-    width = math.sqrt(len(prefix) * PAIRS_PER_TOKEN)
-    rows: list[list[int]] = []
-    used = math.inf
-    for i in sorted(range(len(requests)), key=lambda i: -own[i]):
-        if used + own[i] > width:
-            rows.append([])
-            used = len(prefix)
-        rows[-1].append(i)
-        used += own[i]
-    return rows
 
 
 # auto: ~35 s of eager bf16 scoring on 2 cores; compiled, that much work takes ~9 s (base model) to ~18 s

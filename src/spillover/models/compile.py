@@ -19,8 +19,9 @@ one warning (`CompiledLayers.call`), and nothing in the process tries to compile
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -73,6 +74,7 @@ class CompiledLayers:
         self.work = work  # what runs compiled, for the warnings
         # one wrapper per layer; dynamo caches the compiled code per code object, shared by all of them
         self.compiled = [(m, torch.compile(m._call_impl, backend=BACKEND, dynamic=True)) for m in layers]
+        self.eager = eager_layers(model)
         dynamo_config = torch._dynamo.config  # imported by torch.compile
         dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, RECOMPILE_LIMIT)
         get_embeddings = getattr(model, "get_input_embeddings", None)
@@ -97,16 +99,17 @@ class CompiledLayers:
         finally:
             handle.remove()
 
-    def call(self, fn: Callable[[], Any]) -> Any:
-        """`fn()` (a forward pass of the model) with compiled layers; eagerly if compiling fails."""
+    def call(self, fn: Callable[[], Any], layer_kwargs: Sequence[dict[str, Any]] | None = None) -> Any:
+        """`fn()` (a forward pass of the model) with compiled layers; eagerly if compiling fails.
+        `layer_kwargs`: extra keyword arguments per decoder layer (see `running_layers`)."""
         if self.failed:
-            return fn()
+            with running_layers(self.eager, layer_kwargs):
+                return fn()
         try:
-            for layer, compiled in self.compiled:
-                layer._compiled_call_impl = compiled
             # Python floats (RMSNorm's eps, LoRA's scaling, attention's scale) as constants: traced as
             # symbolic inputs instead, they make dynamo restart its analysis once and miss AOTAutograd's cache
-            with torch._dynamo.config.patch(specialize_float=True), self._inputs_need_grad():
+            with running_layers(self.compiled, layer_kwargs), torch._dynamo.config.patch(specialize_float=True), \
+                    self._inputs_need_grad():  # fmt: skip
                 out = fn()
         except Exception as err:
             if self.proven:  # compiling worked before: this error is the model's, not the compiler's
@@ -119,10 +122,30 @@ class CompiledLayers:
         else:
             self.proven = True
             return out
-        finally:
-            for layer, _ in self.compiled:
-                layer._compiled_call_impl = None
-        return fn()
+        with running_layers(self.eager, layer_kwargs):
+            return fn()
+
+
+def eager_layers(model: nn.Module) -> list[tuple[nn.Module, Callable]]:
+    """The decoder layers, each with its plain (eager) call, for `running_layers`."""
+    return [(m, m._call_impl) for m in decoder_layers(model)]
+
+
+@contextlib.contextmanager
+def running_layers(
+    layers: Sequence[tuple[nn.Module, Callable]], layer_kwargs: Sequence[dict[str, Any]] | None = None
+) -> Iterator[None]:
+    """Within the block, each decoder layer runs through its callable (compiled or eager; `nn.Module.__call__`
+    uses `_compiled_call_impl` when set), given its own `layer_kwargs[i]` on top of what the model passes
+    every layer (e.g. a cached prefix, `models.prefix_cache`)."""
+    assert layer_kwargs is None or len(layer_kwargs) == len(layers), "one set of keyword arguments per layer"
+    for i, (layer, run) in enumerate(layers):
+        layer._compiled_call_impl = run if not layer_kwargs else functools.partial(run, **layer_kwargs[i])
+    try:
+        yield
+    finally:
+        for layer, _ in layers:
+            layer._compiled_call_impl = None
 
 
 def _require_grad(module: nn.Module, args, out: Any) -> None:

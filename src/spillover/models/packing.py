@@ -1,13 +1,13 @@
 """Packed rows: several token segments in one row, each seeing only what it would see on its own.
 
-Used where many sequences start with the same tokens (an instruct model's chat template puts its system
-prompt and the task's instruction in front of every example: 40–52 tokens, half of a classification
-prompt, on the embedded model) and by scoring, which feeds an example's answer options side by side.
-A row holds a shared prefix (group 0) and after it the segments of several sequences (groups 1, 2, ...);
-within a group, branch 0 is seen by the group's other branches (an example's context, seen by each of
-its options), other branches see only themselves. `position_ids` restart for every segment at the
-position it would have on its own. The model's output at every position is then that of the sequence
-alone (tested against separate forwards), while the shared tokens are computed once.
+Used by training, where the sequences of a batch start with the same tokens (an instruct model's chat
+template puts its system prompt and the task's instruction in front of every example: 40–52 tokens, half of
+a classification prompt, on the embedded model), and by scoring, which feeds an example's answer options
+side by side. A row holds a shared prefix (group 0) and after it the segments of several sequences
+(groups 1, 2, ...); within a group, branch 0 is seen by the group's other branches (an example's context,
+seen by each of its options), other branches see only themselves. `position_ids` restart for every segment
+at the position it would have on its own. The model's output at every position is then that of the
+sequence alone (tested against separate forwards), while the shared tokens are computed once.
 
 transformers passes a ready 4-D mask through unchanged (`masking_utils._preprocess_mask_arguments`);
 `sdpa` takes it as booleans (True = attend), `eager` adds it, so it gets an additive float mask.
@@ -24,10 +24,12 @@ from spillover.errors import SpilloverError
 PAD = -1  # group id of padding
 IMPLEMENTATIONS = ("sdpa", "eager")  # attention implementations that take the custom 4-D masks
 # Attention score pairs (query × key, all heads) that cost about as much as one token through the linear
-# layers. FLOPs alone say ~3,000 on the embedded model (2 · 3.5M layer weights vs 4 · 576 per pair), but
-# the mask add, softmax and bmm of attention run well below matmul speed. The optimum is broad: scoring
-# sst2's 1000 rows (chat template) with 300 / 1,000 / 3,000 / 10,000 took 22.6, 29.8 / 21.3, 21.5 / 17.6,
-# 25.8 / 19.3, 25.1 s (two alternating runs each, compiled, bf16), within this VM's noise.
+# layers (training's rows, `training.shared_prefix`). FLOPs alone say ~3,000 on the embedded model
+# (2 · 3.5M layer weights vs 4 · 576 per pair), but the mask add, softmax and bmm of attention run well
+# below matmul speed. Measured when scoring still packed several examples behind one prefix (it now reads
+# a cached prefix instead): the optimum is broad; scoring sst2's 1000 rows (chat template) with 300 /
+# 1,000 / 3,000 / 10,000 took 22.6, 29.8 / 21.3, 21.5 / 17.6, 25.8 / 19.3, 25.1 s (two alternating runs
+# each, compiled, bf16), within this VM's noise.
 PAIRS_PER_TOKEN = 1000
 
 
