@@ -14,7 +14,8 @@ its decoder layers compiled (`eval.compile`); the first run then includes the co
 runs reuse it, as a study's later evaluations do. `auto` (spillover's default) stays eager for one sst2.
 `--chat`: both sides wrap the prompt in the model's chat template (lm-eval `apply_chat_template=True`, the
 answer right after the template's generation prompt, as spillover's `chat_template: true` tasks do): the
-template's system prompt then starts every context, which spillover computes once per packed row.
+template's system prompt then starts every context, which spillover computes once per evaluation
+(`models/prefix_cache.py`).
 """
 
 from __future__ import annotations

@@ -162,6 +162,8 @@ def score_batch(
     with attention_implementation(model, impl):
         if compiled is not None:
             out = compiled.call(run, layer_kwargs)
+        elif layer_kwargs is None:
+            out = run()
         else:
             with running_layers(eager_layers(model), layer_kwargs):
                 out = run()

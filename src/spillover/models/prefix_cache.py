@@ -4,8 +4,8 @@ Scoring with an instruct model's chat template feeds hundreds of prompts that st
 prompt and task instruction (41–52 tokens on the embedded model). `prefix_states` runs those tokens once
 and keeps every layer's keys and values (after the rotary embedding, as the model's own KV cache holds
 them); `layer_kwargs` hands them to the decoder layers, which prepend them to the keys and values of the
-rows they compute, whose positions continue after the prefix. Every token then sees the prefix exactly as in the
-full prompt (same logits up to rounding, tested), while the rows hold only the tokens after it.
+rows they compute, whose positions continue after the prefix. Every token then sees the prefix exactly as
+in the full prompt (same logits up to rounding, tested), while the rows hold only the tokens after it.
 
 transformers' own KV cache does the same for generation, but its layers look the cache up by their
 `layer_idx`, which `torch.compile` of the decoder layers specialises on: one graph per layer instead of one
