@@ -98,3 +98,80 @@ def test_a_one_row_batch_reuses_the_batch_graph(make_model, tokenizer, make_para
     assert result.n_steps == 2 and result.n_tokens == sum(len(s.input_ids) - s.n_prompt for s in seqs)
     assert counters["stats"]["unique_graphs"] == 1  # one graph for every layer and both batch sizes
     assert losses_by_setting[True] == pytest.approx(losses_by_setting[False], rel=0.02)
+
+
+class FakeProbe:
+    """Stands in for Inductor's `valid_vec_isa_list`: `__wrapped__` lists what the CPU reports, a call probes."""
+
+    def __init__(self, reported: list[str], passing: list[str]):
+        self.__wrapped__ = lambda: reported
+        self.passing, self.probes = passing, 0
+
+    def __call__(self) -> list[str]:
+        self.probes += 1
+        return self.passing
+
+
+@pytest.fixture
+def isa_env(tmp_path, monkeypatch):
+    """Inductor's instruction-set probe and cache folder faked, its `vec_isa_ok` unset (and restored after)."""
+    import platform
+
+    from torch._inductor import config as inductor_config
+    from torch._inductor import cpu_vec_isa
+    from torch._inductor.runtime import cache_dir_utils
+
+    old = inductor_config.cpp.vec_isa_ok  # a config proxy: monkeypatch cannot set it
+    monkeypatch.setattr(cache_dir_utils, "cache_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+
+    def install(reported: list[str], passing: list[str]) -> FakeProbe:
+        probe = FakeProbe(reported, passing)
+        monkeypatch.setattr(cpu_vec_isa, "valid_vec_isa_list", probe)
+        return probe
+
+    def new_process() -> bool | None:
+        """Run the start-up step as a fresh process would; what it left in `vec_isa_ok`."""
+        compile_mod.reuse_vec_isa_probe.cache_clear()
+        inductor_config.cpp.vec_isa_ok = None
+        compile_mod.reuse_vec_isa_probe()
+        return inductor_config.cpp.vec_isa_ok
+
+    yield install, new_process, tmp_path
+    compile_mod.reuse_vec_isa_probe.cache_clear()
+    inductor_config.cpp.vec_isa_ok = old
+
+
+def test_the_instruction_set_probe_runs_in_the_first_process_only(isa_env):
+    install, new_process, cache = isa_env
+    sets = ["avx512 avx512_vnni amx_tile", "avx512", "avx2"]
+    probe = install(sets, sets)
+    assert new_process() is True  # probed, all passed: Inductor told so (the same setting as later processes)
+    assert probe.probes == 1 and len(list(cache.glob("spillover-vec-isa-*.json"))) == 1
+    assert new_process() is True and new_process() is True
+    assert probe.probes == 1  # later processes read the record
+
+
+def test_a_failed_instruction_set_leaves_inductor_probing(isa_env):
+    install, new_process, _ = isa_env
+    probe = install(["avx512 avx512_vnni amx_tile", "avx2"], ["avx2"])  # e.g. a compiler without AMX
+    assert new_process() is None and new_process() is None  # Inductor probes and picks avx2 itself
+    assert probe.probes == 1
+
+
+def test_a_users_setting_or_a_surprise_wins(isa_env, monkeypatch):
+    from torch._inductor import config as inductor_config
+    from torch._inductor.runtime import cache_dir_utils
+
+    install, new_process, cache = isa_env
+    probe = install(["avx2"], ["avx2"])
+    compile_mod.reuse_vec_isa_probe.cache_clear()
+    inductor_config.cpp.vec_isa_ok = False  # TORCHINDUCTOR_VEC_ISA_OK=0 (the fixture restores it)
+    compile_mod.reuse_vec_isa_probe()
+    assert inductor_config.cpp.vec_isa_ok is False and probe.probes == 0 and not list(cache.iterdir())
+
+    def unreadable() -> str:
+        raise PermissionError("cache folder")
+
+    monkeypatch.setattr(cache_dir_utils, "cache_dir", unreadable)
+    assert new_process() is None  # no record possible: Inductor's default, and no error

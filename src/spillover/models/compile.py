@@ -20,12 +20,18 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
+import json
 import logging
+import os
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from spillover.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +80,7 @@ class CompiledLayers:
         self.work = work  # what runs compiled, for the warnings
         # one wrapper per layer; dynamo caches the compiled code per code object, shared by all of them
         self.compiled = [(m, torch.compile(m._call_impl, backend=BACKEND, dynamic=True)) for m in layers]
+        reuse_vec_isa_probe()
         self.eager = eager_layers(model)
         dynamo_config = torch._dynamo.config  # imported by torch.compile
         dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, RECOMPILE_LIMIT)
@@ -124,6 +131,51 @@ class CompiledLayers:
             return out
         with running_layers(self.eager, layer_kwargs):
             return fn()
+
+
+VEC_ISA_RECORD = "spillover-vec-isa-{key}.json"  # in Inductor's cache folder, next to the kernels it vouches for
+
+
+@functools.cache
+def reuse_vec_isa_probe() -> None:
+    """Spare every process after the first Inductor's probe of the CPU's vector instruction sets.
+
+    Before Inductor loads even a cached kernel, it checks each instruction set the CPU reports (AMX,
+    AVX-512 VNNI, AVX-512, AVX2) by building a probe library and loading it in a child Python process: ~10
+    subprocesses, ~2 s of every process that compiles on this 2-core machine (a quarter of a warm first
+    training step). The outcome depends only on the CPU, torch and the C++ compiler, so the first process
+    probes as usual and records it next to Inductor's on-disk cache; when every reported set passed, this
+    and every later process tell Inductor so (`cpp.vec_isa_ok`) and it picks the same set without probing.
+    The setting is part of Inductor's cache key, which is why the first process sets it too. If a set
+    failed, nothing is set: Inductor probes as before. A user's `TORCHINDUCTOR_VEC_ISA_OK` wins. Inductor
+    internals: any surprise leaves Inductor's default alone."""
+    try:
+        import platform
+        import shutil
+
+        from torch._inductor import config as inductor_config
+        from torch._inductor import cpu_vec_isa
+        from torch._inductor.cpp_builder import get_cpp_compiler
+        from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+        if inductor_config.cpp.vec_isa_ok is not None or platform.machine() not in ("x86_64", "AMD64"):
+            return
+        with inductor_config.patch({"cpp.vec_isa_ok": True}):  # what the CPU reports, unprobed
+            reported = [str(isa) for isa in cpu_vec_isa.valid_vec_isa_list.__wrapped__()]
+        compiler = shutil.which(get_cpp_compiler()) or get_cpp_compiler()
+        stat = os.stat(compiler) if os.path.exists(compiler) else None
+        identity = [torch.__version__, reported, compiler, stat and [stat.st_size, stat.st_mtime_ns]]
+        key = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:20]
+        record = Path(cache_dir()) / VEC_ISA_RECORD.format(key=key)
+        if record.exists():
+            passed = json.loads(record.read_text())["passed"]
+        else:
+            passed = [str(isa) for isa in cpu_vec_isa.valid_vec_isa_list()]  # probes (cached for this process)
+            atomic_write_text(record, json.dumps({"identity": identity, "passed": passed}))
+        if reported and passed == reported:
+            inductor_config.cpp.vec_isa_ok = True
+    except Exception as err:  # an optimisation of Inductor's start-up: never a reason to fail
+        log.debug("compile: not reusing Inductor's instruction-set probe (%s: %s)", type(err).__name__, err)
 
 
 def eager_layers(model: nn.Module) -> list[tuple[nn.Module, Callable]]:
