@@ -133,7 +133,8 @@ class CompiledLayers:
             return fn()
 
 
-VEC_ISA_RECORD = "spillover-vec-isa-{key}.json"  # in Inductor's cache folder, next to the kernels it vouches for
+# in Inductor's cache folder, next to the kernels it vouches for
+VEC_ISA_RECORD = "spillover-vec-isa-{key}.json"
 
 
 @functools.cache
@@ -170,7 +171,8 @@ def reuse_vec_isa_probe() -> None:
         if record.exists():
             passed = json.loads(record.read_text())["passed"]
         else:
-            passed = [str(isa) for isa in cpu_vec_isa.valid_vec_isa_list()]  # probes (cached for this process)
+            # probes (cached for the rest of this process)
+            passed = [str(isa) for isa in cpu_vec_isa.valid_vec_isa_list()]
             atomic_write_text(record, json.dumps({"identity": identity, "passed": passed}))
         if reported and passed == reported:
             inductor_config.cpp.vec_isa_ok = True
