@@ -21,14 +21,18 @@ def _frozen(model):
     return model
 
 
-def test_only_frozen_untied_linears_are_converted(tiny_model):
+def test_only_frozen_linears_are_converted(tiny_model):
     model = apply_lora(_frozen(tiny_model), r=2)
+    head, embeddings = model.get_output_embeddings(), model.get_input_embeddings()
+    assert head.weight is embeddings.weight  # tied
     n = store_frozen_linears(model, BF16)
-    dtypes = {name: p.dtype for name, p in model.named_parameters()}
-    assert n == 2 * 7  # q k v o gate up down in each of 2 layers
+    dtypes = {name: p.dtype for name, p in model.named_parameters(remove_duplicate=False)}
+    assert n == 2 * 7 + 1  # q k v o gate up down in each of 2 layers, and the head
     assert all(d == torch.float32 for name, d in dtypes.items() if "lora_" in name)
     assert dtypes["base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight"] == torch.bfloat16
-    assert dtypes["base_model.model.model.embed_tokens.weight"] == torch.float32  # tied to lm_head: kept
+    # the tied head gets its own rounded copy; the embeddings keep theirs (the residual stream stays fp32)
+    assert head.weight.dtype == torch.bfloat16 and embeddings.weight.dtype == torch.float32
+    assert torch.equal(head.weight, embeddings.weight.to(torch.bfloat16)) and not head.weight.requires_grad
     assert dtypes["base_model.model.model.norm.weight"] == torch.float32
 
 
@@ -52,9 +56,10 @@ def test_lora_init_on_a_bf16_stored_base_is_not_rounded(make_model):
     store_frozen_linears(base, BF16)
     stored = apply_lora(base, r=4, seed=0)
     assert stored.model.model.layers[0].mlp.up_proj.base_layer.weight.dtype == torch.bfloat16  # cast back
-    for (n, a), (_, b) in zip(plain.named_parameters(), stored.named_parameters(), strict=True):
-        if "lora_" in n:
-            assert a.dtype == b.dtype == torch.float32 and torch.equal(a, b), n
+    adapters = [{n: p for n, p in m.named_parameters() if "lora_" in n} for m in (plain, stored)]
+    assert adapters[0].keys() == adapters[1].keys()
+    for n, a in adapters[0].items():
+        assert a.dtype == adapters[1][n].dtype == torch.float32 and torch.equal(a, adapters[1][n]), n
 
 
 def test_lora_training_on_a_bf16_stored_base_is_bit_identical(make_model, tokenizer, toy_sequences, tmp_path):
