@@ -6,8 +6,9 @@ one small kernel each, forward and backward. Inductor fuses those into a few loo
 whole model took ~10 min on 2 cores; compiling the decoder layers ("regional compilation") traces ONE
 layer, since every layer runs the same code on the same structure (`dynamic=True`: any batch shape), so
 it costs one layer's compile, and later trainings on the same base in that process reuse it. On 2 cores:
-~65 s the first time on a machine, ~6 s in every later process, which finds the kernels (Inductor) and
-the traced forward/backward graphs (AOTAutograd) in the on-disk caches (/tmp/torchinductor_<user>).
+~65 s the first time on a machine, ~3 s in every later process, which finds the kernels (Inductor) and
+the traced forward/backward graphs (AOTAutograd) in the on-disk caches (/tmp/torchinductor_<user>) and
+skips Inductor's instruction-set probe (`reuse_vec_isa_probe`).
 Measured on the embedded model (benchmarks/README.md): ~1.45× the eager training throughput, loss curve
 within bf16 noise of eager. Scoring (inference mode, no backward) compiles its own graph (~20 s cold,
 ~9 s warm) and runs 1.4–1.6× faster (evaluation/scoring.py decides when that pays).
