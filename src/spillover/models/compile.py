@@ -140,7 +140,7 @@ VEC_ISA_RECORD = "spillover-vec-isa-{key}.json"
 
 @functools.cache
 def reuse_vec_isa_probe() -> None:
-    """Spare every process after the first Inductor's probe of the CPU's vector instruction sets.
+    """Probe the CPU's vector instruction sets for Inductor once per machine instead of once per process.
 
     Before Inductor loads even a cached kernel, it checks each instruction set the CPU reports (AMX,
     AVX-512 VNNI, AVX-512, AVX2) by building a probe library and loading it in a child Python process: ~10

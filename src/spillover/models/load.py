@@ -209,11 +209,8 @@ def store_frozen_linears(model: torch.nn.Module, precision: Precision) -> int:
             continue
         for name, p in list(layer.named_parameters(recurse=False)):
             if id(p) in shared:  # the layer's own rounded copy; the other module keeps the original
-                setattr(
-                    layer,
-                    name,
-                    torch.nn.Parameter(p.detach().to(precision.compute_dtype), requires_grad=False),
-                )
+                own = torch.nn.Parameter(p.detach().to(precision.compute_dtype), requires_grad=False)
+                setattr(layer, name, own)
         layer.to(precision.compute_dtype)
         converted += 1
     return converted
