@@ -77,12 +77,12 @@ class CompiledLayers:
     so other forward passes in the same process compile nothing."""
 
     def __init__(self, model: nn.Module, work: str = "training"):
-        layers = decoder_layers(model)
+        self.eager = eager_layers(model)
+        layers = [m for m, _ in self.eager]
         self.work = work  # what runs compiled, for the warnings
         # one wrapper per layer; dynamo caches the compiled code per code object, shared by all of them
-        self.compiled = [(m, torch.compile(m._call_impl, backend=BACKEND, dynamic=True)) for m in layers]
+        self.compiled = [(m, torch.compile(run, backend=BACKEND, dynamic=True)) for m, run in self.eager]
         reuse_vec_isa_probe()
-        self.eager = eager_layers(model)
         dynamo_config = torch._dynamo.config  # imported by torch.compile
         dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, RECOMPILE_LIMIT)
         get_embeddings = getattr(model, "get_input_embeddings", None)
