@@ -123,7 +123,7 @@ def main() -> None:
     )
     p.add_argument("--repeats", type=int, default=2, help="runs per side, alternating; the fastest counts")
     p.add_argument(
-        "--compile", choices=["auto", "on", "off"], default="auto", help="spillover's eval.compile"
+        "--compile", choices=list(COMPILE_CHOICES), default="auto", help="spillover's eval.compile"
     )
     p.add_argument("--chat", action="store_true", help="both sides use the model's chat template")
     args = p.parse_args()

@@ -50,6 +50,8 @@ from pathlib import Path
 
 import torch
 
+from spillover.models.compile import COMPILE_CHOICES
+
 LORA = {"r": 8, "alpha": 16, "target_modules": "all-linear"}
 BATCH, MAX_LEN = 8, 256
 
@@ -84,7 +86,6 @@ def peak_rss_mb() -> float:
 
 def run_spillover(args) -> dict:
     from spillover.models.adapters import apply_lora
-    from spillover.models.compile import COMPILE_CHOICES
     from spillover.models.load import Precision, load_model
     from spillover.training.loop import train
     from spillover.training.types import TrainParams
@@ -202,7 +203,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--trl-gradient-checkpointing", action="store_true", help="keep TRL's default")
     ap.add_argument(
-        "--compile", choices=["auto", "on", "off"], default="auto", help="spillover's train.compile"
+        "--compile", choices=list(COMPILE_CHOICES), default="auto", help="spillover's train.compile"
     )
     ap.add_argument("--repeats", type=int, default=3, help="runs per side, alternating; the fastest counts")
     ap.add_argument("--side", choices=["spillover", "trl"], help=argparse.SUPPRESS)
