@@ -7,8 +7,11 @@ Task: sst2's 1000 test rows (the built-in copy), prompt `Review: {input}\\nSenti
 negative/positive, raw prompts (`chat_template: false`), i.e. lm-eval's `multiple_choice` output type.
 Model: the embedded SmolLM2-135M-Instruct checkpoint (converted once). Both run in this process, one after
 the other, `--repeats` times alternating (default 2; each side's fastest run counts, every run's time is
-printed); times exclude model loading. Prints both accuracies, their difference, per-example agreement and
-the throughput ratio. lm-eval runs with `dtype=float32` for fp32 and `dtype=bfloat16` (bf16 weights) for
+printed). Times exclude model loading and start-up, as the issue quotes lm-eval's time "after start-up":
+each side's time runs from its first forward pass to the end. `startup_s` is what came before (task
+set-up, data loading, tokenising; lm-eval's ~14 s are mostly its task and dataset machinery), and
+`speedup_incl_startup` the ratio with it. Prints both accuracies, their difference, per-example agreement
+and the throughput ratio. lm-eval runs with `dtype=float32` for fp32 and `dtype=bfloat16` (bf16 weights) for
 bf16; spillover uses its own precision handling (`--precision`). `--compile on`: spillover's scoring runs
 its decoder layers compiled (`eval.compile`); the first run then includes the compile (~10-30 s), later
 runs reuse it, as a study's later evaluations do. `auto` (spillover's default) stays eager for one sst2.
@@ -16,6 +19,12 @@ runs reuse it, as a study's later evaluations do. `auto` (spillover's default) s
 answer right after the template's generation prompt, as spillover's `chat_template: true` tasks do): the
 template's system prompt then starts every context, which spillover computes once per evaluation
 (`models/prefix_cache.py`).
+
+After each pair of runs a 4096x4096 matmul loop measures the machine's peak (bf16 when either side runs
+bf16); the highest counts. `positions_run`: the token positions each side's decoder ran (padding and a
+cached prefix included, `_machine.py`); `mfu_run`: 2·N FLOPs per position (N = decoder linear weights)
+over the time and the peak; `five_x`: lm-eval's time / 5, the time spillover's FLOPs would take at the
+peak, and the fraction of the peak 5x would need.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import time
 from pathlib import Path
 
 import torch
+from _machine import PositionCounter, five_x, linear_params, matmul_peak_tflops
 
 from spillover.data.tasks import BUILTIN_FILE, load_task_file
 from spillover.evaluation.evaluate import evaluate_task
@@ -78,13 +88,16 @@ def run_lm_eval(
     dtype = "float32" if precision == "fp32" else "bfloat16"
     lm = HFLM(pretrained=str(model_dir), dtype=dtype, batch_size=batch_size, device="cpu")
     start = time.perf_counter()
-    out = simple_evaluate(model=lm, tasks=["sst2_spillover_bench"], task_manager=TaskManager(include_path=str(workdir)),
-                          limit=limit, log_samples=True, bootstrap_iters=0, apply_chat_template=chat)  # fmt: skip
-    seconds = time.perf_counter() - start
+    with PositionCounter(lm.model) as counter:
+        out = simple_evaluate(model=lm, tasks=["sst2_spillover_bench"], task_manager=TaskManager(include_path=str(workdir)),
+                              limit=limit, log_samples=True, bootstrap_iters=0, apply_chat_template=chat)  # fmt: skip
+    end = time.perf_counter()
     samples = out["samples"]["sst2_spillover_bench"]
     preds = {int(s["doc_id"]): int(max(range(2), key=lambda i: s["filtered_resps"][i][0])) for s in samples}
-    return {"acc": out["results"]["sst2_spillover_bench"]["acc,none"], "seconds": seconds, "n": len(samples),
-            "preds": [preds[i] for i in sorted(preds)]}  # fmt: skip
+    return {"acc": out["results"]["sst2_spillover_bench"]["acc,none"], "n": len(samples),
+            "seconds": end - counter.first, "startup": counter.first - start,
+            "preds": [preds[i] for i in sorted(preds)], "positions": counter.positions,
+            "n_linear_params": linear_params(lm.model)}  # fmt: skip
 
 
 def run_spillover(
@@ -95,16 +108,20 @@ def run_spillover(
     prec = resolve_precision(precision)
     model, tokenizer = load_model("embedded", prec, frozen=True)  # as `spillover eval` loads it
     start = time.perf_counter()
-    r = evaluate_task(model, tokenizer, task, limit=limit, batch_size=batch_size, precision=prec,
-                      predictions_path=workdir / "predictions.jsonl", compile=compile)  # fmt: skip
-    seconds = time.perf_counter() - start
+    with PositionCounter(model) as counter:
+        r = evaluate_task(model, tokenizer, task, limit=limit, batch_size=batch_size, precision=prec,
+                          predictions_path=workdir / "predictions.jsonl", compile=compile)  # fmt: skip
+    end = time.perf_counter()
     rows = [json.loads(line) for line in (workdir / "predictions.jsonl").read_text().splitlines()]
     labels = ["negative", "positive"]
     return {
         "acc": r.value,
-        "seconds": seconds,
+        "seconds": end - counter.first,
         "n": r.n,
         "preds": [labels.index(x["prediction"]) for x in rows],
+        "positions": counter.positions,
+        "startup": counter.first - start,
+        "n_linear_params": linear_params(model),
     }
 
 
@@ -134,6 +151,8 @@ def main() -> None:
     theirs_precision = args.lm_eval_precision or args.precision
     with tempfile.TemporaryDirectory() as tmp:
         runs: dict[str, list[dict]] = {"spillover": [], "lm_eval": []}
+        peaks: list[float] = []
+        precisions = {args.precision, theirs_precision}
         for _ in range(args.repeats):  # alternate, so load from other processes hits both sides alike
             runs["spillover"].append(
                 run_spillover(Path(tmp), args.precision, args.limit, args.batch_size, compile, args.chat)
@@ -141,6 +160,7 @@ def main() -> None:
             runs["lm_eval"].append(
                 run_lm_eval(model_dir, Path(tmp), theirs_precision, args.limit, args.batch_size, args.chat)
             )
+            peaks.append(matmul_peak_tflops(torch.bfloat16 if "bf16" in precisions else torch.float32))
     ours, theirs = (min(rs, key=lambda r: r["seconds"]) for rs in runs.values())  # the least disturbed run
     agree = sum(a == b for a, b in zip(ours["preds"], theirs["preds"], strict=True)) / max(
         1, len(ours["preds"])
@@ -154,6 +174,13 @@ def main() -> None:
         "spillover_s_all_runs": [round(r["seconds"], 1) for r in runs["spillover"]],
         "lm_eval_s_all_runs": [round(r["seconds"], 1) for r in runs["lm_eval"]],
         "speedup": round(theirs["seconds"] / ours["seconds"], 2),
+        "startup_s": {"spillover": round(ours["startup"], 1), "lm_eval": round(theirs["startup"], 1)},
+        "speedup_incl_startup": round((theirs["seconds"] + theirs["startup"]) / (ours["seconds"] + ours["startup"]), 2),
+        "matmul_peak_tflops": round(max(peaks), 3), "matmul_peak_tflops_all": [round(x, 3) for x in peaks],
+        "positions_run": {"spillover": ours["positions"], "lm_eval": theirs["positions"]},
+        "mfu_run": {name: round(2 * r["n_linear_params"] * r["positions"] / r["seconds"] / (max(peaks) * 1e12), 4)
+                    for name, r in (("spillover", ours), ("lm_eval", theirs))},
+        "five_x": five_x(2 * ours["n_linear_params"] * ours["positions"], theirs["seconds"], max(peaks)),
     }  # fmt: skip
     print(json.dumps(result, indent=2))
 

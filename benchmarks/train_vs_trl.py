@@ -34,6 +34,9 @@ the same threads in this process (fp32 runs: an fp32 loop) after each pair of ru
 (conservative for MFU). spillover computes a batch's shared prefix (the chat template's system prompt and
 instruction) once per packed row (`training/shared_prefix.py`), so it runs fewer tokens than it trains on:
 `executed_tokens` counts them, and `steady_mfu_executed` is the MFU of the FLOPs it actually ran.
+`positions_run` (both sides) counts every position the decoder ran, padding included (`_machine.py`), and
+`mfu_run` is the MFU of those FLOPs over the whole run. `five_x`: TRL's time / 5, the time spillover's
+`positions_run` FLOPs would take at the matmul peak, and the fraction of the peak 5x would need.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ import time
 from pathlib import Path
 
 import torch
+from _machine import PositionCounter, five_x, linear_params, matmul_peak_tflops
 
 from spillover.models.compile import COMPILE_CHOICES
 
@@ -71,15 +75,6 @@ def build_data(rows: int):
     return tokenizer, seqs, order
 
 
-def linear_params(model) -> int:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    n = 0
-    for name, mod in base.model.named_modules():
-        if isinstance(mod, torch.nn.Linear) and "lora_" not in name:
-            n += mod.weight.numel()
-    return n
-
-
 def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
@@ -98,10 +93,11 @@ def run_spillover(args) -> dict:
     params = TrainParams(lr=args.lr, epochs=1, batch_size=BATCH, warmup_ratio=0.0, precision=precision,
                          compile=compile_setting)  # fmt: skip
     out = Path(tempfile.mkdtemp(prefix="spillover-bench-")) / "run"
-    result = train(model, tokenizer, seqs, params, out)
+    with PositionCounter(model) as counter:
+        result = train(model, tokenizer, seqs, params, out)
     steps = [json.loads(line) for line in result.log_path.read_text().splitlines()]
     return {"seconds": result.seconds, "losses": [s["loss"] for s in steps], "n_linear_params": linear_params(model),
-            "step_end_s": [s["elapsed_s"] for s in steps], "peak_rss_mb": peak_rss_mb()}  # fmt: skip
+            "step_end_s": [s["elapsed_s"] for s in steps], "peak_rss_mb": peak_rss_mb(), "positions": counter.positions}  # fmt: skip
 
 
 def run_trl(args) -> dict:
@@ -155,19 +151,10 @@ def run_trl(args) -> dict:
     trainer = SFTTrainer(
         model=model, args=sft_args, train_dataset=data, processing_class=tokenizer, callbacks=[Clock()]
     )
-    trainer.train()
+    with PositionCounter(model) as counter:
+        trainer.train()
     return {"seconds": times["end"] - times["start"], "losses": losses, "n_linear_params": linear_params(model),
-            "step_end_s": times["step_end"], "peak_rss_mb": peak_rss_mb()}  # fmt: skip
-
-
-def matmul_peak_tflops(dtype: torch.dtype, seconds: float = 3.0, n: int = 4096) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b  # warm-up
-    done, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        a @ b
-        done += 1
-    return 2 * n**3 * done / (time.perf_counter() - t0) / 1e12
+            "step_end_s": times["step_end"], "peak_rss_mb": peak_rss_mb(), "positions": counter.positions}  # fmt: skip
 
 
 def child(side: str, args) -> dict:
@@ -246,6 +233,8 @@ def main() -> None:
             "losses": [round(x, 4) for x in r["losses"]],
             "peak_rss_mb": r["peak_rss_mb"],
             "mfu": round(4 * r["n_linear_params"] * tps / (peak * 1e12), 4),
+            "positions_run": r["positions"],
+            "mfu_run": round(4 * r["n_linear_params"] * r["positions"] / r["seconds"] / (peak * 1e12), 4),
         }
     s, t = out["spillover"], out["trl"]
     out["n_linear_params"] = sides["spillover"]["n_linear_params"]
@@ -254,6 +243,7 @@ def main() -> None:
     out["steady_mfu"] = {name: round(4 * sides[name]["n_linear_params"] * out[name]["steady_tokens_per_s"]
                                      / (peak * 1e12), 4) for name in sides}  # fmt: skip
     out["steady_mfu_executed"] = round(out["steady_mfu"]["spillover"] * out["executed_tokens"] / n_tokens, 4)
+    out["five_x"] = five_x(4 * out["n_linear_params"] * s["positions_run"], t["train_seconds"], peak)
     out["max_abs_step_loss_diff"] = round(
         max(abs(a - b) for a, b in zip(s["losses"], t["losses"], strict=True)), 4
     )
