@@ -156,6 +156,7 @@ BENCHMARKS = {
     "train": "train_vs_trl.py",
     "generate": "generation_vs_generate.py",
     "attention": "attention_kernels.py",
+    "matmul": "matmul_shapes.py",
 }
 
 
