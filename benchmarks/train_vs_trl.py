@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/train_vs_trl.py [--fp32] [--rows 64] [--threads 2] [--lr 2e-4]
                                                 [--compile auto|on|off] [--repeats 3]
+                                                [--trl-gradient-checkpointing] [--trl-fp32-adapter-sum]
 
 Model: the embedded SmolLM2-135M-Instruct checkpoint (`ensure_embedded`). Data: the first `--rows` rows of
 the built-in sst2 train split, rendered by spillover (`prompts.render_training`, the task's chat template)
@@ -17,6 +18,10 @@ from seed 0; batch 8, 1 epoch, AdamW (0.9, 0.999, eps 1e-8, no weight decay), co
 warm-up, grad-norm clip 1.0; bf16 autocast with fp32 weights (TRL: `bf16=True, use_cpu=True`) or fp32
 (`--fp32`); `--threads` torch threads. TRL: no reporting, eval, checkpoint saving, packing, padding-free or
 gradient checkpointing (TRL turns the last on by default; `--trl-gradient-checkpointing` keeps it).
+`--trl-fp32-adapter-sum`: TRL's peft model gets spillover's fp32 adapter sum (`keep_adapter_sum_fp32`),
+the one computational difference between the two sides under bf16 autocast (plain peft adds LoRA's update
+to the bf16 base output in bf16, where much of it rounds away): with it the loss curves agree step by step
+within bf16 rounding, without it TRL's falls more slowly. For that check, not for timing.
 
 Each side runs in its own child process so peak RSS is per side, `--repeats` times (default 3), alternating
 spillover / TRL / matmul peak, and each side's fastest run counts (the least disturbed by other processes on
@@ -122,6 +127,10 @@ def run_trl(args) -> dict:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = get_peft_model(model, config)
+    if args.trl_fp32_adapter_sum:
+        from spillover.models.adapters import keep_adapter_sum_fp32
+
+        keep_adapter_sum_fp32(model)
     out = tempfile.mkdtemp(prefix="trl-bench-")
     sft_args = SFTConfig(
         output_dir=out, per_device_train_batch_size=BATCH, gradient_accumulation_steps=1, num_train_epochs=1,
@@ -160,7 +169,8 @@ def run_trl(args) -> dict:
 def child(side: str, args) -> dict:
     cmd = [sys.executable, __file__, "--side", side, "--rows", str(args.rows), "--threads", str(args.threads),
            "--lr", str(args.lr), "--compile", args.compile] + (["--fp32"] if args.fp32 else []) + (
-           ["--trl-gradient-checkpointing"] if args.trl_gradient_checkpointing else [])  # fmt: skip
+           ["--trl-gradient-checkpointing"] if args.trl_gradient_checkpointing else []) + (
+           ["--trl-fp32-adapter-sum"] if args.trl_fp32_adapter_sum else [])  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-4000:])
@@ -189,6 +199,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--trl-gradient-checkpointing", action="store_true", help="keep TRL's default")
+    ap.add_argument(
+        "--trl-fp32-adapter-sum",
+        action="store_true",
+        help="TRL's LoRA sum in fp32 like spillover's (loss check)",
+    )
     ap.add_argument(
         "--compile", choices=list(COMPILE_CHOICES), default="auto", help="spillover's train.compile"
     )
