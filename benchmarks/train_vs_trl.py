@@ -38,10 +38,10 @@ and lm_head excluded: spillover computes the head only on completion positions).
 the same threads in this process (fp32 runs: an fp32 loop) after each pair of runs; the highest counts
 (conservative for MFU). spillover computes a batch's shared prefix (the chat template's system prompt and
 instruction) once per packed row (`training/shared_prefix.py`), so it runs fewer tokens than it trains on:
-`executed_tokens` counts them, and `steady_mfu_executed` is the MFU of the FLOPs it actually ran.
-`positions_run` (both sides) counts every position the decoder ran, padding included (`_machine.py`), and
-`mfu_run` is the MFU of those FLOPs over the whole run. `five_x`: TRL's time / 5, the time spillover's
-`positions_run` FLOPs would take at the matmul peak, and the fraction of the peak 5x would need.
+`positions_run` (both sides) counts every position the decoder ran, padding included (`_machine.py`);
+`mfu_run` is the MFU of those FLOPs over the whole run and `steady_mfu_executed` spillover's in steps
+2..n. `five_x`: TRL's time / 5, the time spillover's `positions_run` FLOPs would take at the matmul peak,
+and the fraction of the peak 5x would need.
 """
 
 from __future__ import annotations
@@ -178,20 +178,6 @@ def child(side: str, args) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def executed_tokens(seqs, order) -> int:
-    """Tokens spillover's decoder layers run for these batches (the shared prefix once per packed row)."""
-    from spillover.data.collate import pad_batch
-    from spillover.training.loop import _n_keep
-    from spillover.training.shared_prefix import pack_shared_prefix
-
-    total = 0
-    for start in range(0, len(order), BATCH):
-        b = pad_batch([seqs[i] for i in order[start : start + BATCH]], 0)
-        packed = pack_shared_prefix(b["input_ids"], b["attention_mask"], _n_keep(b["labels"]))
-        total += int(b["attention_mask"].sum()) if packed is None else int((packed.groups >= 0).sum())
-    return total
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=64)
@@ -231,7 +217,7 @@ def main() -> None:
              for name, rs in runs.items()}  # fmt: skip
     out: dict = {"precision": "fp32" if args.fp32 else "bf16 autocast", "threads": args.threads,
                  "rows": len(seqs), "tokens": n_tokens, "completion_tokens": sum(len(s.input_ids) - s.n_prompt for s in seqs),
-                 "executed_tokens": executed_tokens(seqs, order), "repeats": args.repeats, "matmul_peak_tflops": round(peak, 3),
+                 "repeats": args.repeats, "matmul_peak_tflops": round(peak, 3),
                  "matmul_peak_tflops_all": [round(x, 3) for x in peaks]}  # fmt: skip
     for name, r in sides.items():
         tps = n_tokens / r["seconds"]
@@ -257,7 +243,7 @@ def main() -> None:
     out["steady_speedup_vs_trl"] = round(s["steady_tokens_per_s"] / t["steady_tokens_per_s"], 2)
     out["steady_mfu"] = {name: round(4 * sides[name]["n_linear_params"] * out[name]["steady_tokens_per_s"]
                                      / (peak * 1e12), 4) for name in sides}  # fmt: skip
-    out["steady_mfu_executed"] = round(out["steady_mfu"]["spillover"] * out["executed_tokens"] / n_tokens, 4)
+    out["steady_mfu_executed"] = round(out["steady_mfu"]["spillover"] * s["positions_run"] / n_tokens, 4)
     out["five_x"] = five_x(4 * out["n_linear_params"] * s["positions_run"], t["train_seconds"], peak)
     out["max_abs_step_loss_diff"] = round(
         max(abs(a - b) for a, b in zip(s["losses"], t["losses"], strict=True)), 4
