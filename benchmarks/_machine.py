@@ -8,19 +8,25 @@ and anything else the decoder layers see; they are the same measure on both side
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import torch
+
+
+def loop_tflops(fn: Callable[[], object], flop: float, seconds: float = 3.0) -> float:
+    """TFLOP/s of calling `fn` (worth `flop` FLOP a call) in a loop for about `seconds`, after one warm-up."""
+    fn()
+    done, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        fn()
+        done += 1
+    return flop * done / (time.perf_counter() - t0) / 1e12
 
 
 def matmul_peak_tflops(dtype: torch.dtype, seconds: float = 3.0, n: int = 4096) -> float:
     """TFLOP/s of an n x n matmul loop on this process's threads: the best rate this machine gives now."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b  # warm-up
-    done, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        a @ b
-        done += 1
-    return 2 * n**3 * done / (time.perf_counter() - t0) / 1e12
+    return loop_tflops(lambda: a @ b, 2 * n**3, seconds)
 
 
 def linear_params(model) -> int:

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import torch
-from _machine import matmul_peak_tflops
+from _machine import loop_tflops, matmul_peak_tflops
 from transformers import AutoConfig
 
 from spillover.models.load import ensure_embedded
@@ -45,18 +44,12 @@ def layer_tflops(
 ) -> float:
     weights = [torch.randn(o, i, dtype=dtype) for o, i in shapes.values()]
     inputs = {i: torch.randn(rows, i, dtype=dtype) for _, i in shapes.values()}
-    flop = 2 * rows * sum(w.numel() for w in weights)
 
     def layer() -> None:
         for w in weights:
             inputs[w.shape[1]] @ w.t()
 
-    layer()  # warm-up
-    done, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        layer()
-        done += 1
-    return flop * done / (time.perf_counter() - t0) / 1e12
+    return loop_tflops(layer, 2 * rows * sum(w.numel() for w in weights), seconds)
 
 
 def main() -> None:
