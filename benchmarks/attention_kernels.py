@@ -57,13 +57,20 @@ def main() -> None:
                 ]
                 base = model.unload()  # the plain base again, for the next run's fresh adapter
     median = {k: statistics.median(v) for k, v in runs.items()}
-    print(json.dumps({
-        "precision": "fp32" if args.fp32 else "bf16 autocast", "threads": args.threads, "tokens": n_tokens,
-        "tokens_per_s": {k: [round(x, 1) for x in v] for k, v in runs.items()},
-        "median_tokens_per_s": {k: round(v, 1) for k, v in median.items()},
-        "eager_over_sdpa": round(median["eager"] / median["sdpa"], 2),
-        "losses": {k: [round(x, 4) for x in v] for k, v in losses.items()},
-    }, indent=2))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "precision": "fp32" if args.fp32 else "bf16 autocast",
+                "threads": args.threads,
+                "tokens": n_tokens,
+                "tokens_per_s": {k: [round(x, 1) for x in v] for k, v in runs.items()},
+                "median_tokens_per_s": {k: round(v, 1) for k, v in median.items()},
+                "eager_over_sdpa": round(median["eager"] / median["sdpa"], 2),
+                "losses": {k: [round(x, 4) for x in v] for k, v in losses.items()},
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -89,15 +89,27 @@ def run_lm_eval(
     lm = HFLM(pretrained=str(model_dir), dtype=dtype, batch_size=batch_size, device="cpu")
     start = time.perf_counter()
     with PositionCounter(lm.model) as counter:
-        out = simple_evaluate(model=lm, tasks=["sst2_spillover_bench"], task_manager=TaskManager(include_path=str(workdir)),
-                              limit=limit, log_samples=True, bootstrap_iters=0, apply_chat_template=chat)  # fmt: skip
+        out = simple_evaluate(
+            model=lm,
+            tasks=["sst2_spillover_bench"],
+            task_manager=TaskManager(include_path=str(workdir)),
+            limit=limit,
+            log_samples=True,
+            bootstrap_iters=0,
+            apply_chat_template=chat,
+        )
     end = time.perf_counter()
     samples = out["samples"]["sst2_spillover_bench"]
     preds = {int(s["doc_id"]): int(max(range(2), key=lambda i: s["filtered_resps"][i][0])) for s in samples}
-    return {"acc": out["results"]["sst2_spillover_bench"]["acc,none"], "n": len(samples),
-            "seconds": end - counter.first, "startup": counter.first - start,
-            "preds": [preds[i] for i in sorted(preds)], "positions": counter.positions,
-            "n_linear_params": linear_params(lm.model)}  # fmt: skip
+    return {
+        "acc": out["results"]["sst2_spillover_bench"]["acc,none"],
+        "n": len(samples),
+        "seconds": end - counter.first,
+        "startup": counter.first - start,
+        "preds": [preds[i] for i in sorted(preds)],
+        "positions": counter.positions,
+        "n_linear_params": linear_params(lm.model),
+    }
 
 
 def run_spillover(
@@ -109,8 +121,16 @@ def run_spillover(
     model, tokenizer = load_model("embedded", prec, frozen=True)  # as `spillover eval` loads it
     start = time.perf_counter()
     with PositionCounter(model) as counter:
-        r = evaluate_task(model, tokenizer, task, limit=limit, batch_size=batch_size, precision=prec,
-                          predictions_path=workdir / "predictions.jsonl", compile=compile)  # fmt: skip
+        r = evaluate_task(
+            model,
+            tokenizer,
+            task,
+            limit=limit,
+            batch_size=batch_size,
+            precision=prec,
+            predictions_path=workdir / "predictions.jsonl",
+            compile=compile,
+        )
     end = time.perf_counter()
     rows = [json.loads(line) for line in (workdir / "predictions.jsonl").read_text().splitlines()]
     labels = ["negative", "positive"]
@@ -166,22 +186,35 @@ def main() -> None:
         1, len(ours["preds"])
     )
     result = {
-        "precision": args.precision, "lm_eval_precision": theirs_precision, "threads": args.threads,
-        "rows": ours["n"], "repeats": args.repeats, "compile": args.compile, "chat": args.chat,
-        "spillover_acc": round(ours["acc"], 4), "lm_eval_acc": round(theirs["acc"], 4),
-        "acc_diff_points": round(100 * (ours["acc"] - theirs["acc"]), 2), "prediction_agreement": round(agree, 4),
-        "spillover_s": round(ours["seconds"], 1), "lm_eval_s": round(theirs["seconds"], 1),
+        "precision": args.precision,
+        "lm_eval_precision": theirs_precision,
+        "threads": args.threads,
+        "rows": ours["n"],
+        "repeats": args.repeats,
+        "compile": args.compile,
+        "chat": args.chat,
+        "spillover_acc": round(ours["acc"], 4),
+        "lm_eval_acc": round(theirs["acc"], 4),
+        "acc_diff_points": round(100 * (ours["acc"] - theirs["acc"]), 2),
+        "prediction_agreement": round(agree, 4),
+        "spillover_s": round(ours["seconds"], 1),
+        "lm_eval_s": round(theirs["seconds"], 1),
         "spillover_s_all_runs": [round(r["seconds"], 1) for r in runs["spillover"]],
         "lm_eval_s_all_runs": [round(r["seconds"], 1) for r in runs["lm_eval"]],
         "speedup": round(theirs["seconds"] / ours["seconds"], 2),
         "startup_s": {"spillover": round(ours["startup"], 1), "lm_eval": round(theirs["startup"], 1)},
-        "speedup_incl_startup": round((theirs["seconds"] + theirs["startup"]) / (ours["seconds"] + ours["startup"]), 2),
-        "matmul_peak_tflops": round(max(peaks), 3), "matmul_peak_tflops_all": [round(x, 3) for x in peaks],
+        "speedup_incl_startup": round(
+            (theirs["seconds"] + theirs["startup"]) / (ours["seconds"] + ours["startup"]), 2
+        ),
+        "matmul_peak_tflops": round(max(peaks), 3),
+        "matmul_peak_tflops_all": [round(x, 3) for x in peaks],
         "positions_run": {"spillover": ours["positions"], "lm_eval": theirs["positions"]},
-        "mfu_run": {name: round(2 * r["n_linear_params"] * r["positions"] / r["seconds"] / (max(peaks) * 1e12), 4)
-                    for name, r in (("spillover", ours), ("lm_eval", theirs))},
+        "mfu_run": {
+            name: round(2 * r["n_linear_params"] * r["positions"] / r["seconds"] / (max(peaks) * 1e12), 4)
+            for name, r in (("spillover", ours), ("lm_eval", theirs))
+        },
         "five_x": five_x(2 * ours["n_linear_params"] * ours["positions"], theirs["seconds"], max(peaks)),
-    }  # fmt: skip
+    }
     print(json.dumps(result, indent=2))
 
 

@@ -63,9 +63,17 @@ def main() -> None:
         t0 = time.perf_counter()
         for p in prompts:
             ids = torch.tensor([p])
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                 max_new_tokens=args.max_new_tokens, eos_token_id=sorted(stop),
-                                 pad_token_id=tokenizer.pad_token_id, temperature=None, top_p=None, top_k=None)  # fmt: skip
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=False,
+                max_new_tokens=args.max_new_tokens,
+                eos_token_id=sorted(stop),
+                pad_token_id=tokenizer.pad_token_id,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+            )
             new = out[0, len(p) :].tolist()
             cut = next((i for i, t in enumerate(new) if t in stop), len(new))
             theirs.append(new[:cut])
@@ -75,8 +83,11 @@ def main() -> None:
     same = sum(a == b for a, b in zip(ours, theirs, strict=True))
     positions = sum(max(len(a), len(b)) for a, b in zip(ours, theirs, strict=True))
     matching = sum(sum(x == y for x, y in zip(a, b, strict=False)) for a, b in zip(ours, theirs, strict=True))
-    first_diff = [next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
-                  for a, b in zip(ours, theirs, strict=True) if a != b]  # fmt: skip
+    first_diff = [
+        next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+        for a, b in zip(ours, theirs, strict=True)
+        if a != b
+    ]
     summary = {
         "precision": args.precision,
         "threads": args.threads,
@@ -84,14 +95,22 @@ def main() -> None:
         "mean_prompt_tokens": round(sum(map(len, prompts)) / len(prompts), 1),
         "max_new_tokens": args.max_new_tokens,
         "batch_size": args.batch_size,
-        "spillover": {"seconds": round(ours_s, 2), "generated_tokens": n_ours, "tokens_per_s": round(n_ours / ours_s, 1)},
-        "hf_generate": {"seconds": round(hf_s, 2), "generated_tokens": n_hf, "tokens_per_s": round(n_hf / hf_s, 1)},
+        "spillover": {
+            "seconds": round(ours_s, 2),
+            "generated_tokens": n_ours,
+            "tokens_per_s": round(n_ours / ours_s, 1),
+        },
+        "hf_generate": {
+            "seconds": round(hf_s, 2),
+            "generated_tokens": n_hf,
+            "tokens_per_s": round(n_hf / hf_s, 1),
+        },
         "speedup": round((n_ours / ours_s) / (n_hf / hf_s), 2),
         "identical_sequences": round(same / len(prompts), 4),
         "matching_positions": round(matching / max(positions, 1), 4),
         "first_divergence_positions": first_diff,
         "load_average_1m": os.getloadavg()[0],
-    }  # fmt: skip
+    }
     json.dump(summary, sys.stdout, indent=2)
     print()
 

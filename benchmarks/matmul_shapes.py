@@ -67,16 +67,34 @@ def main() -> None:
         for rows in args.rows:
             peak = matmul_peak_tflops(dtype)
             rate = layer_tflops(shapes, rows, dtype)
-            runs.append({"rows": rows, "peak_tflops": round(peak, 3), "layer_tflops": round(rate, 3),
-                         "ratio": round(rate / peak, 2)})  # fmt: skip
+            runs.append(
+                {
+                    "rows": rows,
+                    "peak_tflops": round(peak, 3),
+                    "layer_tflops": round(rate, 3),
+                    "ratio": round(rate / peak, 2),
+                }
+            )
             print(json.dumps(runs[-1]), flush=True)
     summary = {
-        rows: {"best_layer_tflops": max(r["layer_tflops"] for r in runs if r["rows"] == rows),
-               "ratios": [r["ratio"] for r in runs if r["rows"] == rows]}
+        rows: {
+            "best_layer_tflops": max(r["layer_tflops"] for r in runs if r["rows"] == rows),
+            "ratios": [r["ratio"] for r in runs if r["rows"] == rows],
+        }
         for rows in args.rows
-    }  # fmt: skip
-    print(json.dumps({"precision": args.precision, "threads": args.threads, "shapes (out x in)": {n: f"{o}x{i}" for n, (o, i) in shapes.items()},
-                      "best_peak_tflops": max(r["peak_tflops"] for r in runs), "by_rows": summary}, indent=2))  # fmt: skip
+    }
+    print(
+        json.dumps(
+            {
+                "precision": args.precision,
+                "threads": args.threads,
+                "shapes (out x in)": {n: f"{o}x{i}" for n, (o, i) in shapes.items()},
+                "best_peak_tflops": max(r["peak_tflops"] for r in runs),
+                "by_rows": summary,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

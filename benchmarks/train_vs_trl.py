@@ -95,14 +95,21 @@ def run_spillover(args) -> dict:
     model, tokenizer = load_model("embedded", precision, frozen=True)  # as a study loads its base
     model = apply_lora(model, r=LORA["r"], alpha=LORA["alpha"], target_modules=LORA["target_modules"], seed=0)
     compile_setting = COMPILE_CHOICES[args.compile]
-    params = TrainParams(lr=args.lr, epochs=1, batch_size=BATCH, warmup_ratio=0.0, precision=precision,
-                         compile=compile_setting)  # fmt: skip
+    params = TrainParams(
+        lr=args.lr, epochs=1, batch_size=BATCH, warmup_ratio=0.0, precision=precision, compile=compile_setting
+    )
     out = Path(tempfile.mkdtemp(prefix="spillover-bench-")) / "run"
     with PositionCounter(model) as counter:
         result = train(model, tokenizer, seqs, params, out)
     steps = [json.loads(line) for line in result.log_path.read_text().splitlines()]
-    return {"seconds": result.seconds, "losses": [s["loss"] for s in steps], "n_linear_params": linear_params(model),
-            "step_end_s": [s["elapsed_s"] for s in steps], "peak_rss_mb": peak_rss_mb(), "positions": counter.positions}  # fmt: skip
+    return {
+        "seconds": result.seconds,
+        "losses": [s["loss"] for s in steps],
+        "n_linear_params": linear_params(model),
+        "step_end_s": [s["elapsed_s"] for s in steps],
+        "peak_rss_mb": peak_rss_mb(),
+        "positions": counter.positions,
+    }
 
 
 def run_trl(args) -> dict:
@@ -115,15 +122,22 @@ def run_trl(args) -> dict:
 
     tokenizer, seqs, order = build_data(args.rows)
     rows = [seqs[i] for i in order]
-    data = Dataset.from_dict({
-        "input_ids": [s.input_ids for s in rows],
-        "completion_mask": [[0] * s.n_prompt + [1] * (len(s.input_ids) - s.n_prompt) for s in rows],
-    })  # fmt: skip
+    data = Dataset.from_dict(
+        {
+            "input_ids": [s.input_ids for s in rows],
+            "completion_mask": [[0] * s.n_prompt + [1] * (len(s.input_ids) - s.n_prompt) for s in rows],
+        }
+    )
     model = AutoModelForCausalLM.from_pretrained(
         str(ensure_embedded()), dtype=torch.float32, attn_implementation="sdpa"
     )
-    config = LoraConfig(task_type="CAUSAL_LM", r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=0.0,
-                        target_modules=LORA["target_modules"])  # fmt: skip
+    config = LoraConfig(
+        task_type="CAUSAL_LM",
+        r=LORA["r"],
+        lora_alpha=LORA["alpha"],
+        lora_dropout=0.0,
+        target_modules=LORA["target_modules"],
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = get_peft_model(model, config)
@@ -133,14 +147,35 @@ def run_trl(args) -> dict:
         keep_adapter_sum_fp32(model)
     out = tempfile.mkdtemp(prefix="trl-bench-")
     sft_args = SFTConfig(
-        output_dir=out, per_device_train_batch_size=BATCH, gradient_accumulation_steps=1, num_train_epochs=1,
-        learning_rate=args.lr, lr_scheduler_type="cosine", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0,
-        adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8, optim="adamw_torch", seed=0,
-        bf16=not args.fp32, use_cpu=True, max_length=MAX_LEN, packing=False, padding_free=False,
-        completion_only_loss=True, gradient_checkpointing=args.trl_gradient_checkpointing,
-        train_sampling_strategy="sequential", report_to=[], eval_strategy="no", save_strategy="no",
-        logging_steps=1, disable_tqdm=True, dataloader_num_workers=0,
-    )  # fmt: skip
+        output_dir=out,
+        per_device_train_batch_size=BATCH,
+        gradient_accumulation_steps=1,
+        num_train_epochs=1,
+        learning_rate=args.lr,
+        lr_scheduler_type="cosine",
+        warmup_steps=0,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        adam_beta1=0.9,
+        adam_beta2=0.999,
+        adam_epsilon=1e-8,
+        optim="adamw_torch",
+        seed=0,
+        bf16=not args.fp32,
+        use_cpu=True,
+        max_length=MAX_LEN,
+        packing=False,
+        padding_free=False,
+        completion_only_loss=True,
+        gradient_checkpointing=args.trl_gradient_checkpointing,
+        train_sampling_strategy="sequential",
+        report_to=[],
+        eval_strategy="no",
+        save_strategy="no",
+        logging_steps=1,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
     times, losses = {}, []
 
     class Clock(TrainerCallback):
@@ -162,15 +197,36 @@ def run_trl(args) -> dict:
     )
     with PositionCounter(model) as counter:
         trainer.train()
-    return {"seconds": times["end"] - times["start"], "losses": losses, "n_linear_params": linear_params(model),
-            "step_end_s": times["step_end"], "peak_rss_mb": peak_rss_mb(), "positions": counter.positions}  # fmt: skip
+    return {
+        "seconds": times["end"] - times["start"],
+        "losses": losses,
+        "n_linear_params": linear_params(model),
+        "step_end_s": times["step_end"],
+        "peak_rss_mb": peak_rss_mb(),
+        "positions": counter.positions,
+    }
 
 
 def child(side: str, args) -> dict:
-    cmd = [sys.executable, __file__, "--side", side, "--rows", str(args.rows), "--threads", str(args.threads),
-           "--lr", str(args.lr), "--compile", args.compile] + (["--fp32"] if args.fp32 else []) + (
-           ["--trl-gradient-checkpointing"] if args.trl_gradient_checkpointing else []) + (
-           ["--trl-fp32-adapter-sum"] if args.trl_fp32_adapter_sum else [])  # fmt: skip
+    cmd = (
+        [
+            sys.executable,
+            __file__,
+            "--side",
+            side,
+            "--rows",
+            str(args.rows),
+            "--threads",
+            str(args.threads),
+            "--lr",
+            str(args.lr),
+            "--compile",
+            args.compile,
+        ]
+        + (["--fp32"] if args.fp32 else [])
+        + (["--trl-gradient-checkpointing"] if args.trl_gradient_checkpointing else [])
+        + (["--trl-fp32-adapter-sum"] if args.trl_fp32_adapter_sum else [])
+    )
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-4000:])
@@ -213,12 +269,20 @@ def main() -> None:
             runs[name].append(child(name, args))
         peaks.append(matmul_peak_tflops(torch.float32 if args.fp32 else torch.bfloat16))
     peak = max(peaks)  # conservative: MFU against the best peak seen
-    sides = {name: min(rs, key=lambda r: r["seconds"]) | {"all_seconds": [r["seconds"] for r in rs]}
-             for name, rs in runs.items()}  # fmt: skip
-    out: dict = {"precision": "fp32" if args.fp32 else "bf16 autocast", "threads": args.threads,
-                 "rows": len(seqs), "tokens": n_tokens, "completion_tokens": sum(len(s.input_ids) - s.n_prompt for s in seqs),
-                 "repeats": args.repeats, "matmul_peak_tflops": round(peak, 3),
-                 "matmul_peak_tflops_all": [round(x, 3) for x in peaks]}  # fmt: skip
+    sides = {
+        name: min(rs, key=lambda r: r["seconds"]) | {"all_seconds": [r["seconds"] for r in rs]}
+        for name, rs in runs.items()
+    }
+    out: dict = {
+        "precision": "fp32" if args.fp32 else "bf16 autocast",
+        "threads": args.threads,
+        "rows": len(seqs),
+        "tokens": n_tokens,
+        "completion_tokens": sum(len(s.input_ids) - s.n_prompt for s in seqs),
+        "repeats": args.repeats,
+        "matmul_peak_tflops": round(peak, 3),
+        "matmul_peak_tflops_all": [round(x, 3) for x in peaks],
+    }
     for name, r in sides.items():
         tps = n_tokens / r["seconds"]
         ends = r["step_end_s"]
@@ -241,8 +305,10 @@ def main() -> None:
     out["n_linear_params"] = sides["spillover"]["n_linear_params"]
     out["speedup_vs_trl"] = round(s["tokens_per_s"] / t["tokens_per_s"], 2)
     out["steady_speedup_vs_trl"] = round(s["steady_tokens_per_s"] / t["steady_tokens_per_s"], 2)
-    out["steady_mfu"] = {name: round(4 * sides[name]["n_linear_params"] * out[name]["steady_tokens_per_s"]
-                                     / (peak * 1e12), 4) for name in sides}  # fmt: skip
+    out["steady_mfu"] = {
+        name: round(4 * sides[name]["n_linear_params"] * out[name]["steady_tokens_per_s"] / (peak * 1e12), 4)
+        for name in sides
+    }
     out["steady_mfu_executed"] = round(out["steady_mfu"]["spillover"] * s["positions_run"] / n_tokens, 4)
     out["five_x"] = five_x(4 * out["n_linear_params"] * s["positions_run"], t["train_seconds"], peak)
     out["max_abs_step_loss_diff"] = round(

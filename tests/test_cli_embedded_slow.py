@@ -27,14 +27,30 @@ checkpoint_every: 2
 
 
 def _cli(*args: str, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "spillover.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, **kw)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "spillover.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kw,
+    )
 
 
 def test_cli_eval_sst2_accuracy(tmp_path):
     out = tmp_path / "r.json"
-    proc = _cli("eval", "--model", "embedded", "--tasks", "sst2", "--limit", "500", "--json", str(out),
-                "--out", str(tmp_path / "preds"))  # fmt: skip
+    proc = _cli(
+        "eval",
+        "--model",
+        "embedded",
+        "--tasks",
+        "sst2",
+        "--limit",
+        "500",
+        "--json",
+        str(out),
+        "--out",
+        str(tmp_path / "preds"),
+    )
     assert proc.wait(timeout=1200) == 0, proc.stdout.read()
     result = json.loads(out.read_text())["tasks"]["sst2"]
     assert result["n"] == 500 and result["value"] >= 0.75

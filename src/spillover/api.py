@@ -38,13 +38,24 @@ log = logging.getLogger(__name__)
 def train_params(settings: TrainSettings, precision: Precision) -> TrainParams:
     """The loop's plain-value parameters from a validated `train:` section."""
     return TrainParams(
-        lr=settings.learning_rate, epochs=settings.epochs, max_steps=settings.max_steps,
-        batch_size=settings.batch_size, grad_accum=settings.grad_accum, warmup_ratio=settings.warmup_ratio,
-        schedule=settings.schedule, weight_decay=settings.weight_decay, max_grad_norm=settings.max_grad_norm,
-        seed=settings.seed, objective=settings.objective, objective_params=dict(settings.objective_params),
-        regularizers={k: dict(v) for k, v in settings.regularizers.items()}, log_every=settings.log_every,
-        checkpoint_every=settings.checkpoint_every, compile=settings.compile, precision=precision,
-    )  # fmt: skip
+        lr=settings.learning_rate,
+        epochs=settings.epochs,
+        max_steps=settings.max_steps,
+        batch_size=settings.batch_size,
+        grad_accum=settings.grad_accum,
+        warmup_ratio=settings.warmup_ratio,
+        schedule=settings.schedule,
+        weight_decay=settings.weight_decay,
+        max_grad_norm=settings.max_grad_norm,
+        seed=settings.seed,
+        objective=settings.objective,
+        objective_params=dict(settings.objective_params),
+        regularizers={k: dict(v) for k, v in settings.regularizers.items()},
+        log_every=settings.log_every,
+        checkpoint_every=settings.checkpoint_every,
+        compile=settings.compile,
+        precision=precision,
+    )
 
 
 def mixture_plan(
@@ -56,10 +67,18 @@ def mixture_plan(
     if m is None:
         return None
     return MixturePlan.build(
-        tasks, sizes, [len(s.input_ids) for s in sequences], m.to_schedule(tasks, sizes), sampling=m.sampling,
-        stop=m.stop, batch_size=settings.batch_size, grad_accum=settings.grad_accum, seed=settings.seed,
-        epochs=settings.epochs, max_steps=settings.max_steps,
-    )  # fmt: skip
+        tasks,
+        sizes,
+        [len(s.input_ids) for s in sequences],
+        m.to_schedule(tasks, sizes),
+        sampling=m.sampling,
+        stop=m.stop,
+        batch_size=settings.batch_size,
+        grad_accum=settings.grad_accum,
+        seed=settings.seed,
+        epochs=settings.epochs,
+        max_steps=settings.max_steps,
+    )
 
 
 def prepare_for_training(model, settings: TrainSettings):
@@ -139,18 +158,36 @@ def _evaluate_once(
     if done.exists():
         return json.loads(done.read_text())
     with base_only(model) if base else contextlib.nullcontext():
-        results = evaluate_tasks(model, tokenizer, tasks, predictions_dir=folder, limit=spec.eval_limit,
-                                 shots=spec.eval_shots, seed=spec.seed, precision=precision)  # fmt: skip
+        results = evaluate_tasks(
+            model,
+            tokenizer,
+            tasks,
+            predictions_dir=folder,
+            limit=spec.eval_limit,
+            shots=spec.eval_shots,
+            seed=spec.seed,
+            precision=precision,
+        )
     rows = [asdict(r) for r in results]
     atomic_write_text(done, json.dumps(rows, indent=2))
     return rows
 
 
 def run_evaluation(
-    model: str, tasks: list[str], *, adapter: str | None = None, tasks_file: str | None = None,
-    limit: int | None = None, shots: int = 0, seed: int = 0, batch_size: int = 16, precision: str = "auto",
-    compile: Literal["auto"] | bool = "auto", out_dir: str | Path = "eval-out", json_path: str | Path | None = None,
-) -> dict[str, Any]:  # fmt: skip
+    model: str,
+    tasks: list[str],
+    *,
+    adapter: str | None = None,
+    tasks_file: str | None = None,
+    limit: int | None = None,
+    shots: int = 0,
+    seed: int = 0,
+    batch_size: int = 16,
+    precision: str = "auto",
+    compile: Literal["auto"] | bool = "auto",
+    out_dir: str | Path = "eval-out",
+    json_path: str | Path | None = None,
+) -> dict[str, Any]:
     """Evaluate a model (optionally with a PEFT adapter) on tasks; per-example predictions go to out_dir.
     `compile`: scoring runs the decoder layers compiled (`evaluation.scoring`)."""
     specs = resolve_tasks(tasks, tasks_file)
@@ -160,8 +197,18 @@ def run_evaluation(
     loaded, tokenizer = load_model(model, prec, frozen=True)
     if adapter is not None:
         loaded = load_adapter(loaded, adapter)
-    results = evaluate_tasks(loaded, tokenizer, specs, predictions_dir=out_dir, limit=limit, shots=shots, seed=seed,
-                             batch_size=batch_size, precision=prec, compile=compile)  # fmt: skip
+    results = evaluate_tasks(
+        loaded,
+        tokenizer,
+        specs,
+        predictions_dir=out_dir,
+        limit=limit,
+        shots=shots,
+        seed=seed,
+        batch_size=batch_size,
+        precision=prec,
+        compile=compile,
+    )
     payload = {"model": model, "adapter": adapter, "tasks": {r.task: asdict(r) for r in results}}
     if json_path is not None:
         atomic_write_text(Path(json_path), json.dumps(payload, indent=2))

@@ -60,26 +60,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rn.add_argument("--out", default=None, help="output folder (default: the study's output_dir)")
     rn.add_argument(
-        "--threads", type=int, default=None,
+        "--threads",
+        type=int,
+        default=None,
         help="torch CPU threads (default: all cores); with --executor ray only for the analysis, which runs "
         "in this process (jobs on Ray workers use --cpus-per-job threads)",
-    )  # fmt: skip
+    )
     from spillover.engine.executors import EXECUTORS
 
     rn.add_argument(
-        "--executor", choices=EXECUTORS, default="local",
+        "--executor",
+        choices=EXECUTORS,
+        default="local",
         help="local: every job in this process, one after another (default); ray: independent jobs in "
         "parallel on Ray workers, the analysis here (see docs/scaling.md)",
-    )  # fmt: skip
+    )
     rn.add_argument(
-        "--address", default=None, metavar="ADDR",
+        "--address",
+        default=None,
+        metavar="ADDR",
         help="with --executor ray: the Ray cluster to join (host:port, auto, or ray://host:port); "
         "default: join RAY_ADDRESS or this machine's `ray start` instance, else start a local one",
-    )  # fmt: skip
-    rn.add_argument("--cpus-per-job", type=_positive_int, default=None, metavar="N",
-                    help="with --executor ray: CPUs each job reserves and its torch threads (default 1)")  # fmt: skip
-    rn.add_argument("--gpus-per-job", type=_nonnegative_float, default=None, metavar="G",
-                    help="with --executor ray: GPUs each job reserves; a fraction shares a GPU (default 0)")  # fmt: skip
+    )
+    rn.add_argument(
+        "--cpus-per-job",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="with --executor ray: CPUs each job reserves and its torch threads (default 1)",
+    )
+    rn.add_argument(
+        "--gpus-per-job",
+        type=_nonnegative_float,
+        default=None,
+        metavar="G",
+        help="with --executor ray: GPUs each job reserves; a fraction shares a GPU (default 0)",
+    )
     rn.set_defaults(func=_cmd_run)
 
     st = sub.add_parser("status", help="show a study's jobs: done / failed / pending")
@@ -112,16 +128,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--seed", type=int, default=0, help="seed for demonstration sampling")
     ev.add_argument(
-        "--batch-size", type=_positive_int, default=16,
+        "--batch-size",
+        type=_positive_int,
+        default=16,
         help="prompts per generation batch; log-likelihood scoring takes more rows while they are short "
-             "(up to batch-size x 128 padded tokens, at most 8 x batch-size rows) (default: 16)",
-    )  # fmt: skip
+        "(up to batch-size x 128 padded tokens, at most 8 x batch-size rows) (default: 16)",
+    )
     ev.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
     ev.add_argument(
-        "--compile", choices=["auto", "on", "off"], default="auto",  # models.compile.COMPILE_CHOICES
+        "--compile",
+        choices=["auto", "on", "off"],
+        default="auto",  # models.compile.COMPILE_CHOICES
         help="torch.compile the decoder layers for log-likelihood scoring (~9 s, ~20 s the first time; then 1.4-1.6x faster); "
-             "auto: on a CPU in bf16 once the process has scored >= 15 TFLOP (docs/evaluation.md) (default: auto)",
-    )  # fmt: skip
+        "auto: on a CPU in bf16 once the process has scored >= 15 TFLOP (docs/evaluation.md) (default: auto)",
+    )
     ev.add_argument(
         "--out", default=None, help="folder for per-example predictions (default: a temp-free ./eval-out)"
     )
@@ -217,8 +237,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     summary, out = run_study(
         kind, spec, progress=_rich_progress(), on_job=on_job, executor=args.executor, ray=ray
     )
-    print(f"{len(summary.done)} jobs run, {len(summary.skipped)} already done, "
-          f"{len(summary.failed)} failed, {len(summary.blocked)} blocked")  # fmt: skip
+    print(
+        f"{len(summary.done)} jobs run, {len(summary.skipped)} already done, "
+        f"{len(summary.failed)} failed, {len(summary.blocked)} blocked"
+    )
     report = out / "report.html"
     if report.exists():
         print(f"report: {report}")
@@ -257,8 +279,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
     colour = {"done": "green", "failed": "red", "running": "yellow", "pending": "white"}
     for r in rows:
         err = (r["error"] or "").strip().splitlines()
-        table.add_row(f"[{colour[r['status']]}]{r['status']}[/]", r["kind"], r["name"],
-                      f"{r['seconds']:.0f}" if r["seconds"] is not None else "", r["id"], err[-1] if err else "")  # fmt: skip
+        table.add_row(
+            f"[{colour[r['status']]}]{r['status']}[/]",
+            r["kind"],
+            r["name"],
+            f"{r['seconds']:.0f}" if r["seconds"] is not None else "",
+            r["id"],
+            err[-1] if err else "",
+        )
     _console().print(table)
     counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "failed", "running", "pending")}
     print(
@@ -292,8 +320,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 0  # a data-parallel launch (docs/scaling.md): rank 0 evaluates and prints the summary
     print(f"trained in {result['train']['seconds']:.0f}s, final loss {result['train']['final_loss']:.4f}")
     for m in result.get("mixture", []):
-        print(f"  {m['task']}: ratio {m['mean_ratio']:.3f}, drew {m['sequences']} sequences "
-              f"({m['realised_fraction']:.3f}), {m['epochs']:.2f} epochs")  # fmt: skip
+        print(
+            f"  {m['task']}: ratio {m['mean_ratio']:.3f}, drew {m['sequences']} sequences "
+            f"({m['realised_fraction']:.3f}), {m['epochs']:.2f} epochs"
+        )
     for row in result.get("eval", []):
         print(_format_result(row))
     print(f"outputs: {spec.output_dir}")

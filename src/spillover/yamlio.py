@@ -25,9 +25,11 @@ class UniqueKeyLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             if isinstance(key, collections.abc.Hashable) and key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"key '{key}' is given twice (first on line {seen[key].line + 1})",
+                    None,
+                    None,
+                    f"key '{key}' is given twice (first on line {seen[key].line + 1})",
                     key_node.start_mark,
-                )  # fmt: skip
+                )
             if isinstance(key, collections.abc.Hashable):
                 seen[key] = key_node.start_mark
         return super().construct_mapping(node, deep=deep)

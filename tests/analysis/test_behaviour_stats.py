@@ -66,8 +66,10 @@ def test_sounds_like_picks_the_reference_with_the_closest_style():
     from spillover.analysis.behaviour import sounds_like
     from spillover.data.stats import style_profile
 
-    refs = {"sentiment": style_profile(["positive", "negative"]).tolist(),
-            "summary": style_profile(["We propose a new method for the task of the paper."]).tolist()}  # fmt: skip
+    refs = {
+        "sentiment": style_profile(["positive", "negative"]).tolist(),
+        "summary": style_profile(["We propose a new method for the task of the paper."]).tolist(),
+    }
     sims, best = sounds_like(["In this paper we propose a method for the task."], refs)
     assert best == "summary" and sims["summary"] > sims["sentiment"]
     assert sounds_like(["negative", "positive"], refs)[1] == "sentiment"

@@ -14,9 +14,15 @@ TYPES = {"sst2": "sentiment", "review": "sentiment", "hate": "toxicity", "tldr":
 
 @pytest.mark.parametrize(
     ("trained_on", "target", "expected"),
-    [("sst2", "sst2", g.ID), ("sst2", "review", g.OOD), ("review", "sst2", g.OOD), ("sst2", "hate", g.CROSS),
-     ("tldr", "tldr", g.ID), ("tldr", "sst2", g.CROSS)],
-)  # fmt: skip
+    [
+        ("sst2", "sst2", g.ID),
+        ("sst2", "review", g.OOD),
+        ("review", "sst2", g.OOD),
+        ("sst2", "hate", g.CROSS),
+        ("tldr", "tldr", g.ID),
+        ("tldr", "sst2", g.CROSS),
+    ],
+)
 def test_cell_setting(trained_on, target, expected):
     assert g.cell_setting(trained_on, target, TYPES) == expected
 
@@ -34,11 +40,17 @@ def _cells() -> pd.DataFrame:
     for (t, k), v in base.items():
         rows.append(dict(source=None, method=None, size=None, target=t, shots=k, value=v))
     tuned = {  # (method, size, target, shots) -> score, all trained on "pos" = sst2
-        ("ft", 8, "sst2", 0): 0.9, ("ft", 8, "review", 0): 0.8, ("ft", 8, "hate", 0): 0.1,
-        ("ft", 8, "sst2", 2): 0.9, ("ft", 8, "review", 2): 0.9, ("ft", 8, "hate", 2): 0.2,
-        ("fticl", 8, "sst2", 0): 0.8, ("fticl", 8, "review", 0): 0.8, ("fticl", 8, "hate", 0): 0.3,
+        ("ft", 8, "sst2", 0): 0.9,
+        ("ft", 8, "review", 0): 0.8,
+        ("ft", 8, "hate", 0): 0.1,
+        ("ft", 8, "sst2", 2): 0.9,
+        ("ft", 8, "review", 2): 0.9,
+        ("ft", 8, "hate", 2): 0.2,
+        ("fticl", 8, "sst2", 0): 0.8,
+        ("fticl", 8, "review", 0): 0.8,
+        ("fticl", 8, "hate", 0): 0.3,
         ("ft", 4, "sst2", 0): 0.6,
-    }  # fmt: skip
+    }
     for (m, n, t, k), v in tuned.items():
         rows.append(dict(source="pos", method=m, size=n, target=t, shots=k, value=v))
     frame = pd.DataFrame(rows).astype({"size": "Int64"})

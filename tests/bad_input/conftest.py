@@ -71,11 +71,21 @@ def write_yaml(path: Path, data: Any) -> None:
 def train_config(folder: Path, model_dir: str) -> Path:
     """A valid `spillover train` config on the toy study's task file."""
     cfg = folder / "train.yaml"
-    write_yaml(cfg, {
-        "model": model_dir, "tasks": ["toy_a"], "tasks_file": str(folder / "tasks.yaml"),
-        "output_dir": str(folder / "out"), "precision": "fp32", "limit": 8, "max_steps": 1, "batch_size": 4,
-        "eval_tasks": ["toy_b"], "eval_limit": 2,
-    })  # fmt: skip
+    write_yaml(
+        cfg,
+        {
+            "model": model_dir,
+            "tasks": ["toy_a"],
+            "tasks_file": str(folder / "tasks.yaml"),
+            "output_dir": str(folder / "out"),
+            "precision": "fp32",
+            "limit": 8,
+            "max_steps": 1,
+            "batch_size": 4,
+            "eval_tasks": ["toy_b"],
+            "eval_limit": 2,
+        },
+    )
     return cfg
 
 

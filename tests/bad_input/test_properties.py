@@ -33,9 +33,10 @@ from tests.bad_input.conftest import (
 
 NON_FINITE = st.sampled_from([math.nan, math.inf, -math.inf])
 NOT_A_NUMBER = st.one_of(
-    st.text(alphabet="abcxyz", min_size=1, max_size=6), st.lists(st.integers(), max_size=2),
+    st.text(alphabet="abcxyz", min_size=1, max_size=6),
+    st.lists(st.integers(), max_size=2),
     st.dictionaries(st.just("k"), st.integers(), max_size=1),
-)  # fmt: skip
+)
 NEG_INT = st.integers(max_value=0)
 FRACTIONAL = st.floats(0.01, 0.99).map(lambda x: round(x + 3, 2))  # 3.01 .. 3.99: not an integer
 
@@ -48,7 +49,10 @@ def unknown_name(known) -> st.SearchStrategy[str]:
 
 # (path into the YAML, strategy of bad values) — one field at a time
 BAD_TRAIN_FIELDS: list[tuple[tuple[str, ...], st.SearchStrategy]] = [
-    (("learning_rate",), st.one_of(NON_FINITE, st.floats(max_value=0), st.floats(min_value=1.01), NOT_A_NUMBER)),
+    (
+        ("learning_rate",),
+        st.one_of(NON_FINITE, st.floats(max_value=0), st.floats(min_value=1.01), NOT_A_NUMBER),
+    ),
     (("batch_size",), st.one_of(NEG_INT, FRACTIONAL, NON_FINITE, NOT_A_NUMBER)),
     (("epochs",), st.one_of(NEG_INT, FRACTIONAL, NOT_A_NUMBER)),
     (("max_steps",), st.one_of(NEG_INT, FRACTIONAL, NOT_A_NUMBER)),
@@ -69,50 +73,88 @@ BAD_TRAIN_FIELDS: list[tuple[tuple[str, ...], st.SearchStrategy]] = [
     (("objective",), unknown_name(["cross_entropy"])),
     (("objective_params",), st.dictionaries(unknown_name([]), st.integers(), min_size=1, max_size=2)),
     (("regularizers",), st.dictionaries(unknown_name(["l2_to_init"]), st.just({}), min_size=1, max_size=1)),
-    (("regularizers", "l2_to_init"), st.one_of(
-        st.just({}), st.dictionaries(unknown_name(["weight"]), st.integers(), min_size=1, max_size=1),
-        st.fixed_dictionaries({"weight": st.one_of(st.floats(max_value=-1e-6), NON_FINITE, NOT_A_NUMBER)}),
-    )),
+    (
+        ("regularizers", "l2_to_init"),
+        st.one_of(
+            st.just({}),
+            st.dictionaries(unknown_name(["weight"]), st.integers(), min_size=1, max_size=1),
+            st.fixed_dictionaries(
+                {"weight": st.one_of(st.floats(max_value=-1e-6), NON_FINITE, NOT_A_NUMBER)}
+            ),
+        ),
+    ),
     (("checkpoint_every",), NEG_INT),
     (("log_every",), NEG_INT),
     (("compile",), st.one_of(unknown_name(["auto"]), st.integers(min_value=2), NON_FINITE)),
-]  # fmt: skip
+]
 
 BAD_STUDY_FIELDS: list[tuple[tuple[str, ...], st.SearchStrategy]] = [
     *[(("train", *path), bad) for path, bad in BAD_TRAIN_FIELDS],
     (("study",), st.one_of(unknown_name(["transfer"]), st.integers(), st.lists(st.integers(), max_size=2))),
     (("model",), st.builds(lambda s: f"/no/such/model-{s}", unknown_name([]))),
-    (("tasks_file",), st.one_of(st.integers(), st.lists(st.integers(), min_size=1, max_size=2),
-                                st.builds(lambda s: f"missing-{s}.yaml", unknown_name([])))),
+    (
+        ("tasks_file",),
+        st.one_of(
+            st.integers(),
+            st.lists(st.integers(), min_size=1, max_size=2),
+            st.builds(lambda s: f"missing-{s}.yaml", unknown_name([])),
+        ),
+    ),
     (("output_dir",), st.one_of(st.just(""), st.lists(st.integers(), max_size=2), st.just({"a": 1}))),
     (("precision",), unknown_name(["auto", "bf16", "fp32"])),
     (("device",), unknown_name(["auto", "cpu", "cuda", "mps"])),
     (("seed",), st.one_of(st.integers(max_value=-1), st.integers(min_value=2**32), NOT_A_NUMBER)),
-    (("report_to",), st.one_of(st.lists(unknown_name(["tensorboard", "mlflow"]), min_size=1, max_size=2),
-                               st.integers())),
-    (("sources",), st.one_of(
-        st.just([]), st.integers(), st.lists(unknown_name(["toy_a", "toy_b", "toy_gen"]), min_size=1, max_size=2),
-        st.just(["toy_a", "toy_a"]), st.just([{"task": "toy_a", "label": "a+b"}]),
-        st.just([{"task": "toy_a", "transforms": "mislabel"}]),
-        st.lists(unknown_name(["mislabel", "rebalance", "subsample"]), min_size=1, max_size=1).map(
-            lambda names: [{"task": "toy_a", "transforms": [{"name": n} for n in names]}]),
-        st.sampled_from([[1], [["x"]], [{"x": 1}], [{}], [None], [{"name": None}], [{"name": ["mislabel"]}]]).map(
-            lambda t: [{"task": "toy_a", "transforms": t}]),
-        st.one_of(NON_FINITE, st.floats(min_value=1.01), st.floats(max_value=-0.01), NOT_A_NUMBER).map(
-            lambda f: [{"task": "toy_a", "transforms": [{"name": "mislabel", "fraction": f}]}]),
-        st.one_of(NEG_INT, NOT_A_NUMBER, st.integers(min_value=25)).map(
-            lambda n: [{"task": "toy_a", "transforms": [{"name": "subsample", "n": n}]}]),
-        st.one_of(NEG_INT, NOT_A_NUMBER).map(
-            lambda n: [{"task": "toy_a", "transforms": [{"name": "rebalance", "size": n}]}]),
-        st.one_of(unknown_name([]), st.integers(), st.just({"negative": -1}), st.just({"nope": 1}),
-                  st.just({"negative": math.nan}), st.just({"negative": 0})).map(
-            lambda d: [{"task": "toy_a", "transforms": [{"name": "rebalance", "distribution": d}]}]),
-        st.one_of(NOT_A_NUMBER, st.integers(max_value=-1)).map(
-            lambda s: [{"task": "toy_a", "transforms": [{"name": "mislabel", "seed": s}]}]),
-        st.just([{"task": "toy_gen", "transforms": [{"name": "mislabel"}]}]),
-    )),
-    (("targets",), st.one_of(st.just([]), st.integers(), st.just(["toy_a", "toy_a"]),
-                             st.lists(unknown_name(["toy_a", "toy_b", "toy_gen"]), min_size=1, max_size=2))),
+    (
+        ("report_to",),
+        st.one_of(st.lists(unknown_name(["tensorboard", "mlflow"]), min_size=1, max_size=2), st.integers()),
+    ),
+    (
+        ("sources",),
+        st.one_of(
+            st.just([]),
+            st.integers(),
+            st.lists(unknown_name(["toy_a", "toy_b", "toy_gen"]), min_size=1, max_size=2),
+            st.just(["toy_a", "toy_a"]),
+            st.just([{"task": "toy_a", "label": "a+b"}]),
+            st.just([{"task": "toy_a", "transforms": "mislabel"}]),
+            st.lists(unknown_name(["mislabel", "rebalance", "subsample"]), min_size=1, max_size=1).map(
+                lambda names: [{"task": "toy_a", "transforms": [{"name": n} for n in names]}]
+            ),
+            st.sampled_from(
+                [[1], [["x"]], [{"x": 1}], [{}], [None], [{"name": None}], [{"name": ["mislabel"]}]]
+            ).map(lambda t: [{"task": "toy_a", "transforms": t}]),
+            st.one_of(NON_FINITE, st.floats(min_value=1.01), st.floats(max_value=-0.01), NOT_A_NUMBER).map(
+                lambda f: [{"task": "toy_a", "transforms": [{"name": "mislabel", "fraction": f}]}]
+            ),
+            st.one_of(NEG_INT, NOT_A_NUMBER, st.integers(min_value=25)).map(
+                lambda n: [{"task": "toy_a", "transforms": [{"name": "subsample", "n": n}]}]
+            ),
+            st.one_of(NEG_INT, NOT_A_NUMBER).map(
+                lambda n: [{"task": "toy_a", "transforms": [{"name": "rebalance", "size": n}]}]
+            ),
+            st.one_of(
+                unknown_name([]),
+                st.integers(),
+                st.just({"negative": -1}),
+                st.just({"nope": 1}),
+                st.just({"negative": math.nan}),
+                st.just({"negative": 0}),
+            ).map(lambda d: [{"task": "toy_a", "transforms": [{"name": "rebalance", "distribution": d}]}]),
+            st.one_of(NOT_A_NUMBER, st.integers(max_value=-1)).map(
+                lambda s: [{"task": "toy_a", "transforms": [{"name": "mislabel", "seed": s}]}]
+            ),
+            st.just([{"task": "toy_gen", "transforms": [{"name": "mislabel"}]}]),
+        ),
+    ),
+    (
+        ("targets",),
+        st.one_of(
+            st.just([]),
+            st.integers(),
+            st.just(["toy_a", "toy_a"]),
+            st.lists(unknown_name(["toy_a", "toy_b", "toy_gen"]), min_size=1, max_size=2),
+        ),
+    ),
     (("eval", "limit"), st.one_of(NEG_INT, NOT_A_NUMBER)),
     (("eval", "batch_size"), st.one_of(NEG_INT, NON_FINITE)),
     (("eval", "shots"), st.one_of(st.integers(max_value=-1), st.integers(min_value=33))),
@@ -122,12 +164,15 @@ BAD_STUDY_FIELDS: list[tuple[tuple[str, ...], st.SearchStrategy]] = [
     (("analysis", "n_components"), NEG_INT),
     (("analysis", "component_labels"), st.one_of(st.integers(), st.just({"PC1": [1]}))),
     (("stats", "sample"), st.integers(max_value=7)),
-]  # fmt: skip
+]
 
 BAD_CONFIG_FIELDS: list[tuple[tuple[str, ...], st.SearchStrategy]] = [
     *BAD_TRAIN_FIELDS,
     (("model",), st.builds(lambda s: f"/no/such/model-{s}", unknown_name([]))),
-    (("tasks",), st.one_of(st.just([]), st.integers(), st.lists(unknown_name(["toy_a"]), min_size=1, max_size=2))),
+    (
+        ("tasks",),
+        st.one_of(st.just([]), st.integers(), st.lists(unknown_name(["toy_a"]), min_size=1, max_size=2)),
+    ),
     (("eval_tasks",), st.one_of(st.integers(), st.lists(unknown_name(["toy_b"]), min_size=1, max_size=2))),
     (("tasks_file",), st.one_of(st.integers(), st.builds(lambda s: f"/no/such/{s}.yaml", unknown_name([])))),
     (("eval_limit",), NEG_INT),
@@ -136,7 +181,7 @@ BAD_CONFIG_FIELDS: list[tuple[tuple[str, ...], st.SearchStrategy]] = [
     (("device",), unknown_name(["auto", "cpu", "cuda", "mps"])),
     (("output_dir",), st.one_of(st.just(""), st.lists(st.integers(), max_size=2))),
     (("report_to",), st.lists(unknown_name(["tensorboard", "mlflow"]), min_size=1, max_size=2)),
-]  # fmt: skip
+]
 
 
 def set_path(data: dict, path: tuple[str, ...], value: Any) -> None:
@@ -291,17 +336,32 @@ BAD_TASK_FIELDS: list[tuple[str, st.SearchStrategy]] = [
     ("name", st.one_of(st.just(""), st.text(alphabet=" /<>!?:", min_size=1, max_size=4), st.integers())),
     ("type", unknown_name(["classification", "multiple_choice", "generation"])),
     ("metric", unknown_name(["accuracy", "exact_match", "rouge_l", "pass_at_1", "acc"])),
-    ("labels", st.one_of(st.just([]), st.just(["negative", "negative"]), st.lists(st.integers(), min_size=1),
-                         st.just("negative"), st.just([["negative"]]))),
+    (
+        "labels",
+        st.one_of(
+            st.just([]),
+            st.just(["negative", "negative"]),
+            st.lists(st.integers(), min_size=1),
+            st.just("negative"),
+            st.just([["negative"]]),
+        ),
+    ),
     ("input", st.sampled_from(["{input", "{input} {", "{input}}", "}{", "{0}", "{input!z}", "{input:>>>}"])),
     ("max_new_tokens", st.one_of(NEG_INT, st.integers(min_value=4097), NOT_A_NUMBER)),
     ("extract", unknown_name(["none", "last_number", "first_line", "code"])),
-    ("train", st.one_of(st.builds(lambda s: f"{s}.jsonl", unknown_name([])), st.just("a_train.txt"),
-                        st.just("."), st.integers())),
+    (
+        "train",
+        st.one_of(
+            st.builds(lambda s: f"{s}.jsonl", unknown_name([])),
+            st.just("a_train.txt"),
+            st.just("."),
+            st.integers(),
+        ),
+    ),
     ("test", st.one_of(st.builds(lambda s: f"{s}.csv", unknown_name([])), st.just(""), st.just("a_test"))),
     ("stop", st.one_of(st.just("x"), st.just([1]))),
     ("chat_template", st.sampled_from(["maybe", [True], 2])),
-]  # fmt: skip
+]
 
 
 @SETTINGS
@@ -320,8 +380,10 @@ def test_task_spec_with_one_bad_field_is_rejected(base_dir, capsys, field):
 
 
 @SETTINGS
-@given(how=st.sampled_from(["no_list", "not_mapping", "missing", "unknown", "duplicate_name", "foreign_labels"]),
-       data=st.data())  # fmt: skip
+@given(
+    how=st.sampled_from(["no_list", "not_mapping", "missing", "unknown", "duplicate_name", "foreign_labels"]),
+    data=st.data(),
+)
 def test_task_file_structure_problems_are_rejected(base_dir, capsys, how, data):
     folder = base_dir()
     tasks = read_yaml(folder / "tasks.yaml")
@@ -358,8 +420,21 @@ def _corrupt_jsonl(draw, path: Path) -> str:
     """Corrupt one data file in place; returns a string the message must contain."""
     raw = path.read_bytes()
     rows = jsonl_rows(path)
-    how = draw(st.sampled_from(["empty", "bad_utf8", "truncate", "not_object", "missing_field", "null_field",
-                                "foreign_label", "huge_bad_line", "bad_json"]))  # fmt: skip
+    how = draw(
+        st.sampled_from(
+            [
+                "empty",
+                "bad_utf8",
+                "truncate",
+                "not_object",
+                "missing_field",
+                "null_field",
+                "foreign_label",
+                "huge_bad_line",
+                "bad_json",
+            ]
+        )
+    )
     if how == "empty":
         path.write_bytes(draw(st.sampled_from([b"", b"\n", b"  \n\n"])))
         return "empty"
@@ -386,8 +461,14 @@ def _corrupt_jsonl(draw, path: Path) -> str:
         if not path.name.startswith(("a_", "b_")):
             rows[i]["input"] = None
         else:
-            rows[i]["output"] = draw(st.one_of(unknown_name(["negative", "positive", "sport", "money"]),
-                                              st.integers(), st.just(math.nan), st.lists(st.integers(), max_size=1)))  # fmt: skip
+            rows[i]["output"] = draw(
+                st.one_of(
+                    unknown_name(["negative", "positive", "sport", "money"]),
+                    st.integers(),
+                    st.just(math.nan),
+                    st.lists(st.integers(), max_size=1),
+                )
+            )
     if how in ("huge_bad_line", "bad_json"):
         big = "x" * draw(st.sampled_from([10, 200_000, 3_000_000]))
         lines = [json.dumps(r) for r in rows]
@@ -408,8 +489,20 @@ def test_corrupt_jsonl_data_is_rejected(base_dir, capsys, data):
 
 
 @SETTINGS
-@given(how=st.sampled_from(["huge_field", "bad_utf8", "header_only", "missing_column", "foreign_label",
-                            "empty", "unclosed_quote"]), data=st.data())  # fmt: skip
+@given(
+    how=st.sampled_from(
+        [
+            "huge_field",
+            "bad_utf8",
+            "header_only",
+            "missing_column",
+            "foreign_label",
+            "empty",
+            "unclosed_quote",
+        ]
+    ),
+    data=st.data(),
+)
 def test_corrupt_csv_data_is_rejected(base_dir, capsys, how, data):
     folder = base_dir()
     path = to_csv(folder, "a_train")

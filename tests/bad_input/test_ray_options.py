@@ -21,8 +21,13 @@ def _reject(folder, capsys, flags: list[str], *needles: str) -> str:
 
 def test_ray_not_installed_names_the_extra(base_dir, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
-    _reject(base_dir(), capsys, ["--executor", "ray"], "--executor ray needs the ray package",
-            "pip install 'spillover[ray]'")  # fmt: skip
+    _reject(
+        base_dir(),
+        capsys,
+        ["--executor", "ray"],
+        "--executor ray needs the ray package",
+        "pip install 'spillover[ray]'",
+    )
 
 
 def _closed_port() -> int:
@@ -46,8 +51,12 @@ def test_bad_address_fails_in_seconds(base_dir, capsys, address, needle):
 def test_ray_options_need_the_ray_executor(base_dir, capsys):
     folder = base_dir()
     _reject(folder, capsys, ["--address", "auto"], "--address: only with --executor ray")
-    _reject(folder, capsys, ["--executor", "local", "--cpus-per-job", "2", "--gpus-per-job", "1"],
-            "--cpus-per-job, --gpus-per-job: only with --executor ray")  # fmt: skip
+    _reject(
+        folder,
+        capsys,
+        ["--executor", "local", "--cpus-per-job", "2", "--gpus-per-job", "1"],
+        "--cpus-per-job, --gpus-per-job: only with --executor ray",
+    )
 
 
 @pytest.mark.parametrize(

@@ -77,10 +77,21 @@ def test_objective_and_regularizer_parameters_are_checked_before_loading(
     base_dir, tiny_model_dir, capsys, regularizers, objective_params, needles
 ):
     """Was: a TypeError/NaN loss inside the training loop, after the model was loaded and out/ created."""
-    _run_train(base_dir(), tiny_model_dir, capsys, "train.yaml", *needles,
-               regularizers=regularizers, objective_params=objective_params)  # fmt: skip
-    _run_study(base_dir(), capsys, "train.regularizers" if regularizers else "train.objective_params",
-               edit=lambda s: s["train"].update(regularizers=regularizers, objective_params=objective_params))  # fmt: skip
+    _run_train(
+        base_dir(),
+        tiny_model_dir,
+        capsys,
+        "train.yaml",
+        *needles,
+        regularizers=regularizers,
+        objective_params=objective_params,
+    )
+    _run_study(
+        base_dir(),
+        capsys,
+        "train.regularizers" if regularizers else "train.objective_params",
+        edit=lambda s: s["train"].update(regularizers=regularizers, objective_params=objective_params),
+    )
 
 
 @pytest.mark.parametrize("seed", [-1, 2**32])
@@ -99,8 +110,12 @@ def test_unknown_device_is_rejected(base_dir, tiny_model_dir, capsys):
 
 def test_study_with_a_missing_local_model_is_rejected_up_front(base_dir, capsys):
     """Was: every job failed (exit 1) and out/ with results.db was left behind."""
-    _run_study(base_dir(), capsys, "model folder not found: /no/such/model",
-               edit=lambda s: s.update(model="/no/such/model"))  # fmt: skip
+    _run_study(
+        base_dir(),
+        capsys,
+        "model folder not found: /no/such/model",
+        edit=lambda s: s.update(model="/no/such/model"),
+    )
 
 
 def test_study_tasks_file_that_is_not_a_string_is_rejected(base_dir, capsys):
@@ -134,8 +149,13 @@ def test_empty_lora_target_modules_is_rejected(base_dir, tiny_model_dir, capsys)
 )
 def test_transform_parameters_are_type_checked(base_dir, capsys, transforms, needles):
     """Was: TypeError / ValueError tracebacks (`'<=' not supported`, unhashable list, math.floor(nan))."""
-    _run_study(base_dir(), capsys, "study.yaml" if "sources.0" in needles[0] else needles[0], *needles,
-               edit=lambda s: s.update(sources=[{"task": "toy_a", "transforms": transforms}]))  # fmt: skip
+    _run_study(
+        base_dir(),
+        capsys,
+        "study.yaml" if "sources.0" in needles[0] else needles[0],
+        *needles,
+        edit=lambda s: s.update(sources=[{"task": "toy_a", "transforms": transforms}]),
+    )
 
 
 def test_duplicate_key_in_a_nested_section_names_both_lines(base_dir, capsys):
@@ -200,5 +220,10 @@ def test_input_template_with_a_stray_brace_is_rejected(base_dir, capsys, templat
 
 
 def test_unknown_study_kind_names_the_file(base_dir, capsys):
-    _run_study(base_dir(), capsys, "study.yaml: study = 'trasnfer'", "did you mean 'transfer'",
-               edit=lambda s: s.update(study="trasnfer"))  # fmt: skip
+    _run_study(
+        base_dir(),
+        capsys,
+        "study.yaml: study = 'trasnfer'",
+        "did you mean 'transfer'",
+        edit=lambda s: s.update(study="trasnfer"),
+    )

@@ -83,8 +83,17 @@ def test_batch_mixing_keeps_every_running_total_within_one_sequence():
 def _plan(seed, sampling="step", sizes=(5, 40, 12), n_steps=200):
     lengths = list(range(sum(sizes)))
     sched = Schedule("constant", ((0.5, 0.3, 0.2),))
-    return MixturePlan(["a", "b", "c"], sizes, lengths, sched, batch_size=2, grad_accum=2, seed=seed,
-                       n_steps=n_steps, sampling=sampling)  # fmt: skip
+    return MixturePlan(
+        ["a", "b", "c"],
+        sizes,
+        lengths,
+        sched,
+        batch_size=2,
+        grad_accum=2,
+        seed=seed,
+        n_steps=n_steps,
+        sampling=sampling,
+    )
 
 
 @pytest.mark.parametrize("sampling", ["step", "batch"])
@@ -126,8 +135,13 @@ def test_settings_aliases_and_schedules():
     m = MixtureSettings.model_validate({"mix_strategy": "concat"})
     assert (m.strategy, m.sampling) == ("proportional", "batch")
     assert m.to_schedule(["x", "y"], [10, 30]).vectors == ((0.25, 0.75),)
-    m = MixtureSettings.model_validate({"schedule": {"phases": [{"until": 0.5, "ratios": {"x": 1, "y": 1}},
-                                                                {"until": 1.0, "ratios": [0, 2]}]}})  # fmt: skip
+    m = MixtureSettings.model_validate(
+        {
+            "schedule": {
+                "phases": [{"until": 0.5, "ratios": {"x": 1, "y": 1}}, {"until": 1.0, "ratios": [0, 2]}]
+            }
+        }
+    )
     assert m.to_schedule(["x", "y"], [1, 1]) == Schedule("phases", ((0.5, 0.5), (0.0, 1.0)), (0.5, 1.0))
 
 

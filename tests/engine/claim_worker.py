@@ -42,8 +42,15 @@ def runner(log_path: str, hang: str | None):
         finally:
             os.close(fd)
         time.sleep(WORK_S)
-        score = {"model": job.name, "target": "t", "metric": "m", "value": float(len(job.name)), "n": 1,
-                 "ci_low": 0.0, "ci_high": 1.0}  # fmt: skip
+        score = {
+            "model": job.name,
+            "target": "t",
+            "metric": "m",
+            "value": float(len(job.name)),
+            "n": 1,
+            "ci_low": 0.0,
+            "ci_high": 1.0,
+        }
         return {"name": job.name}, [score]
 
     return run

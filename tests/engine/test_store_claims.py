@@ -201,7 +201,7 @@ def _start_workers(root: Path, log: Path, args: list[list[str]], go: bool = True
             text=True,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-        )  # fmt: skip
+        )
         for a in args
     ]
     _wait_for(lambda: len(set(root.glob(f"{log.name}.ready.*")) - before) == len(procs))

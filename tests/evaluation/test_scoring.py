@@ -62,8 +62,11 @@ def test_token_batches_take_more_short_rows_within_the_budget():
     order = list(range(len(lengths)))
     # batch_size 2: at least 2 rows, more while rows × longest ≤ 2 × TOKENS_PER_ROW (256)
     assert _token_batches(order, lengths, 2) == [[0, 1], [2, 3, 4, 5], [6]]
-    assert _token_batches(list(range(40)), [1] * 40, 2) == [list(range(2 * MAX_ROWS_FACTOR)), list(range(16, 32)),
-                                                  list(range(32, 40))]  # fmt: skip
+    assert _token_batches(list(range(40)), [1] * 40, 2) == [
+        list(range(2 * MAX_ROWS_FACTOR)),
+        list(range(16, 32)),
+        list(range(32, 40)),
+    ]
 
 
 def test_pack_row_after_a_cached_prefix():

@@ -17,9 +17,11 @@ from spillover.models.compile import decoder_layers
 
 @pytest.fixture()
 def requests(tokenizer):
-    texts = [("Review: a great film. Sentiment:", [" positive", " negative"]),
-             ("Q: 2+2?\nA:", [" 4", " four", " 5"]),
-             ("A longer context, so that the batch needs padding on its right side. Label:", [" yes", " no"])]  # fmt: skip
+    texts = [
+        ("Review: a great film. Sentiment:", [" positive", " negative"]),
+        ("Q: 2+2?\nA:", [" 4", " four", " 5"]),
+        ("A longer context, so that the batch needs padding on its right side. Label:", [" yes", " no"]),
+    ]
     enc = lambda t: tokenizer(t, add_special_tokens=False)["input_ids"]  # noqa: E731
     return [(enc(c), [enc(o) for o in opts]) for c, opts in texts]
 

@@ -47,8 +47,15 @@ def toy(job, results, runner: str = "driver") -> tuple[dict, list[dict]]:
     for d in job.deps:  # a summary job also runs when some of its inputs failed
         with contextlib.suppress(KeyError):
             seen.add(results.result(d)["name"])
-    score = {"model": job.name, "target": "t", "metric": "m", "value": float(len(seen)), "n": 1,
-             "ci_low": 0.0, "ci_high": 1.0}  # fmt: skip
+    score = {
+        "model": job.name,
+        "target": "t",
+        "metric": "m",
+        "value": float(len(seen)),
+        "n": 1,
+        "ci_low": 0.0,
+        "ci_high": 1.0,
+    }
     tracking = os.environ.get("MLFLOW_TRACKING_URI")
     return {
         "name": job.name,

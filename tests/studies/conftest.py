@@ -48,8 +48,15 @@ def _rows(labels, words, n):
     ]
 
 
-def write_toy_study(folder: Path, model_dir: Path, *, sources: str = SOURCES, targets: str = "[toy_a, toy_b, toy_gen]",
-                    train: str = TRAIN, extra: str = "") -> Path:  # fmt: skip
+def write_toy_study(
+    folder: Path,
+    model_dir: Path,
+    *,
+    sources: str = SOURCES,
+    targets: str = "[toy_a, toy_b, toy_gen]",
+    train: str = TRAIN,
+    extra: str = "",
+) -> Path:
     """Task data, tasks.yaml and study.yaml in `folder` (output to folder/out); returns the study YAML."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, labels, words in (

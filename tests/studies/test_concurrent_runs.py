@@ -22,7 +22,7 @@ def test_two_concurrent_runs_split_the_jobs_and_end_with_the_reference_results(m
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+        )
         for _ in range(2)
     ]
     logs = []

@@ -72,24 +72,48 @@ def write_hostile_study(folder: Path, model_dir: Path) -> Path:
     """Two tasks whose every free-text field carries payloads; two sources × two targets, 2 steps each."""
     payloads = [SCRIPT, IMG, CLOSE, JS_URL, SVG, LINK, SEPARATORS]
     cls = [
-        {"id": f"{payloads[i % 7]}-{i}", "input": f"{'great' if i % 2 else 'awful'} {payloads[i % 7]}",
-         "output": LABELS[i % 2]}
+        {
+            "id": f"{payloads[i % 7]}-{i}",
+            "input": f"{'great' if i % 2 else 'awful'} {payloads[i % 7]}",
+            "output": LABELS[i % 2],
+        }
         for i in range(12)
-    ]  # fmt: skip
+    ]
     gen = [{"id": f"g{i} {SVG}", "input": f"say {p}", "output": p} for i, p in enumerate(payloads * 2)]
     for name, rows in (("cls", cls), ("gen", gen)):
         write_jsonl(folder / f"{name}_train.jsonl", rows, ensure_ascii=False)
         write_jsonl(folder / f"{name}_test.jsonl", rows[:6], ensure_ascii=False)
-    tasks = {"tasks": [
-        {"name": "evil_cls", "type": "classification", "train": "cls_train.jsonl", "test": "cls_test.jsonl",
-         "labels": LABELS, "metric": "accuracy", "task_type": f"sentiment {IMG}", "domain": CLOSE,
-         "description": SCRIPT, "instruction": f"Classify {SCRIPT}"},
-        {"name": "evil_gen", "type": "generation", "train": "gen_train.jsonl", "test": "gen_test.jsonl",
-         "metric": "rouge_l", "max_new_tokens": 4, "task_type": f"copy {SVG}"},
-    ]}  # fmt: skip
+    tasks = {
+        "tasks": [
+            {
+                "name": "evil_cls",
+                "type": "classification",
+                "train": "cls_train.jsonl",
+                "test": "cls_test.jsonl",
+                "labels": LABELS,
+                "metric": "accuracy",
+                "task_type": f"sentiment {IMG}",
+                "domain": CLOSE,
+                "description": SCRIPT,
+                "instruction": f"Classify {SCRIPT}",
+            },
+            {
+                "name": "evil_gen",
+                "type": "generation",
+                "train": "gen_train.jsonl",
+                "test": "gen_test.jsonl",
+                "metric": "rouge_l",
+                "max_new_tokens": 4,
+                "task_type": f"copy {SVG}",
+            },
+        ]
+    }
     (folder / "tasks.yaml").write_text(yaml.safe_dump(tasks, allow_unicode=True), encoding="utf-8")
     study = {
-        "study": "transfer", "model": str(model_dir), "tasks_file": "tasks.yaml", "output_dir": str(folder / "out"),
+        "study": "transfer",
+        "model": str(model_dir),
+        "tasks_file": "tasks.yaml",
+        "output_dir": str(folder / "out"),
         "precision": "fp32",
         "sources": [{"task": "evil_cls", "label": SOURCE_LABEL}, {"task": "evil_gen"}],
         "targets": ["evil_cls", "evil_gen"],
@@ -97,7 +121,7 @@ def write_hostile_study(folder: Path, model_dir: Path) -> Path:
         "eval": {"limit": 6, "batch_size": 6},
         "stats": {"sample": 8},
         "analysis": {"component_labels": {"PC1": COMPONENT_LABEL}, "n_boot": 20},
-    }  # fmt: skip
+    }
     path = folder / "study.yaml"
     path.write_text(yaml.safe_dump(study, allow_unicode=True, sort_keys=False), encoding="utf-8")
     return path

@@ -25,7 +25,11 @@ def test_speed_settings_change_no_job_id():
 def test_result_settings_change_the_training_and_its_evaluations():
     default, changed = job_ids(), job_ids(train={"learning_rate": 1e-4})
     assert {name for name in default if default[name] != changed[name]} == {
-        "train a", "eval a -> a", "eval a -> b", "analyse + report"}  # fmt: skip
+        "train a",
+        "eval a -> a",
+        "eval a -> b",
+        "analyse + report",
+    }
 
 
 def test_job_params_keep_the_ids_of_study_folders_made_before():

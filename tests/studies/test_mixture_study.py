@@ -78,9 +78,16 @@ def test_mixture_study_runs_and_reports(mixture_study, tmp_path):
 def test_degradation_marks_the_first_drop_below_the_best_ci():
     from spillover.studies.mixture_analysis import mark_degradation
 
-    curves = pd.DataFrame({"mixture": "m", "task": "t", "step": [0, 2, 4, 6],
-                           "value": [0.5, 0.7, 0.62, 0.5], "ci_low": [0.4, 0.6, 0.52, 0.4],
-                           "ci_high": [0.6, 0.8, 0.72, 0.6]})  # fmt: skip
+    curves = pd.DataFrame(
+        {
+            "mixture": "m",
+            "task": "t",
+            "step": [0, 2, 4, 6],
+            "value": [0.5, 0.7, 0.62, 0.5],
+            "ci_low": [0.4, 0.6, 0.52, 0.4],
+            "ci_high": [0.6, 0.8, 0.72, 0.6],
+        }
+    )
     marked = mark_degradation(curves)
     # step 4: best before 0.7 ≤ ci_high 0.72 (within noise); step 6: 0.7 > 0.6 → degraded
     assert list(marked["degraded"]) == [False, False, False, True]
@@ -114,17 +121,33 @@ def test_bad_mixture_study_exits_2_and_writes_nothing(
 def test_degradation_and_main_task_tables_by_hand():
     from spillover.studies.mixture_analysis import degradation_table, main_task_table, mark_degradation
 
-    curves = mark_degradation(pd.DataFrame({
-        "mixture": "m", "task": ["a"] * 3 + ["b"] * 3, "step": [0, 5, 10] * 2,
-        "value": [0.5, 0.8, 0.9, 0.6, 0.62, 0.3], "ci_low": [0.4, 0.7, 0.8, 0.5, 0.5, 0.2],
-        "ci_high": [0.6, 0.9, 0.95, 0.7, 0.7, 0.4]}))  # fmt: skip
+    curves = mark_degradation(
+        pd.DataFrame(
+            {
+                "mixture": "m",
+                "task": ["a"] * 3 + ["b"] * 3,
+                "step": [0, 5, 10] * 2,
+                "value": [0.5, 0.8, 0.9, 0.6, 0.62, 0.3],
+                "ci_low": [0.4, 0.7, 0.8, 0.5, 0.5, 0.2],
+                "ci_high": [0.6, 0.9, 0.95, 0.7, 0.7, 0.4],
+            }
+        )
+    )
     ratios = pd.DataFrame({"a": [0.9], "b": [0.1]}, index=pd.Index(["m"], name="mixture"))
     d = degradation_table(curves, ratios).set_index("task")
     assert d.at["b", "minor"] and not d.at["a", "minor"]  # 0.1 < 1/2 ≤ 0.9
     assert d.at["b", "first_degraded_step"] == 10 and d.at["b", "final_minus_best"] == pytest.approx(-0.32)
     assert pd.isna(d.at["a", "first_degraded_step"]) and d.at["a", "best_step"] == 10
-    final = pd.DataFrame({"mixture": "m", "task": ["a", "b"], "value": [0.9, 0.3], "sounds_like": ["a", "a"],
-                          "style/a": [0.9, 0.7], "style/b": [0.2, 0.4]})  # fmt: skip
+    final = pd.DataFrame(
+        {
+            "mixture": "m",
+            "task": ["a", "b"],
+            "value": [0.9, 0.3],
+            "sounds_like": ["a", "a"],
+            "style/a": [0.9, 0.7],
+            "style/b": [0.2, 0.4],
+        }
+    )
     base = pd.DataFrame({"mixture": "base", "task": ["a", "b"], "value": [0.5, 0.6]})
     row = main_task_table(final, base, ratios).iloc[0]
     assert (row["main_task_by_style"], row["largest_gain_task"], row["largest_ratio_task"]) == ("a", "a", "a")

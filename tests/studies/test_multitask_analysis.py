@@ -34,9 +34,20 @@ def test_module_of():
 
 
 def test_comparison_normalises_by_the_single_task_score():
-    scores = _scores([("base", "a", 0.5), ("base", "b", 0.2), ("single:a", "a", 0.8), ("single:a", "b", 0.1),
-                      ("single:b", "a", 0.4), ("single:b", "b", 0.5), ("joint", "a", 0.6), ("joint", "b", 0.5),
-                      ("cpi", "a", 0.8), ("cpi", "b", 0.25)])  # fmt: skip
+    scores = _scores(
+        [
+            ("base", "a", 0.5),
+            ("base", "b", 0.2),
+            ("single:a", "a", 0.8),
+            ("single:a", "b", 0.1),
+            ("single:b", "a", 0.4),
+            ("single:b", "b", 0.5),
+            ("joint", "a", 0.6),
+            ("joint", "b", 0.5),
+            ("cpi", "a", 0.8),
+            ("cpi", "b", 0.25),
+        ]
+    )
     t = comparison_table(scores, ["a", "b"], ["joint", "cpi"])
     assert list(t.index) == ["base", "single:a", "single:b", "joint", "cpi"]
     assert t.at["joint", "norm/a"] == pytest.approx(0.6 / 0.8) and t.at["joint", "norm/b"] == pytest.approx(
@@ -45,15 +56,28 @@ def test_comparison_normalises_by_the_single_task_score():
     assert t.at["joint", "normalised_average"] == pytest.approx((0.75 + 1.0) / 2)
     assert t.at["cpi", "normalised_average"] == pytest.approx((1.0 + 0.5) / 2)
     assert t.at["base", "mean"] == pytest.approx(0.35)
-    zero = comparison_table(_scores([("single:a", "a", 0.0), ("single:b", "b", 0.5), ("joint", "a", 0.3),
-                                     ("joint", "b", 0.5)]), ["a", "b"], ["joint"])  # fmt: skip
+    zero = comparison_table(
+        _scores([("single:a", "a", 0.0), ("single:b", "b", 0.5), ("joint", "a", 0.3), ("joint", "b", 0.5)]),
+        ["a", "b"],
+        ["joint"],
+    )
     assert math.isnan(zero.at["joint", "norm/a"]) and math.isnan(zero.at["joint", "normalised_average"])
 
 
 def test_forgetting_table_by_hand():
-    scores = _scores([("base", "a", 0.5), ("base", "b", 0.3), ("single:a", "a", 0.9), ("single:a", "b", 0.35),
-                      ("single:b", "b", 0.8), ("seq:sft:a>b", "a", 0.6), ("seq:sft:a>b", "b", 0.85),
-                      ("seq:cpi:a>b", "a", 0.85), ("seq:cpi:a>b", "b", 0.7)])  # fmt: skip
+    scores = _scores(
+        [
+            ("base", "a", 0.5),
+            ("base", "b", 0.3),
+            ("single:a", "a", 0.9),
+            ("single:a", "b", 0.35),
+            ("single:b", "b", 0.8),
+            ("seq:sft:a>b", "a", 0.6),
+            ("seq:sft:a>b", "b", 0.85),
+            ("seq:cpi:a>b", "a", 0.85),
+            ("seq:cpi:a>b", "b", 0.7),
+        ]
+    )
     t = forgetting_table(scores, [("a", "b"), ("b", "a")], ["sft", "cpi"]).set_index("method")
     assert len(t) == 2  # b > a has no scores
     assert t.at["sft", "delta_A"] == pytest.approx(0.6 - 0.9) and t.at["sft", "delta_B"] == pytest.approx(
@@ -65,11 +89,16 @@ def test_forgetting_table_by_hand():
 
 
 def test_core_location_and_sweep_by_hand():
-    init = {"model.layers.0.mlp.up_proj.weight": torch.zeros(4), "model.layers.1.mlp.up_proj.weight": torch.zeros(4),
-            "model.embed_tokens.weight": torch.zeros(2)}  # fmt: skip
-    mask = {"model.layers.0.mlp.up_proj.weight": torch.tensor([True, True, False, False]),
-            "model.layers.1.mlp.up_proj.weight": torch.tensor([True, False, False, False]),
-            "model.embed_tokens.weight": torch.tensor([True, False])}  # fmt: skip
+    init = {
+        "model.layers.0.mlp.up_proj.weight": torch.zeros(4),
+        "model.layers.1.mlp.up_proj.weight": torch.zeros(4),
+        "model.embed_tokens.weight": torch.zeros(2),
+    }
+    mask = {
+        "model.layers.0.mlp.up_proj.weight": torch.tensor([True, True, False, False]),
+        "model.layers.1.mlp.up_proj.weight": torch.tensor([True, False, False, False]),
+        "model.embed_tokens.weight": torch.tensor([True, False]),
+    }
     other = {n: torch.zeros_like(m) for n, m in mask.items()}
     other["model.embed_tokens.weight"] = torch.tensor([True, True])
     rows = core_location_rows({"t": mask, "u": other}, init)

@@ -15,8 +15,16 @@ CPI = "{p: 5, tau: 0.3, calibration: 6, sweep: {p: [1, 5, 50], tau: [0, 0.3, 1]}
 TRAIN = "{method: full, limit: 12, batch_size: 4, epochs: 1, learning_rate: 0.01, weight_decay: 0.1}"
 
 
-def write_multitask_study(folder, model_dir, *, cpi: str = CPI, train: str = TRAIN, extra: str = "",
-                          tasks: str = "[toy_a, toy_b, toy_gen]", sequential: str = "[[toy_a, toy_b]]"):  # fmt: skip
+def write_multitask_study(
+    folder,
+    model_dir,
+    *,
+    cpi: str = CPI,
+    train: str = TRAIN,
+    extra: str = "",
+    tasks: str = "[toy_a, toy_b, toy_gen]",
+    sequential: str = "[[toy_a, toy_b]]",
+):
     study = write_toy_study(folder, model_dir)  # the toy tasks and data
     study.write_text(f"""study: multitask
 model: {model_dir}
@@ -38,8 +46,16 @@ def test_multitask_study_runs_and_reports(tmp_path, tiny_model_dir):
     assert summary.ok, summary.failed
     tables = out / "tables"
     comp = pd.read_csv(tables / "comparison.csv", index_col=0)
-    assert list(comp.index) == ["base", "single:toy_a", "single:toy_b", "single:toy_gen", "joint",
-                                "multistage_random", "multistage_heuristic", "cpi"]  # fmt: skip
+    assert list(comp.index) == [
+        "base",
+        "single:toy_a",
+        "single:toy_b",
+        "single:toy_gen",
+        "joint",
+        "multistage_random",
+        "multistage_heuristic",
+        "cpi",
+    ]
     for t in ("toy_a", "toy_b", "toy_gen"):  # a single-task model normalises to 1 on its own task
         assert comp.at[f"single:{t}", f"norm/{t}"] == pytest.approx(1.0) or comp.at[f"single:{t}", t] == 0
     # probes are scored on their own task and their sequential partner only (toy_a <-> toy_b)
@@ -51,7 +67,8 @@ def test_multitask_study_runs_and_reports(tmp_path, tiny_model_dir):
     assert comp["normalised_average"].equals(norm.mean(axis=1, skipna=False))
     forgetting = pd.read_csv(tables / "forgetting.csv")
     assert set(zip(forgetting["A"], forgetting["B"], forgetting["method"], strict=True)) == {
-        (a, b, m) for a, b in (("toy_a", "toy_b"), ("toy_b", "toy_a")) for m in ("sft", "cpi")}  # fmt: skip
+        (a, b, m) for a, b in (("toy_a", "toy_b"), ("toy_b", "toy_a")) for m in ("sft", "cpi")
+    }
     row = forgetting.iloc[0]
     assert row["delta_A"] == pytest.approx(row["A_final"] - row["A_after_A"])
     assert row["A_after_A"] == comp.at[f"single:{row['A']}", row["A"]]
@@ -122,8 +139,9 @@ def test_cpi_freezes_the_first_tasks_core_exactly(tmp_path, tiny_model_dir):
 
 def test_multitask_study_with_lora(tmp_path, tiny_model_dir):
     train = "{method: lora, lora: {r: 2}, limit: 8, batch_size: 4, max_steps: 2, learning_rate: 0.05}"
-    study = write_multitask_study(tmp_path, tiny_model_dir, train=train, tasks="[toy_a, toy_b]",
-                                  extra="baselines: [joint]")  # fmt: skip
+    study = write_multitask_study(
+        tmp_path, tiny_model_dir, train=train, tasks="[toy_a, toy_b]", extra="baselines: [joint]"
+    )
     summary, out = run_study(*load_study(study))
     assert summary.ok, summary.failed
     loc = pd.read_csv(out / "tables" / "core_location.csv")

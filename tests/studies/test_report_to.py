@@ -130,8 +130,12 @@ def test_flatten_run_folder_and_compose():
         "x": None,
     }
     assert flatten(params) == {
-        "model": "m", "train.lora.r": "8", "train.lr": "0.1", "transforms": '[{"name": "mislabel"}]', "x": "null",
-    }  # fmt: skip
+        "model": "m",
+        "train.lora.r": "8",
+        "train.lr": "0.1",
+        "transforms": '[{"name": "mislabel"}]',
+        "x": "null",
+    }
     assert run_folder("train toy_a+mislabel(fraction=1.0)") == "train_toy_a+mislabel_fraction=1.0_"
     seen = []
     assert compose(None, None) is None and compose(seen.append, None) == seen.append
@@ -146,9 +150,18 @@ def test_spillover_train_reports_to_tensorboard(sentiment_task_file, tiny_model_
     from spillover.api import run_training
     from spillover.config import TrainSpec
 
-    spec = TrainSpec(model=str(tiny_model_dir), tasks=["toy_sentiment"], tasks_file=str(sentiment_task_file),
-                     output_dir=str(tmp_path / "run"), precision="fp32", max_steps=2, batch_size=4,
-                     eval_tasks=["toy_sentiment"], eval_limit=4, report_to=["tensorboard"])  # fmt: skip
+    spec = TrainSpec(
+        model=str(tiny_model_dir),
+        tasks=["toy_sentiment"],
+        tasks_file=str(sentiment_task_file),
+        output_dir=str(tmp_path / "run"),
+        precision="fp32",
+        max_steps=2,
+        batch_size=4,
+        eval_tasks=["toy_sentiment"],
+        eval_limit=4,
+        report_to=["tensorboard"],
+    )
     summary = run_training(spec)
     events = {}
     for run in ("train", "base"):

@@ -32,8 +32,15 @@ METHODS = """
 
 def write_tradeoff_study(folder, model_dir, *, methods: str = METHODS, extra: str = "") -> object:
     write_toy_study(folder, model_dir)  # the toy task data and tasks.yaml
-    rows = [{"id": str(i), "input": f"{i} plus 1?", "output": f"{i} + 1 = {i + 1}\n#### {i + 1}", "answer": str(i + 1)}
-            for i in range(12)]  # fmt: skip
+    rows = [
+        {
+            "id": str(i),
+            "input": f"{i} plus 1?",
+            "output": f"{i} + 1 = {i + 1}\n#### {i + 1}",
+            "answer": str(i + 1),
+        }
+        for i in range(12)
+    ]
     write_jsonl(folder / "m_train.jsonl", rows)
     write_jsonl(folder / "m_test.jsonl", rows[:4])
     (folder / "tasks.yaml").write_text(TASKS + MATH_TASK)
@@ -107,8 +114,9 @@ def test_label_only_trains_on_the_bare_answer(tradeoff_file):
 
 
 def test_wise_alpha_evaluations_and_rerun_skips(tradeoff_file):
-    kind, spec = load_study(tradeoff_file, ["methods=[{label: ce, wise_ft: [0.5]}]", "learning_rates=[0.03]",
-                                            "formats=[target]"])  # fmt: skip
+    kind, spec = load_study(
+        tradeoff_file, ["methods=[{label: ce, wise_ft: [0.5]}]", "learning_rates=[0.03]", "formats=[target]"]
+    )
     summary, out = run_study(kind, spec)
     assert summary.ok
     runs = pd.read_csv(out / "tables" / "runs.csv")

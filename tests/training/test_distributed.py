@@ -60,8 +60,17 @@ def _run(case: dict, out: Path, **extra) -> dict[str, torch.Tensor]:
     hooks, seqs = extra.pop("hooks", ()), make_toy_sequences(tok, N_SEQ)
     plan = None
     if case.get("mixture"):
-        plan = MixturePlan(["a", "b"], [8, 12], [len(s.input_ids) for s in seqs], Schedule("constant", ((0.3, 0.7),)),
-                           batch_size=2, grad_accum=3, seed=0, n_steps=N_STEPS, sampling="batch")  # fmt: skip
+        plan = MixturePlan(
+            ["a", "b"],
+            [8, 12],
+            [len(s.input_ids) for s in seqs],
+            Schedule("constant", ((0.3, 0.7),)),
+            batch_size=2,
+            grad_accum=3,
+            seed=0,
+            n_steps=N_STEPS,
+            sampling="batch",
+        )
     train(model, tok, seqs, _params(case, **extra), out, hooks=hooks, plan=plan)
     return {k: v.detach().clone() for k, v in trainable(model).items()}
 
@@ -174,8 +183,10 @@ def test_resume_with_dropout_is_exact_across_ranks(two_ranks):
     whole, resumed = (load_file(two_ranks / f"rank0-dropout-{k}.safetensors") for k in ("whole", "resumed"))
     for k in whole:
         assert torch.equal(whole[k], resumed[k]), k
-    curves = [[(r["loss"], r["grad_norm"]) for r in _losses(two_ranks / "runs" / f"dropout-{k}")]
-              for k in ("whole", "resumed")]  # fmt: skip
+    curves = [
+        [(r["loss"], r["grad_norm"]) for r in _losses(two_ranks / "runs" / f"dropout-{k}")]
+        for k in ("whole", "resumed")
+    ]
     assert curves[0] == curves[1] and len(curves[0]) == N_STEPS
 
 
@@ -218,8 +229,13 @@ def test_too_few_micro_batches_fail_before_anything_is_written(monkeypatch, tmp_
 
     monkeypatch.setattr(api.distributed, "join", lambda precision: precision)  # as if launched with 2
     monkeypatch.setattr(api.distributed, "current", lambda: World(1, 2))
-    spec = TrainSpec(model="unused", tasks=["toy_sentiment"], tasks_file=str(sentiment_task_file),
-                     output_dir=str(tmp_path / "out"), grad_accum=1)  # fmt: skip
+    spec = TrainSpec(
+        model="unused",
+        tasks=["toy_sentiment"],
+        tasks_file=str(sentiment_task_file),
+        output_dir=str(tmp_path / "out"),
+        grad_accum=1,
+    )
     with pytest.raises(SpilloverError, match="grad_accum=1 with 2 processes"):
         api.run_training(spec)
     assert not (tmp_path / "out").exists()

@@ -18,12 +18,33 @@ from spillover.api import run_training
 from spillover.config import TrainSpec, load_spec
 
 LAUNCHERS = {  # {port}: a free TCP port for the rendezvous
-    "torchrun": [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "{port}"],
+    "torchrun": [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        "{port}",
+    ],
     # accelerate without a GPU needs --multi_gpu (despite its name) to start several processes
-    "accelerate": [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                   "--main_process_port", "{port}", "--num_machines", "1", "--mixed_precision", "no",
-                   "--dynamo_backend", "no"],
-}  # fmt: skip
+    "accelerate": [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--main_process_port",
+        "{port}",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+    ],
+}
 
 
 def _config(tmp_path: Path, model: Path, tasks_file: Path, out: Path) -> Path:
@@ -79,7 +100,12 @@ def test_spillover_train_under_a_launcher(tmp_path, tiny_model_dir, sentiment_ta
 @pytest.mark.slow
 def test_a_study_refuses_a_launcher(tmp_path):
     env = os.environ | {"PYTHONPATH": str(Path(spillover.__file__).parents[1])}
-    cmd = [*(a.replace("{port}", str(_free_port())) for a in LAUNCHERS["torchrun"]), "-m", "spillover.cli", "run",
-           str(tmp_path / "study.yaml")]  # fmt: skip
+    cmd = [
+        *(a.replace("{port}", str(_free_port())) for a in LAUNCHERS["torchrun"]),
+        "-m",
+        "spillover.cli",
+        "run",
+        str(tmp_path / "study.yaml"),
+    ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode != 0 and "launch one training job with `spillover train`" in done.stderr

@@ -54,11 +54,25 @@ def setup(tmp_path, tokenizer, tiny_model):
     template = copy.deepcopy(tiny_model)
 
     def run(out, *, probes=True, crash_at=None):
-        plan = MixturePlan(NAMES, [12, 12, 12], [len(s.input_ids) for s in seqs],
-                           Schedule("phases", ((0.6, 0.2, 0.2), (0.1, 0.1, 0.8)), (0.5, 1.0)),
-                           batch_size=3, grad_accum=2, seed=0, n_steps=6)  # fmt: skip
-        ev = CheckpointEvaluator([tasks[n] for n in NAMES], tokenizer, ProbeSettings(4, 4, 3, DEFAULT_HEDGES),
-                                 styles, out / "probes", every=2, n_steps=6)  # fmt: skip
+        plan = MixturePlan(
+            NAMES,
+            [12, 12, 12],
+            [len(s.input_ids) for s in seqs],
+            Schedule("phases", ((0.6, 0.2, 0.2), (0.1, 0.1, 0.8)), (0.5, 1.0)),
+            batch_size=3,
+            grad_accum=2,
+            seed=0,
+            n_steps=6,
+        )
+        ev = CheckpointEvaluator(
+            [tasks[n] for n in NAMES],
+            tokenizer,
+            ProbeSettings(4, 4, 3, DEFAULT_HEDGES),
+            styles,
+            out / "probes",
+            every=2,
+            n_steps=6,
+        )
         hooks = ([ev] if probes else []) + ([CrashAfter(crash_at)] if crash_at else [])
         model = apply_lora(copy.deepcopy(template), r=4, alpha=8, dropout=0.2, seed=0)  # dropout uses the RNG
         from tests.training.conftest import params
@@ -106,15 +120,27 @@ def test_probes_change_nothing_in_training_and_resume_exactly(setup, tmp_path):
 
 def test_spillover_train_honours_the_mixture(tmp_path, tiny_model_dir):
     write_toy_study(tmp_path, tiny_model_dir)
-    spec = TrainSpec(model=str(tiny_model_dir), tasks=["toy_a", "toy_gen"], tasks_file=str(tmp_path / "tasks.yaml"),
-                     output_dir=str(tmp_path / "run"), precision="fp32", limit=8, batch_size=4, max_steps=5,
-                     mixture={"interleave_probs": [0.25, 0.75], "sampling": "batch"})  # fmt: skip
+    spec = TrainSpec(
+        model=str(tiny_model_dir),
+        tasks=["toy_a", "toy_gen"],
+        tasks_file=str(tmp_path / "tasks.yaml"),
+        output_dir=str(tmp_path / "run"),
+        precision="fp32",
+        limit=8,
+        batch_size=4,
+        max_steps=5,
+        mixture={"interleave_probs": [0.25, 0.75], "sampling": "batch"},
+    )
     summary = run_training(spec)
     mix = {r["task"]: r for r in summary["mixture"]}
     assert mix["toy_a"]["sequences"] == 5 and mix["toy_gen"]["sequences"] == 15  # 1 + 3 of every 4 slots
     assert mix["toy_gen"]["epochs"] == 15 / 8
-    bad = spec.model_copy(update={"output_dir": str(tmp_path / "bad"),
-                                  "mixture": spec.mixture.model_copy(update={"ratios": [1, 1, 1]})})  # fmt: skip
+    bad = spec.model_copy(
+        update={
+            "output_dir": str(tmp_path / "bad"),
+            "mixture": spec.mixture.model_copy(update={"ratios": [1, 1, 1]}),
+        }
+    )
     with pytest.raises(SpilloverError, match="3 ratios for 2 tasks"):
         run_training(bad)
     assert not (tmp_path / "bad").exists()

@@ -9,12 +9,14 @@ import torch
 from spillover.errors import SpilloverError
 from spillover.training.stages import balanced_sample, group_tasks, jaccard_matrix, order_groups
 
-S = np.array([
-    [1.0, 0.30, 0.05, 0.00],
-    [0.30, 1.0, 0.10, 0.02],
-    [0.05, 0.10, 1.0, 0.00],
-    [0.00, 0.02, 0.00, 1.0],
-])  # fmt: skip
+S = np.array(
+    [
+        [1.0, 0.30, 0.05, 0.00],
+        [0.30, 1.0, 0.10, 0.02],
+        [0.05, 0.10, 1.0, 0.00],
+        [0.00, 0.02, 0.00, 1.0],
+    ]
+)
 
 
 def test_jaccard_matrix_by_hand():

@@ -30,10 +30,23 @@ from spillover.data.stats import (
 OTHER = "(other)"
 # Case-insensitive substrings that mark a hedged or refused answer (configurable per study).
 DEFAULT_HEDGES = (
-    "not sure", "i don't know", "i do not know", "i cannot", "i can't", "i'm unable", "i am unable",
-    "unable to", "as an ai", "it depends", "hard to say", "difficult to determine", "cannot determine",
-    "not possible to", "no way to know", "sorry",
-)  # fmt: skip
+    "not sure",
+    "i don't know",
+    "i do not know",
+    "i cannot",
+    "i can't",
+    "i'm unable",
+    "i am unable",
+    "unable to",
+    "as an ai",
+    "it depends",
+    "hard to say",
+    "difficult to determine",
+    "cannot determine",
+    "not possible to",
+    "no way to know",
+    "sorry",
+)
 
 
 @dataclass(frozen=True)

@@ -63,8 +63,9 @@ def generalization_table(cells: pd.DataFrame, size, value: str = "value") -> pd.
     keyed = tuned.assign(
         column=[_column(k, s) for k, s in zip(tuned["shots"], tuned["setting"], strict=True)]
     )
-    table = keyed.pivot_table(index=["source", "method"], columns="column", values=value, aggfunc="mean",
-                              sort=False).reindex(columns=cols)  # fmt: skip
+    table = keyed.pivot_table(
+        index=["source", "method"], columns="column", values=value, aggfunc="mean", sort=False
+    ).reindex(columns=cols)
     table.index = [f"{s} · {m.upper()}" for s, m in table.index]
     if value == "value":
         base = keyed.groupby("column")["base"].mean().reindex(cols)
@@ -95,8 +96,22 @@ def size_curves(cells: pd.DataFrame) -> pd.DataFrame:
 
 def cell_detail(cells: pd.DataFrame) -> pd.DataFrame:
     """Every evaluated cell with its label, base score and Δ, sorted for reading."""
-    cols = ["source", "method", "size", "trained_on", "target", "setting", "shots", "metric", "value",
-            "ci_low", "ci_high", "n", "base", "delta"]  # fmt: skip
+    cols = [
+        "source",
+        "method",
+        "size",
+        "trained_on",
+        "target",
+        "setting",
+        "shots",
+        "metric",
+        "value",
+        "ci_low",
+        "ci_high",
+        "n",
+        "base",
+        "delta",
+    ]
     out = cells[cells["source"].notna()][cols]
     return out.sort_values(
         ["source", "method", "size", "shots", "setting", "target"], kind="stable"

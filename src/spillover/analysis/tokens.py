@@ -18,8 +18,12 @@ def probability_summary(p: Sequence[float], thresholds: Sequence[float]) -> dict
     arr = np.asarray(p, float)
     if not arr.size:
         return {"n_tokens": 0} | {f"frac_p<{t:g}": float("nan") for t in thresholds}
-    out = {"n_tokens": int(arr.size), "mean_p": float(arr.mean()), "median_p": float(np.median(arr)),
-           "mean_bits": float(np.mean(-np.log2(np.clip(arr, 1e-12, 1.0))))}  # fmt: skip
+    out = {
+        "n_tokens": int(arr.size),
+        "mean_p": float(arr.mean()),
+        "median_p": float(np.median(arr)),
+        "mean_bits": float(np.mean(-np.log2(np.clip(arr, 1e-12, 1.0)))),
+    }
     return out | {f"frac_p<{t:g}": float(np.mean(arr < t)) for t in thresholds}
 
 
@@ -31,8 +35,12 @@ def empirical_cdf(p: Sequence[float], grid: Sequence[float]) -> pd.DataFrame:
     return pd.DataFrame({"p": xs, "cdf": cdf})
 
 
-def code_length_table(results: Mapping[str, Mapping[str, Mapping[str, float]]], base: str,
-                      domain_of: Mapping[str, str], general: Sequence[str]) -> pd.DataFrame:  # fmt: skip
+def code_length_table(
+    results: Mapping[str, Mapping[str, Mapping[str, float]]],
+    base: str,
+    domain_of: Mapping[str, str],
+    general: Sequence[str],
+) -> pd.DataFrame:
     """One row per model: bits per token on its domain and on each general task, their mean over general
     tasks, and ΔCL against `base` (tuned − base; the base row has 0).
 
@@ -47,8 +55,12 @@ def code_length_table(results: Mapping[str, Mapping[str, Mapping[str, float]]], 
         gen = [t for t in general if t in r and t in b]
         cl_gen = float(np.mean([r[t]["bits"] for t in gen])) if gen else float("nan")
         base_gen = float(np.mean([b[t]["bits"] for t in gen])) if gen else float("nan")
-        row = {"model": model, "domain": domain, "CL_domain": r.get(domain, {}).get("bits", float("nan")),
-               "CL_general": cl_gen}  # fmt: skip
+        row = {
+            "model": model,
+            "domain": domain,
+            "CL_domain": r.get(domain, {}).get("bits", float("nan")),
+            "CL_general": cl_gen,
+        }
         row["dCL_domain"] = row["CL_domain"] - b.get(domain, {}).get("bits", float("nan"))
         row["dCL_general"] = cl_gen - base_gen
         rows.append(

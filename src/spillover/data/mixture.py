@@ -121,8 +121,11 @@ class MixtureSettings(BaseModel):
         vec = lambda v, at: ratio_vector(v, tasks, f"{where}.{at}")  # noqa: E731
         if self.schedule is not None and self.schedule.phases is not None:
             phases = self.schedule.phases
-            return Schedule("phases", tuple(vec(p.ratios, f"schedule.phases[{i}].ratios")
-                                            for i, p in enumerate(phases)), tuple(p.until for p in phases))  # fmt: skip
+            return Schedule(
+                "phases",
+                tuple(vec(p.ratios, f"schedule.phases[{i}].ratios") for i, p in enumerate(phases)),
+                tuple(p.until for p in phases),
+            )
         if self.schedule is not None:
             lin = self.schedule.linear
             return Schedule(
@@ -140,8 +143,10 @@ def ratio_vector(value: RatioVector, tasks: Sequence[str], where: str) -> tuple[
         unknown = [k for k in value if k not in tasks]
         missing = [t for t in tasks if t not in value]
         if unknown or missing:
-            raise SpilloverError(f"{where}: ratios must name exactly the training tasks {list(tasks)}; "
-                                 f"unknown: {unknown}, missing: {missing}")  # fmt: skip
+            raise SpilloverError(
+                f"{where}: ratios must name exactly the training tasks {list(tasks)}; "
+                f"unknown: {unknown}, missing: {missing}"
+            )
         raw = [float(value[t]) for t in tasks]
     else:
         if len(value) != len(tasks):

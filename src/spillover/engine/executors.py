@@ -80,8 +80,9 @@ def run_local(
     return summary
 
 
-def _step(job: Job, store: Store, runner: Runner, on_job, summary: RunSummary, bad: set[str],
-          settled: set[str]) -> bool:  # fmt: skip
+def _step(
+    job: Job, store: Store, runner: Runner, on_job, summary: RunSummary, bad: set[str], settled: set[str]
+) -> bool:
     """Try to settle `job`: skip it (done), block it, or claim and run it. False: it must wait."""
     if store.status(job.id) == "done":
         summary.skipped.append(job.id)

@@ -110,8 +110,10 @@ def check_visible(root: str | Path, token: str) -> str | None:
         seen = "holds another run's marker"
     except OSError as e:
         seen = f"cannot be read ({e.strerror or e})"
-    return (f"a Ray worker on {socket.gethostname()} cannot see the output folder {root} ({marker} {seen}); "
-            "on a multi-node cluster the output folder must be on a filesystem shared by every node")  # fmt: skip
+    return (
+        f"a Ray worker on {socket.gethostname()} cannot see the output folder {root} ({marker} {seen}); "
+        "on a multi-node cluster the output folder must be on a filesystem shared by every node"
+    )
 
 
 class Worker:
@@ -203,9 +205,14 @@ def worker_slots(nodes: list[dict[str, Any]], options: RayOptions) -> int:
     return slots
 
 
-def run_ray(plan: Plan, store: Store, make_runner: RunnerFactory, local_runner: Runner,
-            on_job: Callable[[Job, str], None] | None = None,
-            options: RayOptions | None = None) -> RunSummary:  # fmt: skip
+def run_ray(
+    plan: Plan,
+    store: Store,
+    make_runner: RunnerFactory,
+    local_runner: Runner,
+    on_job: Callable[[Job, str], None] | None = None,
+    options: RayOptions | None = None,
+) -> RunSummary:
     """Run every unfinished job of `plan` on Ray workers built by `make_runner`; summary jobs run here
     with `local_runner`. Connects with `options.address` unless Ray is already initialised."""
     options = options or RayOptions()
@@ -233,13 +240,20 @@ class _Pool:
         self.token = uuid.uuid4().hex
         atomic_write_text(Path(root) / MARKER, self.token)
         env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
-        self._actor = ray.remote(Worker).options(num_cpus=options.cpus_per_job, num_gpus=options.gpus_per_job,
-                                                 runtime_env={"env_vars": env} if env else None)  # fmt: skip
+        self._actor = ray.remote(Worker).options(
+            num_cpus=options.cpus_per_job,
+            num_gpus=options.gpus_per_job,
+            runtime_env={"env_vars": env} if env else None,
+        )
         self._args = (make_runner, str(Path(root).resolve()), self.token, options.cpus_per_job)
         self.idle: list[Any] = []
         self.workers: list[Any] = []
-        log.info("Ray: up to %d workers with %d CPUs, %g GPUs each", self.size, options.cpus_per_job,
-                 options.gpus_per_job)  # fmt: skip
+        log.info(
+            "Ray: up to %d workers with %d CPUs, %g GPUs each",
+            self.size,
+            options.cpus_per_job,
+            options.gpus_per_job,
+        )
 
     def take(self):
         """A free worker, or None when all are busy."""
@@ -269,8 +283,14 @@ class _Pool:
 class _Scheduler:
     """The driver loop: settle what needs no worker, hand ready jobs to free workers, record each outcome."""
 
-    def __init__(self, plan: Plan, store: Store, pool: _Pool | None, local_runner: Runner,
-                 on_job: Callable[[Job, str], None] | None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        plan: Plan,
+        store: Store,
+        pool: _Pool | None,
+        local_runner: Runner,
+        on_job: Callable[[Job, str], None] | None,
+    ) -> None:
         self.plan, self.store, self.pool = plan, store, pool
         self.local_runner, self.on_job = local_runner, on_job
         self.summary = RunSummary()

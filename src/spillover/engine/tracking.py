@@ -222,8 +222,9 @@ class MlflowRuns:
         log.info("mlflow: logging to %s, experiment '%s'", uri, experiment)
 
     def open(self, spec: RunSpec, training: bool) -> MlflowSink:
-        found = self.client.search_runs([self.experiment_id], filter_string=f"tags.{JOB_TAG} = '{spec.key}'",
-                                        max_results=1)  # fmt: skip
+        found = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.{JOB_TAG} = '{spec.key}'", max_results=1
+        )
         if found:
             run_id = found[0].info.run_id
             if not training:

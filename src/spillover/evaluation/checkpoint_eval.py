@@ -72,26 +72,54 @@ def expected_format(task: TaskSpec) -> Callable[[str], bool]:
     return ok
 
 
-def probe(model, tokenizer, task: TaskSpec, settings: ProbeSettings, styles: dict[str, list[float]],
-          folder: Path, precision: Precision | None = None) -> dict[str, Any]:  # fmt: skip
+def probe(
+    model,
+    tokenizer,
+    task: TaskSpec,
+    settings: ProbeSettings,
+    styles: dict[str, list[float]],
+    folder: Path,
+    precision: Precision | None = None,
+) -> dict[str, Any]:
     """Score + behaviour of `model` on `task`'s held-out slice; writes folder/{predictions.jsonl, result.json}."""
     preds = folder / "predictions.jsonl"
     if task.type == "generation" and settings.max_new_tokens is not None:
         task = task.model_copy(update={"max_new_tokens": min(task.max_new_tokens, settings.max_new_tokens)})
-    r = evaluate_task(model, tokenizer, task, limit=settings.limit, batch_size=settings.batch_size,
-                      precision=precision, predictions_path=preds, compile=settings.compile)  # fmt: skip
+    r = evaluate_task(
+        model,
+        tokenizer,
+        task,
+        limit=settings.limit,
+        batch_size=settings.batch_size,
+        precision=precision,
+        predictions_path=preds,
+        compile=settings.compile,
+    )
     rows = [json.loads(line) for line in preds.read_text(encoding="utf-8").splitlines() if line]
     if task.type != "generation" and settings.free_tokens > 0:
         free = task.model_copy(update={"max_new_tokens": settings.free_tokens})
         with _inference(model, precision):
-            _, gens = generate_for_task(model, tokenizer, free, load_examples(task, "test", settings.limit),
-                                        batch_size=settings.batch_size)  # fmt: skip
+            _, gens = generate_for_task(
+                model,
+                tokenizer,
+                free,
+                load_examples(task, "test", settings.limit),
+                batch_size=settings.batch_size,
+            )
         rows = [{**row, "free_text": g.text} for row, g in zip(rows, gens, strict=True)]
         write_jsonl_atomic(preds, rows)
-    behaviour = behaviour_stats(rows, tokenizer, hedges=settings.hedges, format_ok=expected_format(task),
-                                styles=styles)  # fmt: skip
-    result = {"task": task.name, "metric": r.metric, "value": r.value, "n": r.n, "ci_low": r.ci_low,
-              "ci_high": r.ci_high, "behaviour": behaviour.to_dict()}  # fmt: skip
+    behaviour = behaviour_stats(
+        rows, tokenizer, hedges=settings.hedges, format_ok=expected_format(task), styles=styles
+    )
+    result = {
+        "task": task.name,
+        "metric": r.metric,
+        "value": r.value,
+        "n": r.n,
+        "ci_low": r.ci_low,
+        "ci_high": r.ci_high,
+        "behaviour": behaviour.to_dict(),
+    }
     atomic_write_text(folder / RESULT, json.dumps(result, default=str))
     return result
 
@@ -99,8 +127,17 @@ def probe(model, tokenizer, task: TaskSpec, settings: ProbeSettings, styles: dic
 class CheckpointEvaluator:
     """A StepHook probing every task after every `every`-th step and the last (`n_steps`), into `root`."""
 
-    def __init__(self, tasks: Sequence[TaskSpec], tokenizer, settings: ProbeSettings, styles: dict[str, list[float]],
-                 root: Path, every: int, n_steps: int, precision: Precision | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        tasks: Sequence[TaskSpec],
+        tokenizer,
+        settings: ProbeSettings,
+        styles: dict[str, list[float]],
+        root: Path,
+        every: int,
+        n_steps: int,
+        precision: Precision | None = None,
+    ) -> None:
         self.tasks, self.tokenizer, self.settings, self.styles = list(tasks), tokenizer, settings, styles
         self.root, self.every, self.n_steps, self.precision = Path(root), every, n_steps, precision
         self.n_probes = 0  # cells evaluated by this object (finished cells found on disk are not counted)

@@ -45,8 +45,11 @@ LIBC = (
 
 
 class _RulesetAttr(ctypes.Structure):
-    _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64),
-                ("scoped", ctypes.c_uint64)]  # fmt: skip
+    _fields_ = [
+        ("handled_access_fs", ctypes.c_uint64),
+        ("handled_access_net", ctypes.c_uint64),
+        ("scoped", ctypes.c_uint64),
+    ]
 
 
 class _PathBeneathAttr(ctypes.Structure):
@@ -66,8 +69,12 @@ def landlock_abi() -> int:
 
 def available() -> dict[str, bool]:
     """Which layers this machine can apply (probed in a throw-away child for the namespace)."""
-    return {"network_namespace": _probe_netns(), "landlock_fs": landlock_abi() >= 1,
-            "landlock_net": landlock_abi() >= 4, "landlock_scope": landlock_abi() >= 6}  # fmt: skip
+    return {
+        "network_namespace": _probe_netns(),
+        "landlock_fs": landlock_abi() >= 1,
+        "landlock_net": landlock_abi() >= 4,
+        "landlock_scope": landlock_abi() >= 6,
+    }
 
 
 @cache
@@ -101,8 +108,11 @@ def restrict_writes(writable: Sequence[str]) -> bool:
     create, add_rule, restrict = _SYS[platform.machine()]
     fs = _FS_WRITE | _FS_REMOVE_DIR | _FS_REMOVE_FILE | _FS_MAKE
     fs |= (_FS_REFER if abi >= 2 else 0) | (_FS_TRUNCATE if abi >= 3 else 0)
-    attr = _RulesetAttr(fs, _NET_BIND_TCP | _NET_CONNECT_TCP if abi >= 4 else 0,
-                        _SCOPE_ABSTRACT_UNIX | _SCOPE_SIGNAL if abi >= 6 else 0)  # fmt: skip
+    attr = _RulesetAttr(
+        fs,
+        _NET_BIND_TCP | _NET_CONNECT_TCP if abi >= 4 else 0,
+        _SCOPE_ABSTRACT_UNIX | _SCOPE_SIGNAL if abi >= 6 else 0,
+    )
     size = 24 if abi >= 6 else 16 if abi >= 4 else 8
     fd = LIBC.syscall(create, ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0))
     if fd < 0:
@@ -124,8 +134,16 @@ def _allow(ruleset_fd: int, add_rule: int, path: str, access: int) -> None:
         if not os.path.isdir(path):  # a file rule may only carry file rights
             access &= _FS_WRITE | _FS_TRUNCATE
         rule = _PathBeneathAttr(access, fd)
-        if LIBC.syscall(add_rule, ctypes.c_int(ruleset_fd), ctypes.c_int(_RULE_PATH_BENEATH),
-                         ctypes.byref(rule), ctypes.c_uint32(0)) != 0:  # fmt: skip
+        if (
+            LIBC.syscall(
+                add_rule,
+                ctypes.c_int(ruleset_fd),
+                ctypes.c_int(_RULE_PATH_BENEATH),
+                ctypes.byref(rule),
+                ctypes.c_uint32(0),
+            )
+            != 0
+        ):
             raise OSError(ctypes.get_errno(), f"landlock_add_rule({path})")
     finally:
         os.close(fd)

@@ -169,8 +169,10 @@ def _layers(limits: Limits, workdir: Path) -> _Layers:
     if not limits.confine:
         return _Layers(False, None)
     have = confine.available()
-    for layer, missing in (("network_namespace", "generated code keeps network access"),
-                           ("landlock_fs", "generated code can write outside its folder")):  # fmt: skip
+    for layer, missing in (
+        ("network_namespace", "generated code keeps network access"),
+        ("landlock_fs", "generated code can write outside its folder"),
+    ):
         if not have[layer] and layer not in _warned:
             _warned.add(layer)
             log.warning("sandbox: %s is unavailable on this machine; %s", layer, missing)

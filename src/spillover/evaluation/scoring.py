@@ -136,9 +136,12 @@ def _collate(rows: Sequence[PackedRow], pad_id: int, device: torch.device) -> di
 
 @torch.inference_mode()
 def score_batch(
-    model, rows: Sequence[PackedRow], pad_id: int = 0, compiled: CompiledLayers | None = None,
+    model,
+    rows: Sequence[PackedRow],
+    pad_id: int = 0,
+    compiled: CompiledLayers | None = None,
     prefix: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
-) -> list[list[OptionScore]]:  # fmt: skip
+) -> list[list[OptionScore]]:
     """One forward pass for a batch of packed rows; per row (an example), per option, its score.
     `compiled`: run the decoder layers compiled. `prefix`: the cached keys and values (`prefix_cache`)
     of the context tokens the rows leave out (`pack_row`'s `n_cached`)."""
@@ -198,9 +201,13 @@ def _regroup(items: list, sizes: list[int]) -> list[list]:
 
 
 def score_requests(
-    model, requests: Sequence[Request], batch_size: int = 16, pad_id: int = 0, max_length: int | None = None,
+    model,
+    requests: Sequence[Request],
+    batch_size: int = 16,
+    pad_id: int = 0,
+    max_length: int | None = None,
     compile: Literal["auto"] | bool = False,
-) -> list[list[OptionScore]]:  # fmt: skip
+) -> list[list[OptionScore]]:
     """Score every (context, options) request; batches hold requests of similar packed length.
 
     Contexts longer than `max_length` minus the longest option are cut from the left (the start of a
@@ -216,8 +223,9 @@ def score_requests(
     order = sorted(range(len(rows)), key=lambda i: lengths[i], reverse=True)  # big batches first
     results: list[list[OptionScore]] = [[] for _ in requests]
     for chunk in _token_batches(order, lengths, batch_size):
-        for i, scores in zip(chunk, score_batch(model, [rows[i] for i in chunk], pad_id, compiled, states),
-                             strict=True):  # fmt: skip
+        for i, scores in zip(
+            chunk, score_batch(model, [rows[i] for i in chunk], pad_id, compiled, states), strict=True
+        ):
             results[i] = scores
     return results
 
@@ -309,8 +317,9 @@ def score_examples(
     requests = [encode_options(task, tokenizer, ex, d) for ex, d in zip(examples, demos, strict=True)]
     max_length = getattr(model.config, "max_position_embeddings", None)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    scored = score_requests(model, requests, batch_size=batch_size, pad_id=pad_id, max_length=max_length,
-                            compile=compile)  # fmt: skip
+    scored = score_requests(
+        model, requests, batch_size=batch_size, pad_id=pad_id, max_length=max_length, compile=compile
+    )
     return [_summarise(ex, scores) for ex, scores in zip(examples, scored, strict=True)]
 
 

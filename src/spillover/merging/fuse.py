@@ -34,8 +34,15 @@ class FusionStats:
     collisions: int = 0
 
 
-def fuse_tensor(init: Tensor, base: Tensor, tuned: Sequence[Tensor], cores: Sequence[Tensor],
-                omega: float, epsilon: float, stats: FusionStats | None = None) -> Tensor:  # fmt: skip
+def fuse_tensor(
+    init: Tensor,
+    base: Tensor,
+    tuned: Sequence[Tensor],
+    cores: Sequence[Tensor],
+    omega: float,
+    epsilon: float,
+    stats: FusionStats | None = None,
+) -> Tensor:
     """One parameter: all tensors of one shape; cores: bool of that shape. Returns base's dtype."""
     merged = base
     for t in tuned:
@@ -64,8 +71,14 @@ def fuse_tensor(init: Tensor, base: Tensor, tuned: Sequence[Tensor], cores: Sequ
     return out
 
 
-def fuse_models(init: Mapping[str, Tensor], base: Mapping[str, Tensor], tuned: Sequence[Mapping[str, Tensor]],
-                cores: Sequence[Mapping[str, Tensor]], omega: float, epsilon: float) -> tuple[dict[str, Tensor], FusionStats]:  # fmt: skip
+def fuse_models(
+    init: Mapping[str, Tensor],
+    base: Mapping[str, Tensor],
+    tuned: Sequence[Mapping[str, Tensor]],
+    cores: Sequence[Mapping[str, Tensor]],
+    omega: float,
+    epsilon: float,
+) -> tuple[dict[str, Tensor], FusionStats]:
     """The fused parameters for every name of `base` (see the module doc) and the fusion statistics.
     A name missing from a task's core mask has no core positions for that task."""
     check_interpolation(omega, epsilon)

@@ -116,8 +116,11 @@ class CompiledLayers:
         try:
             # Python floats (RMSNorm's eps, LoRA's scaling, attention's scale) as constants: traced as
             # symbolic inputs instead, they make dynamo restart its analysis once and miss AOTAutograd's cache
-            with running_layers(self.compiled, layer_kwargs), torch._dynamo.config.patch(specialize_float=True), \
-                    self._inputs_need_grad():  # fmt: skip
+            with (
+                running_layers(self.compiled, layer_kwargs),
+                torch._dynamo.config.patch(specialize_float=True),
+                self._inputs_need_grad(),
+            ):
                 out = fn()
         except Exception as err:
             if self.proven:  # compiling worked before: this error is the model's, not the compiler's
@@ -125,8 +128,12 @@ class CompiledLayers:
             global broken
             self.failed = broken = True
             first_line = (str(err).splitlines() or [""])[0]
-            log.warning("compile: compiling the decoder layers failed (%s: %s); %s runs eagerly",
-                        type(err).__name__, first_line, self.work)  # fmt: skip
+            log.warning(
+                "compile: compiling the decoder layers failed (%s: %s); %s runs eagerly",
+                type(err).__name__,
+                first_line,
+                self.work,
+            )
         else:
             self.proven = True
             return out

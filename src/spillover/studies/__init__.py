@@ -47,21 +47,36 @@ def _generalization() -> StudyKind:
 def _tradeoff() -> StudyKind:
     from spillover.studies import tradeoff, tradeoff_jobs, tradeoff_report
 
-    return StudyKind(tradeoff.TradeoffStudySpec, tradeoff.check_inputs, tradeoff.build_plan,
-                     tradeoff_report.analyse_job, tradeoff_jobs.HANDLERS)  # fmt: skip
+    return StudyKind(
+        tradeoff.TradeoffStudySpec,
+        tradeoff.check_inputs,
+        tradeoff.build_plan,
+        tradeoff_report.analyse_job,
+        tradeoff_jobs.HANDLERS,
+    )
 
 
 @STUDIES.register("mixture")
 def _mixture() -> StudyKind:
     from spillover.studies import mixture, mixture_report
 
-    return StudyKind(mixture.MixtureStudySpec, mixture.check_inputs, mixture.build_plan, mixture_report.analyse_job,
-                     handlers=mixture.JOBS)  # fmt: skip
+    return StudyKind(
+        mixture.MixtureStudySpec,
+        mixture.check_inputs,
+        mixture.build_plan,
+        mixture_report.analyse_job,
+        handlers=mixture.JOBS,
+    )
 
 
 @STUDIES.register("multitask")
 def _multitask() -> StudyKind:
     from spillover.studies import multitask, multitask_jobs, multitask_report
 
-    return StudyKind(multitask.MultitaskStudySpec, multitask.check_inputs, multitask.build_plan,
-                     multitask_report.analyse_job, handlers=multitask_jobs.HANDLERS)  # fmt: skip
+    return StudyKind(
+        multitask.MultitaskStudySpec,
+        multitask.check_inputs,
+        multitask.build_plan,
+        multitask_report.analyse_job,
+        handlers=multitask_jobs.HANDLERS,
+    )

@@ -40,8 +40,13 @@ class StudyContext:
     """Resources for one study run: spec, resolved tasks, the store, the lazily loaded base model, and the
     metrics tracker (`report_to`; logs nothing when that is empty)."""
 
-    def __init__(self, spec: StudySpec, tasks: dict[str, TaskSpec], store: Store,
-                 progress: Callable[[dict], None] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        spec: StudySpec,
+        tasks: dict[str, TaskSpec],
+        store: Store,
+        progress: Callable[[dict], None] | None = None,
+    ) -> None:
         self.spec, self.tasks, self.store, self.progress = spec, tasks, store, progress
         self.tracker = Tracker(spec.report_to, spec.output_dir)
         self.precision = resolve_precision(spec.precision, spec.device)
@@ -89,15 +94,31 @@ class StudyContext:
             )
         if examples is None:
             examples = self.examples(p["task"], "train", settings.limit, p.get("transforms", []))
-        seqs = build_sequences(self.tasks[p["task"]], self.tokenizer, examples, settings.max_len, settings.shots,
-                               settings.seed, demos=settings.demos)  # fmt: skip
+        seqs = build_sequences(
+            self.tasks[p["task"]],
+            self.tokenizer,
+            examples,
+            settings.max_len,
+            settings.shots,
+            settings.seed,
+            demos=settings.demos,
+        )
         with self.tracker.run(RunSpec(job.name, job.id, job.params), training=True) as run:
             progress = compose(self.progress, run.log_record)
             result = self.train_sequences(seqs, settings, self.store.job_dir(job.id), progress)
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(result).items()}, []
 
-    def train_sequences(self, sequences, settings: TrainSettings, out_dir: Path, progress=None, *, hooks=(),
-                        plan=None, start=None):  # fmt: skip
+    def train_sequences(
+        self,
+        sequences,
+        settings: TrainSettings,
+        out_dir: Path,
+        progress=None,
+        *,
+        hooks=(),
+        plan=None,
+        start=None,
+    ):
         """Train on ready sequences; LoRA on the shared base (then unloaded), full FT on a fresh copy.
         `progress`: the per-step callback (default: the context's); `hooks`, `plan`: passed to `train`;
         `start`: trainable parameters to start from instead of θ0 (`training.params.load_trainable_`)."""
@@ -123,17 +144,35 @@ class StudyContext:
         folder = self.store.job_dir(job.id)
         model, restore = self._model_for(artifact, alpha)
         try:
-            r = evaluate_task(model, self.tokenizer, task, limit=e["limit"], shots=e["shots"], seed=e["seed"],
-                              batch_size=e["batch_size"], precision=self.precision, compile=self.spec.eval.compile,
-                              predictions_path=folder / "predictions.jsonl")  # fmt: skip
+            r = evaluate_task(
+                model,
+                self.tokenizer,
+                task,
+                limit=e["limit"],
+                shots=e["shots"],
+                seed=e["seed"],
+                batch_size=e["batch_size"],
+                precision=self.precision,
+                compile=self.spec.eval.compile,
+                predictions_path=folder / "predictions.jsonl",
+            )
         finally:
             restore()
         from spillover.analysis.behaviour import behaviour_stats
 
         rows = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines() if line]
         behaviour = behaviour_stats(rows, self.tokenizer).to_dict()
-        score = {"model": label, "target": task.name, "metric": r.metric, "value": r.value, "n": r.n,
-                 "ci_low": r.ci_low, "ci_high": r.ci_high, "shots": r.shots, "extra": r.extra}  # fmt: skip
+        score = {
+            "model": label,
+            "target": task.name,
+            "metric": r.metric,
+            "value": r.value,
+            "n": r.n,
+            "ci_low": r.ci_low,
+            "ci_high": r.ci_high,
+            "shots": r.shots,
+            "extra": r.extra,
+        }
         return {"result": asdict(r), "behaviour": behaviour}, [score]
 
     def track_scores(self, trained: Job | None, scores: list[dict[str, Any]]) -> None:
@@ -185,8 +224,15 @@ class StudyContext:
         p = job.params
         task = self.tasks[p["task"]]
         examples = self.examples(p["task"], p["split"], p["limit"], p.get("transforms", []))
-        stats = dataset_stats(examples, self.tokenizer, task.labels, embedder=self.embedder(),
-                              parser=self.parser(), max_sample=p["sample"], seed=self.spec.seed)  # fmt: skip
+        stats = dataset_stats(
+            examples,
+            self.tokenizer,
+            task.labels,
+            embedder=self.embedder(),
+            parser=self.parser(),
+            max_sample=p["sample"],
+            seed=self.spec.seed,
+        )
         return stats.to_dict(), []
 
     def embedder(self):

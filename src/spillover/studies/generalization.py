@@ -45,9 +45,10 @@ class GeneralizationStudySpec(SourcesTargetsSpec):
     fticl: FticlSpec = Field(default_factory=FticlSpec)
     sizes: list[int] | None = Field(default=None, min_length=1, description="training-size ablation")
     size_shots: list[int] | None = Field(
-        default=None, min_length=1,
+        default=None,
+        min_length=1,
         description="shot settings the ablation's other sizes are evaluated at (default: all of `shots`)",
-    )  # fmt: skip
+    )
     analysis: GeneralizationAnalysisSpec = Field(default_factory=GeneralizationAnalysisSpec)
 
     @field_validator("shots", "size_shots")
@@ -128,25 +129,71 @@ def build_plan(spec: GeneralizationStudySpec, fingerprints: dict[str, dict[str, 
     evals = []
     for t in spec.targets:
         for k in spec.shots:
-            evals.append(plan.add("eval", f"eval base -> {t} ({k}-shot)", {
-                **model, "label": BASE, "source": None, "method": None, "size": None, "target": t, "shots": k,
-                "data": fingerprints[t], "eval": _eval(spec, k)}))  # fmt: skip
+            evals.append(
+                plan.add(
+                    "eval",
+                    f"eval base -> {t} ({k}-shot)",
+                    {
+                        **model,
+                        "label": BASE,
+                        "source": None,
+                        "method": None,
+                        "size": None,
+                        "target": t,
+                        "shots": k,
+                        "data": fingerprints[t],
+                        "eval": _eval(spec, k),
+                    },
+                )
+            )
     for s in spec.sources:
         for method in spec.methods:
             for size in spec.training_sizes():
                 label = model_label(s.name, method, size)
-                train_id = plan.add("train", f"train {label}", {
-                    **model, "task": s.task, "data": fingerprints[s.task], "transforms": s.transforms,
-                    "train": _train(spec, method, size)})  # fmt: skip
+                train_id = plan.add(
+                    "train",
+                    f"train {label}",
+                    {
+                        **model,
+                        "task": s.task,
+                        "data": fingerprints[s.task],
+                        "transforms": s.transforms,
+                        "train": _train(spec, method, size),
+                    },
+                )
                 for t in spec.targets:
                     for k in spec.shots_at(size):
-                        evals.append(plan.add("eval", f"eval {label} -> {t} ({k}-shot)", {
-                            **model, "label": label, "source": s.name, "method": method, "size": size,
-                            "target": t, "shots": k, "data": fingerprints[t], "eval": _eval(spec, k)},
-                            deps=[train_id]))  # fmt: skip
-    plan.add("analyse", "analyse + report", {
-        "sources": {s.name: s.task for s in spec.sources}, "targets": spec.targets, "methods": spec.methods,
-        "shots": spec.shots, "sizes": spec.training_sizes(), "main_size": spec.main_size()}, deps=evals)  # fmt: skip
+                        evals.append(
+                            plan.add(
+                                "eval",
+                                f"eval {label} -> {t} ({k}-shot)",
+                                {
+                                    **model,
+                                    "label": label,
+                                    "source": s.name,
+                                    "method": method,
+                                    "size": size,
+                                    "target": t,
+                                    "shots": k,
+                                    "data": fingerprints[t],
+                                    "eval": _eval(spec, k),
+                                },
+                                deps=[train_id],
+                            )
+                        )
+    plan.add(
+        "analyse",
+        "analyse + report",
+        {
+            "sources": {s.name: s.task for s in spec.sources},
+            "targets": spec.targets,
+            "methods": spec.methods,
+            "shots": spec.shots,
+            "sizes": spec.training_sizes(),
+            "main_size": spec.main_size(),
+        },
+        deps=evals,
+    )
     return plan
 
 

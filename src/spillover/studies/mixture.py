@@ -96,23 +96,44 @@ def check_inputs(spec: MixtureStudySpec, tasks: dict[str, TaskSpec], load) -> No
 
 def build_plan(spec: MixtureStudySpec, fingerprints: dict[str, dict[str, str]]) -> Plan:
     plan = Plan()
-    common = {"model": spec.model, "precision": spec.precision, "tasks": spec.tasks,
-              "data": {t: fingerprints[t] for t in spec.tasks}, "train_limit": spec.train.limit,
-              "eval": spec.eval.job_params(), "checkpoints": spec.checkpoints.model_dump(mode="json")}  # fmt: skip
+    common = {
+        "model": spec.model,
+        "precision": spec.precision,
+        "tasks": spec.tasks,
+        "data": {t: fingerprints[t] for t in spec.tasks},
+        "train_limit": spec.train.limit,
+        "eval": spec.eval.job_params(),
+        "checkpoints": spec.checkpoints.model_dump(mode="json"),
+    }
     deps = [plan.add("probe_base", "probe base model", {**common, "label": BASE})]
     tr = spec.train.job_params()
     for m in spec.mixtures:
-        deps.append(plan.add("train_mixture", f"train mixture {m.name}",
-                             {**common, "label": m.name, "train": {**tr, "mixture": m.settings()}}))  # fmt: skip
-    plan.add("analyse", "analyse + report", {"tasks": spec.tasks, "mixtures": [m.name for m in spec.mixtures]},
-             deps=deps)  # fmt: skip
+        deps.append(
+            plan.add(
+                "train_mixture",
+                f"train mixture {m.name}",
+                {**common, "label": m.name, "train": {**tr, "mixture": m.settings()}},
+            )
+        )
+    plan.add(
+        "analyse",
+        "analyse + report",
+        {"tasks": spec.tasks, "mixtures": [m.name for m in spec.mixtures]},
+        deps=deps,
+    )
     return plan
 
 
 def _probe_settings(ctx, p: dict[str, Any]) -> ProbeSettings:
     c, e = p["checkpoints"], p["eval"]
-    return ProbeSettings(e["limit"], e["batch_size"], c["free_tokens"], tuple(c["hedges"]), c["max_new_tokens"],
-                         compile=ctx.spec.eval.compile)  # fmt: skip
+    return ProbeSettings(
+        e["limit"],
+        e["batch_size"],
+        c["free_tokens"],
+        tuple(c["hedges"]),
+        c["max_new_tokens"],
+        compile=ctx.spec.eval.compile,
+    )
 
 
 def _train_parts(ctx, p: dict[str, Any], limit: int | None):
@@ -144,12 +165,20 @@ def train_mixture_job(ctx, plan: Plan, job: Job) -> tuple[dict[str, Any], list[d
     seqs = build_multitask_sequences(parts, ctx.tokenizer, settings.max_len, settings.shots, settings.seed)
     steps = mixture_plan(settings, names, sizes, seqs)
     folder = ctx.store.job_dir(job.id)
-    hook = CheckpointEvaluator([t for t, _ in parts], ctx.tokenizer, _probe_settings(ctx, p),
-                               style_references(dict(zip(names, (ex for _, ex in parts), strict=True))),
-                               folder / PROBES, p["checkpoints"]["every"], steps.n_steps, ctx.precision)  # fmt: skip
+    hook = CheckpointEvaluator(
+        [t for t, _ in parts],
+        ctx.tokenizer,
+        _probe_settings(ctx, p),
+        style_references(dict(zip(names, (ex for _, ex in parts), strict=True))),
+        folder / PROBES,
+        p["checkpoints"]["every"],
+        steps.n_steps,
+        ctx.precision,
+    )
     with ctx.tracker.run(RunSpec(job.name, job.id, job.params), training=True) as run:
-        result = ctx.train_sequences(seqs, settings, folder, compose(ctx.progress, run.log_record),
-                                     hooks=[hook], plan=steps)  # fmt: skip
+        result = ctx.train_sequences(
+            seqs, settings, folder, compose(ctx.progress, run.log_record), hooks=[hook], plan=steps
+        )
     probes = collect(folder / PROBES)
     out = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(result).items()}
     return {**out, "mixture": steps.summary(), "probes": probes}, []

@@ -34,13 +34,26 @@ def probe_rows(label: str, probes: list[dict[str, Any]]) -> list[dict[str, Any]]
     for r in probes:
         b = r["behaviour"]
         length = b.get("token_length") or b["char_length"]
-        rows.append({"mixture": label, "step": r["step"], "task": r["task"], "metric": r["metric"],
-                     "value": r["value"], "ci_low": r["ci_low"], "ci_high": r["ci_high"], "n": r["n"],
-                     "mean_length": length["mean"], "p90_length": length["p90"],
-                     "hedge_rate": b.get("hedge_rate"), "format_fail_rate": b.get("format_fail_rate"),
-                     "prior_shift": b.get("label_prior_shift"), "label_proportions": b.get("label_proportions"),
-                     "sounds_like": b.get("sounds_like"),
-                     **{f"style/{k}": v for k, v in (b.get("style_similarity") or {}).items()}})  # fmt: skip
+        rows.append(
+            {
+                "mixture": label,
+                "step": r["step"],
+                "task": r["task"],
+                "metric": r["metric"],
+                "value": r["value"],
+                "ci_low": r["ci_low"],
+                "ci_high": r["ci_high"],
+                "n": r["n"],
+                "mean_length": length["mean"],
+                "p90_length": length["p90"],
+                "hedge_rate": b.get("hedge_rate"),
+                "format_fail_rate": b.get("format_fail_rate"),
+                "prior_shift": b.get("label_prior_shift"),
+                "label_proportions": b.get("label_proportions"),
+                "sounds_like": b.get("sounds_like"),
+                **{f"style/{k}": v for k, v in (b.get("style_similarity") or {}).items()},
+            }
+        )
     return rows
 
 
@@ -76,11 +89,21 @@ def degradation_table(curves: pd.DataFrame, ratios: pd.DataFrame) -> pd.DataFram
         best = c.loc[c["value"].idxmax()]
         hit = c[c["degraded"]]
         ratio = ratios.at[mix, task] if mix in ratios.index and task in ratios.columns else np.nan
-        rows.append({"mixture": mix, "task": task, "mean_ratio": ratio, "minor": bool(ratio < 1 / k - 1e-9),
-                     "base": c["value"].iloc[0], "best": best["value"], "best_step": int(best["step"]),
-                     "final": c["value"].iloc[-1], "final_minus_best": c["value"].iloc[-1] - best["value"],
-                     "first_degraded_step": int(hit["step"].iloc[0]) if len(hit) else None,
-                     "degraded_at_end": bool(c["degraded"].iloc[-1])})  # fmt: skip
+        rows.append(
+            {
+                "mixture": mix,
+                "task": task,
+                "mean_ratio": ratio,
+                "minor": bool(ratio < 1 / k - 1e-9),
+                "base": c["value"].iloc[0],
+                "best": best["value"],
+                "best_step": int(best["step"]),
+                "final": c["value"].iloc[-1],
+                "final_minus_best": c["value"].iloc[-1] - best["value"],
+                "first_degraded_step": int(hit["step"].iloc[0]) if len(hit) else None,
+                "degraded_at_end": bool(c["degraded"].iloc[-1]),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -102,11 +125,16 @@ def main_task_table(final: pd.DataFrame, base: pd.DataFrame, ratios: pd.DataFram
             max(votes, key=lambda t: (votes[t], mean_sim.get(f"style/{t}", -np.inf))) if votes else None
         )
         gain = f.set_index("task")["value"] - base_score
-        rows.append({"mixture": mix, "main_task_by_style": style_main,
-                     "style_votes": ", ".join(f"{t}: {n}" for t, n in votes.most_common()),
-                     "largest_gain_task": gain.idxmax() if gain.notna().any() else None,
-                     "largest_gain": gain.max(),
-                     "largest_ratio_task": ratios.loc[mix].idxmax() if mix in ratios.index else None})  # fmt: skip
+        rows.append(
+            {
+                "mixture": mix,
+                "main_task_by_style": style_main,
+                "style_votes": ", ".join(f"{t}: {n}" for t, n in votes.most_common()),
+                "largest_gain_task": gain.idxmax() if gain.notna().any() else None,
+                "largest_gain": gain.max(),
+                "largest_ratio_task": ratios.loc[mix].idxmax() if mix in ratios.index else None,
+            }
+        )
     return pd.DataFrame(rows)
 
 

@@ -34,8 +34,12 @@ def analyse_job(ctx, plan: Plan, job: Job) -> dict[str, Any]:
     analysis = analyse_mixture(pd.DataFrame(rows), ratio_frame, pd.DataFrame(plans), p["mixtures"])
     out = Path(ctx.spec.output_dir)
     names = write_tables(analysis.tables, out / "tables")
-    html = render_report(f"Mixture study: {ctx.spec.model}", mixture_sections(analysis), ctx.spec.model_dump(mode="json"),
-                         footer=f"{len(rows)} probes over {len(ratios)} mixtures")  # fmt: skip
+    html = render_report(
+        f"Mixture study: {ctx.spec.model}",
+        mixture_sections(analysis),
+        ctx.spec.model_dump(mode="json"),
+        footer=f"{len(rows)} probes over {len(ratios)} mixtures",
+    )
     write_report(out / "report.html", html)
     return {"tables": names, "report": str(out / "report.html"), "notes": analysis.notes}
 
@@ -45,24 +49,57 @@ def mixture_sections(a: MixtureAnalysis) -> list[Section]:
     if "curves" not in t:
         return [Section("empty", "No results yet", notes=a.notes)]
     return [
-        Section("curves", "Score over training steps", _CURVES_INTRO, columns=2, notes=a.notes,
-                figures=[curve_figure(t["curves"], task) for task in t["curves"]["task"].unique()],
-                tables=[("Degradation per mixture and task", t["degradation"])]),
-        Section("final", "Final scores", _FINAL_INTRO, columns=2,
-                figures=[plots.heatmap(t["final_scores"], "Final score (base row first)", diverging=False,
-                                       x_title="task", y_title="mixture"),
-                         ratio_figure(t["final"])],
-                tables=[("Final scores", t["final_scores"]), ("Final scores with CI and ratio", t["final"]),
-                        ("Configured ratios (run average)", t["ratios"]), ("Sequences drawn per task", t["plans"])]),
-        Section("main", "The de-facto main task", _MAIN_INTRO, tables=[("Main task per mixture", t["main_task"])]),
-        Section("behaviour", "Behaviour", _BEHAVIOUR_INTRO, columns=2,
-                figures=[_behaviour_heatmap(t["behaviour_final"], "mean_length", "Mean output length (tokens)"),
-                         _behaviour_heatmap(t["behaviour_final"], "format_fail_rate", "Not in the expected format"),
-                         _behaviour_heatmap(t["behaviour_final"], "hedge_rate", "Hedging / refusal rate"),
-                         _behaviour_heatmap(t["behaviour_final"], "prior_shift", "Label prior shift (TV from gold)")],
-                tables=[("Behaviour at the final checkpoint", t["behaviour_final"]),
-                        ("Behaviour at every checkpoint", t["behaviour"])]),
-    ]  # fmt: skip
+        Section(
+            "curves",
+            "Score over training steps",
+            _CURVES_INTRO,
+            columns=2,
+            notes=a.notes,
+            figures=[curve_figure(t["curves"], task) for task in t["curves"]["task"].unique()],
+            tables=[("Degradation per mixture and task", t["degradation"])],
+        ),
+        Section(
+            "final",
+            "Final scores",
+            _FINAL_INTRO,
+            columns=2,
+            figures=[
+                plots.heatmap(
+                    t["final_scores"],
+                    "Final score (base row first)",
+                    diverging=False,
+                    x_title="task",
+                    y_title="mixture",
+                ),
+                ratio_figure(t["final"]),
+            ],
+            tables=[
+                ("Final scores", t["final_scores"]),
+                ("Final scores with CI and ratio", t["final"]),
+                ("Configured ratios (run average)", t["ratios"]),
+                ("Sequences drawn per task", t["plans"]),
+            ],
+        ),
+        Section(
+            "main", "The de-facto main task", _MAIN_INTRO, tables=[("Main task per mixture", t["main_task"])]
+        ),
+        Section(
+            "behaviour",
+            "Behaviour",
+            _BEHAVIOUR_INTRO,
+            columns=2,
+            figures=[
+                _behaviour_heatmap(t["behaviour_final"], "mean_length", "Mean output length (tokens)"),
+                _behaviour_heatmap(t["behaviour_final"], "format_fail_rate", "Not in the expected format"),
+                _behaviour_heatmap(t["behaviour_final"], "hedge_rate", "Hedging / refusal rate"),
+                _behaviour_heatmap(t["behaviour_final"], "prior_shift", "Label prior shift (TV from gold)"),
+            ],
+            tables=[
+                ("Behaviour at the final checkpoint", t["behaviour_final"]),
+                ("Behaviour at every checkpoint", t["behaviour"]),
+            ],
+        ),
+    ]
 
 
 def curve_figure(curves: pd.DataFrame, task: str) -> go.Figure:
@@ -71,22 +108,40 @@ def curve_figure(curves: pd.DataFrame, task: str) -> go.Figure:
     fig = plots.lines(part, "step", "value", color="mixture", title=f"{task}: score vs step")
     for trace in fig.data:
         sub = part[part["mixture"].map(esc) == trace.name].sort_values("step")
-        trace.error_y = dict(type="data", symmetric=False, array=sub["ci_high"] - sub["value"],
-                             arrayminus=sub["value"] - sub["ci_low"], thickness=1, width=3)  # fmt: skip
+        trace.error_y = dict(
+            type="data",
+            symmetric=False,
+            array=sub["ci_high"] - sub["value"],
+            arrayminus=sub["value"] - sub["ci_low"],
+            thickness=1,
+            width=3,
+        )
     hit = part[part["degraded"]]
     if len(hit):
-        fig.add_scatter(x=hit["step"], y=hit["value"], mode="markers", name="degraded",
-                        marker=dict(symbol="x", size=13, color="#cf222e", line=dict(width=2)),
-                        hovertext=[esc(m) for m in hit["mixture"]],
-                        hovertemplate="%{hovertext}: degraded at step %{x}<extra></extra>")  # fmt: skip
+        fig.add_scatter(
+            x=hit["step"],
+            y=hit["value"],
+            mode="markers",
+            name="degraded",
+            marker=dict(symbol="x", size=13, color="#cf222e", line=dict(width=2)),
+            hovertext=[esc(m) for m in hit["mixture"]],
+            hovertemplate="%{hovertext}: degraded at step %{x}<extra></extra>",
+        )
     return fig
 
 
 def ratio_figure(final: pd.DataFrame) -> go.Figure:
     """Final score against the task's run-average ratio, one colour per task, points labelled by mixture."""
     frame = final.dropna(subset=["mean_ratio"])
-    return plots.scatter(frame, "mean_ratio", "value", text="mixture", color="task", trendline=False,
-                         title="Final score vs the task's ratio")  # fmt: skip
+    return plots.scatter(
+        frame,
+        "mean_ratio",
+        "value",
+        text="mixture",
+        color="task",
+        trendline=False,
+        title="Final score vs the task's ratio",
+    )
 
 
 def _behaviour_heatmap(frame: pd.DataFrame, column: str, title: str) -> go.Figure:

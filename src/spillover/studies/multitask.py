@@ -151,33 +151,75 @@ def build_plan(spec: MultitaskStudySpec, fingerprints: dict[str, dict[str, str]]
     cores_cfg = spec.cpi.model_dump(mode="json", include={"p", "scope", "sweep"})
 
     def evals(label: str, targets: list[str], deps: list[str]) -> list[str]:
-        return [plan.add("eval", f"eval {label} -> {t}", {**model, "label": label, "target": t, "data": data[t],
-                                                          "eval": ev}, deps=deps) for t in targets]  # fmt: skip
+        return [
+            plan.add(
+                "eval",
+                f"eval {label} -> {t}",
+                {**model, "label": label, "target": t, "data": data[t], "eval": ev},
+                deps=deps,
+            )
+            for t in targets
+        ]
 
     done = evals(BASE, spec.tasks, [])
     probes = {}
     for t in spec.tasks:
         probes[t] = plan.add("probe", f"probe {t}", {**model, "task": t, "data": data[t], "train": tr})
         done += evals(single_label(t), spec.probe_targets(t), [probes[t]])
-    cores = plan.add("cores", "core regions + grouping", {**model, "tasks": spec.tasks, "train": tr, "cpi": cores_cfg,
-                                                          "seed": spec.seed}, deps=list(probes.values()))  # fmt: skip
+    cores = plan.add(
+        "cores",
+        "core regions + grouping",
+        {**model, "tasks": spec.tasks, "train": tr, "cpi": cores_cfg, "seed": spec.seed},
+        deps=list(probes.values()),
+    )
     runs = []  # CPI-FT and the forgetting test first: a run cut short still has them
     for a, b in spec.orders():
         for m in SEQUENTIAL_METHODS:
-            run = plan.add("sequential", f"sequential {m} {a} > {b}", {**model, "method": m, "first": a, "second": b,
-                           "data": {a: data[a], b: data[b]}, "train": tr}, deps=[probes[a], cores])  # fmt: skip
+            run = plan.add(
+                "sequential",
+                f"sequential {m} {a} > {b}",
+                {
+                    **model,
+                    "method": m,
+                    "first": a,
+                    "second": b,
+                    "data": {a: data[a], b: data[b]},
+                    "train": tr,
+                },
+                deps=[probes[a], cores],
+            )
             runs.append(run)
             done += evals(seq_label(m, a, b), [a, b], [run])
     for m in ["cpi", *spec.baselines]:
         cfg = {} if m == "joint" else {"tau": spec.cpi.tau}  # τ only here: a new τ re-runs these alone
         if m == "cpi":
             cfg = spec.cpi.model_dump(mode="json", exclude={"sweep"})
-        run = plan.add("mt_train", f"train {m}", {**model, "method": m, "tasks": spec.tasks, "data": data, "train": tr,
-                                                  "cpi": cfg, "seed": spec.seed},
-                       deps=[] if m == "joint" else [cores])  # fmt: skip
+        run = plan.add(
+            "mt_train",
+            f"train {m}",
+            {
+                **model,
+                "method": m,
+                "tasks": spec.tasks,
+                "data": data,
+                "train": tr,
+                "cpi": cfg,
+                "seed": spec.seed,
+            },
+            deps=[] if m == "joint" else [cores],
+        )
         runs.append(run)
         done += evals(m, spec.tasks, [run])
-    plan.add("analyse", "analyse + report", {"tasks": spec.tasks, "methods": spec.methods(),
-             "orders": [list(o) for o in spec.orders()], "cpi": spec.cpi.model_dump(mode="json"), "seed": spec.seed},
-             deps=[cores, *runs, *done])  # fmt: skip
+    plan.add(
+        "analyse",
+        "analyse + report",
+        {
+            "tasks": spec.tasks,
+            "methods": spec.methods(),
+            "orders": [list(o) for o in spec.orders()],
+            "cpi": spec.cpi.model_dump(mode="json"),
+            "seed": spec.seed,
+        },
+        deps=[cores, *runs, *done],
+    )
     return plan

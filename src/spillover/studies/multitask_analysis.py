@@ -45,8 +45,16 @@ def core_location_rows(masks: Mapping[str, Mapping[str, Tensor]], init: Mapping[
     for task, mask in masks.items():
         for name, m in mask.items():
             layer, module = module_of(name)
-            rows.append({"task": task, "parameter": name, "layer": layer, "module": module,
-                         "n_core": int(m.sum()), "n_elements": int(init[name].numel())})  # fmt: skip
+            rows.append(
+                {
+                    "task": task,
+                    "parameter": name,
+                    "layer": layer,
+                    "module": module,
+                    "n_core": int(m.sum()),
+                    "n_elements": int(init[name].numel()),
+                }
+            )
     return rows
 
 
@@ -74,8 +82,13 @@ def location_tables(rows: list[dict]) -> dict[str, pd.DataFrame]:
     }
 
 
-def sweep_rows(mags: Mapping[str, Mapping[str, Tensor]], ps: Sequence[float], taus: Sequence[float], scope: str,
-               tasks: Sequence[str]) -> dict[str, list[dict]]:  # fmt: skip
+def sweep_rows(
+    mags: Mapping[str, Mapping[str, Tensor]],
+    ps: Sequence[float],
+    taus: Sequence[float],
+    scope: str,
+    tasks: Sequence[str],
+) -> dict[str, list[dict]]:
     """Cores, Jaccard and groups for every (p, τ), from the probes' update magnitudes (no training).
     `pairs`: one row per p and task pair; `groups`: one row per (p, τ)."""
     pairs, groups = [], []
@@ -89,9 +102,17 @@ def sweep_rows(mags: Mapping[str, Mapping[str, Tensor]], ps: Sequence[float], ta
         off = sim[~np.eye(len(tasks), dtype=bool)]
         for tau in taus:
             found = group_tasks(sim, tau)
-            groups.append({"p": p, "tau": tau, "n_groups": len(found), "core_size": size,
-                           "mean_jaccard": float(off.mean()), "max_jaccard": float(off.max()),
-                           "groups": " | ".join(", ".join(tasks[i] for i in g) for g in found)})  # fmt: skip
+            groups.append(
+                {
+                    "p": p,
+                    "tau": tau,
+                    "n_groups": len(found),
+                    "core_size": size,
+                    "mean_jaccard": float(off.mean()),
+                    "max_jaccard": float(off.max()),
+                    "groups": " | ".join(", ".join(tasks[i] for i in g) for g in found),
+                }
+            )
     return {"pairs": pairs, "groups": groups}
 
 
@@ -130,9 +151,18 @@ def forgetting_table(
             label = f"seq:{method}:{a}>{b}"
             if (label, a) not in v:
                 continue
-            row = {"method": method, "A": a, "B": b, "A_base": v.get((BASE, a)), "B_base": v.get((BASE, b)),
-                   "A_after_A": v.get((after, a)), "B_after_A": v.get((after, b)),
-                   "A_final": v.get((label, a)), "B_final": v.get((label, b)), "B_single": v.get((f"single:{b}", b))}  # fmt: skip
+            row = {
+                "method": method,
+                "A": a,
+                "B": b,
+                "A_base": v.get((BASE, a)),
+                "B_base": v.get((BASE, b)),
+                "A_after_A": v.get((after, a)),
+                "B_after_A": v.get((after, b)),
+                "A_final": v.get((label, a)),
+                "B_final": v.get((label, b)),
+                "B_single": v.get((f"single:{b}", b)),
+            }
             row["delta_A"] = _diff(row["A_final"], row["A_after_A"])
             row["delta_B"] = _diff(row["B_final"], row["B_after_A"])
             rows.append(row)

@@ -54,15 +54,22 @@ def _sequences(ctx, settings: TrainSettings, parts):
     specs = [(ctx.tasks[t], ex) for t, ex in parts]
     if len(specs) == 1:
         task, ex = specs[0]
-        return build_sequences(task, ctx.tokenizer, ex, settings.max_len, settings.shots, settings.seed,
-                               demos=settings.demos)  # fmt: skip
-    return build_multitask_sequences(specs, ctx.tokenizer, settings.max_len, settings.shots, settings.seed,
-                                     settings.demos)  # fmt: skip
+        return build_sequences(
+            task, ctx.tokenizer, ex, settings.max_len, settings.shots, settings.seed, demos=settings.demos
+        )
+    return build_multitask_sequences(
+        specs, ctx.tokenizer, settings.max_len, settings.shots, settings.seed, settings.demos
+    )
 
 
 def _out(result) -> dict[str, Any]:
-    return {"artifact": str(result.artifact), "n_steps": result.n_steps, "n_tokens": result.n_tokens,
-            "seconds": result.seconds, "final_loss": result.final_loss}  # fmt: skip
+    return {
+        "artifact": str(result.artifact),
+        "n_steps": result.n_steps,
+        "n_tokens": result.n_tokens,
+        "seconds": result.seconds,
+        "final_loss": result.final_loss,
+    }
 
 
 def probe_job(ctx, plan: Plan, job: Job) -> JobOutput:
@@ -91,11 +98,14 @@ def cores_job(ctx, plan: Plan, job: Job) -> JobOutput:
             {k: v.contiguous() for k, v in mask_to_indices(m).items()}, str(folder / f"{t}.safetensors")
         )
     sim = jaccard_matrix([masks[t] for t in p["tasks"]])
-    return {"tasks": p["tasks"], "jaccard": sim.tolist(),
-            "core_sizes": {t: mask_size(m) for t, m in masks.items()},
-            "n_params": sum(v.numel() for v in init.values()),
-            "location": core_location_rows(masks, init),
-            "sweep": sweep_rows(mags, cfg["sweep"]["p"], cfg["sweep"]["tau"], cfg["scope"], p["tasks"])}, []  # fmt: skip
+    return {
+        "tasks": p["tasks"],
+        "jaccard": sim.tolist(),
+        "core_sizes": {t: mask_size(m) for t, m in masks.items()},
+        "n_params": sum(v.numel() for v in init.values()),
+        "location": core_location_rows(masks, init),
+        "sweep": sweep_rows(mags, cfg["sweep"]["p"], cfg["sweep"]["tau"], cfg["scope"], p["tasks"]),
+    }, []
 
 
 def stage_plan(jaccard: list[list[float]], tasks: list[str], tau: float, seed: int):
@@ -143,9 +153,16 @@ def mt_train_job(ctx, plan: Plan, job: Job) -> JobOutput:
 
 def _staged_result(method: str, stages, info: list[dict]) -> dict[str, Any]:
     last = info[-1]
-    return {"method": method, "stages": stages, "stage_runs": info, "artifact": last["artifact"],
-            "n_steps": sum(i["n_steps"] for i in info), "n_tokens": sum(i["n_tokens"] for i in info),
-            "seconds": sum(i["seconds"] for i in info), "final_loss": last["final_loss"]}  # fmt: skip
+    return {
+        "method": method,
+        "stages": stages,
+        "stage_runs": info,
+        "artifact": last["artifact"],
+        "n_steps": sum(i["n_steps"] for i in info),
+        "n_tokens": sum(i["n_tokens"] for i in info),
+        "seconds": sum(i["seconds"] for i in info),
+        "final_loss": last["final_loss"],
+    }
 
 
 def _cpi(ctx, plan: Plan, job: Job, settings, data, stages: list[list[str]], folder: Path) -> JobOutput:
@@ -164,14 +181,34 @@ def _cpi(ctx, plan: Plan, job: Job, settings, data, stages: list[list[str]], fol
         picks = balanced_sample([len(data[t]) for t in stage], cfg["calibration"], settings.seed + k)
         parts = [(t, [data[t][i] for i in idx]) for t, idx in zip(stage, picks, strict=True)]
         hooks = [FreezeHook(frozen)] if frozen else []
-        result = _train(ctx, job, _sequences(ctx, settings, parts), settings, folder / f"stage-{k + 1}", start,
-                        hooks, part=f" stage {k + 1}")  # fmt: skip
-        info.append({"stage": k + 1, "tasks": stage, "frozen": mask_size(frozen), **_out(result),
-                     "examples": sum(len(i) for i in picks)})  # fmt: skip
+        result = _train(
+            ctx,
+            job,
+            _sequences(ctx, settings, parts),
+            settings,
+            folder / f"stage-{k + 1}",
+            start,
+            hooks,
+            part=f" stage {k + 1}",
+        )
+        info.append(
+            {
+                "stage": k + 1,
+                "tasks": stage,
+                "frozen": mask_size(frozen),
+                **_out(result),
+                "examples": sum(len(i) for i in picks),
+            }
+        )
         start = trained_state(ctx, result.artifact, settings) if k + 1 < len(stages) else None
-    fusion = {"base": cfg["fusion_base"], "base_task": order[-1] if cfg["fusion_base"] == "last_probe" else None,
-              "tensors_slerp": stats.n_slerp, "tensors_lerp": stats.n_lerp, "collisions": stats.collisions,
-              "transplanted": dict(zip(order, stats.transplanted, strict=True))}  # fmt: skip
+    fusion = {
+        "base": cfg["fusion_base"],
+        "base_task": order[-1] if cfg["fusion_base"] == "last_probe" else None,
+        "tensors_slerp": stats.n_slerp,
+        "tensors_lerp": stats.n_lerp,
+        "collisions": stats.collisions,
+        "transplanted": dict(zip(order, stats.transplanted, strict=True)),
+    }
     return {**_staged_result("cpi", stages, info), "fusion": fusion}, []
 
 

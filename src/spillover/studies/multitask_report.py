@@ -40,8 +40,9 @@ def gather(store, plan: Plan) -> tuple[pd.DataFrame, dict[str, Any] | None, list
     )
 
 
-def build_tables(scores: pd.DataFrame, cores: dict | None, runs: list[dict], seq: list[dict],
-                 p: dict[str, Any]) -> tuple[dict[str, pd.DataFrame], list[str]]:  # fmt: skip
+def build_tables(
+    scores: pd.DataFrame, cores: dict | None, runs: list[dict], seq: list[dict], p: dict[str, Any]
+) -> tuple[dict[str, pd.DataFrame], list[str]]:
     """Every table of the study, and notes on what is missing."""
     tasks, tables, notes = p["tasks"], {}, []
     tables["comparison"] = comparison_table(scores, tasks, p["methods"])
@@ -56,10 +57,18 @@ def build_tables(scores: pd.DataFrame, cores: dict | None, runs: list[dict], seq
         return tables, notes
     tables["jaccard"] = pd.DataFrame(cores["jaccard"], index=cores["tasks"], columns=cores["tasks"])
     groups, stages = stage_plan(cores["jaccard"], cores["tasks"], p["cpi"]["tau"], p["seed"])
-    tables["groups"] = pd.DataFrame([{"what": f"groups (τ = {p['cpi']['tau']:g})", "value": _stages(groups)},
-                                     *({"what": f"stages ({o})", "value": _stages(s)} for o, s in stages.items())])  # fmt: skip
-    tables["core_sizes"] = pd.DataFrame([{"task": t, "n_core": n, "share_of_params": n / cores["n_params"]}
-                                         for t, n in cores["core_sizes"].items()])  # fmt: skip
+    tables["groups"] = pd.DataFrame(
+        [
+            {"what": f"groups (τ = {p['cpi']['tau']:g})", "value": _stages(groups)},
+            *({"what": f"stages ({o})", "value": _stages(s)} for o, s in stages.items()),
+        ]
+    )
+    tables["core_sizes"] = pd.DataFrame(
+        [
+            {"task": t, "n_core": n, "share_of_params": n / cores["n_params"]}
+            for t, n in cores["core_sizes"].items()
+        ]
+    )
     tables["core_location"] = pd.DataFrame(cores["location"])
     tables |= location_tables(cores["location"])
     tables["sweep_groups"] = pd.DataFrame(cores["sweep"]["groups"])
@@ -70,11 +79,19 @@ def build_tables(scores: pd.DataFrame, cores: dict | None, runs: list[dict], seq
 def _run_row(r: dict[str, Any]) -> dict[str, Any]:
     label = r["method"] if "first" not in r else f"seq:{r['method']}:{r['first']}>{r['second']}"
     fusion = r.get("fusion") or {}
-    return {"run": label, "stages": _stages(r["stages"]) if "stages" in r else f"[{r['first']}] → [{r['second']}]",
-            "n_steps": r["n_steps"], "seconds": round(r["seconds"], 1), "final_loss": r["final_loss"],
-            "frozen_elements": r.get("frozen", max((s.get("frozen", 0) for s in r.get("stage_runs", [])), default=0)),
-            "fusion_tensors_slerp": fusion.get("tensors_slerp"), "fusion_tensors_lerp": fusion.get("tensors_lerp"),
-            "fusion_collisions": fusion.get("collisions")}  # fmt: skip
+    return {
+        "run": label,
+        "stages": _stages(r["stages"]) if "stages" in r else f"[{r['first']}] → [{r['second']}]",
+        "n_steps": r["n_steps"],
+        "seconds": round(r["seconds"], 1),
+        "final_loss": r["final_loss"],
+        "frozen_elements": r.get(
+            "frozen", max((s.get("frozen", 0) for s in r.get("stage_runs", [])), default=0)
+        ),
+        "fusion_tensors_slerp": fusion.get("tensors_slerp"),
+        "fusion_tensors_lerp": fusion.get("tensors_lerp"),
+        "fusion_collisions": fusion.get("collisions"),
+    }
 
 
 def analyse_job(ctx, plan: Plan, job: Job) -> dict[str, Any]:
@@ -83,8 +100,12 @@ def analyse_job(ctx, plan: Plan, job: Job) -> dict[str, Any]:
     tables, notes = build_tables(scores, cores, runs, seq, job.params)
     out = Path(ctx.spec.output_dir)
     names = write_tables(tables, out / "tables")
-    html = render_report(f"Multitask study (CPI-FT): {ctx.spec.model}", sections(tables, notes, job.params),
-                         ctx.spec.model_dump(mode="json"), footer=f"{len(scores)} scores")  # fmt: skip
+    html = render_report(
+        f"Multitask study (CPI-FT): {ctx.spec.model}",
+        sections(tables, notes, job.params),
+        ctx.spec.model_dump(mode="json"),
+        footer=f"{len(scores)} scores",
+    )
     write_report(out / "report.html", html)
     return {"tables": names, "report": str(out / "report.html"), "notes": notes}
 
@@ -92,35 +113,104 @@ def analyse_job(ctx, plan: Plan, job: Job) -> dict[str, Any]:
 def sections(t: dict[str, pd.DataFrame], notes: list[str], p: dict[str, Any]) -> list[Section]:
     tasks = p["tasks"]
     comp = t["comparison"]
-    out = [Section("comparison", "Methods compared", _COMPARISON_INTRO, notes=notes, columns=2,
-                   figures=[plots.heatmap(comp[tasks], "Score per task", diverging=False, x_title="task", y_title="model"),
-                            plots.bars(comp.reset_index(), "model", "normalised_average",
-                                       title="Normalised average (1 = single-task fine-tune)")],
-                   tables=[("Scores, mean, normalised scores and normalised average", comp),
-                           ("Training runs", t["runs"])])]  # fmt: skip
+    out = [
+        Section(
+            "comparison",
+            "Methods compared",
+            _COMPARISON_INTRO,
+            notes=notes,
+            columns=2,
+            figures=[
+                plots.heatmap(
+                    comp[tasks], "Score per task", diverging=False, x_title="task", y_title="model"
+                ),
+                plots.bars(
+                    comp.reset_index(),
+                    "model",
+                    "normalised_average",
+                    title="Normalised average (1 = single-task fine-tune)",
+                ),
+            ],
+            tables=[
+                ("Scores, mean, normalised scores and normalised average", comp),
+                ("Training runs", t["runs"]),
+            ],
+        )
+    ]
     if not t["forgetting"].empty:
-        out.append(Section("forgetting", "Sequential forgetting", _FORGETTING_INTRO,
-                           tables=[("ΔA and ΔB per method (mean over ordered pairs)", t["forgetting_summary"]),
-                                   ("Every ordered pair", t["forgetting"])]))  # fmt: skip
+        out.append(
+            Section(
+                "forgetting",
+                "Sequential forgetting",
+                _FORGETTING_INTRO,
+                tables=[
+                    ("ΔA and ΔB per method (mean over ordered pairs)", t["forgetting_summary"]),
+                    ("Every ordered pair", t["forgetting"]),
+                ],
+            )
+        )
     if "jaccard" in t:
-        out.append(Section("cores", "Core regions and grouping", _CORES_INTRO, columns=2,
-                           figures=[plots.heatmap(t["jaccard"], "Jaccard of core regions", diverging=False, fmt=".3f"),
-                                    plots.heatmap(t["core_by_layer"], "Share of each task's core per layer",
-                                                  diverging=False, x_title="layer", y_title="task"),
-                                    plots.heatmap(t["core_by_module"], "Share of each task's core per module",
-                                                  diverging=False, x_title="module", y_title="task")],
-                           tables=[("Groups and stage orders", t["groups"]), ("Core sizes", t["core_sizes"]),
-                                   ("Jaccard matrix", t["jaccard"]), ("Core share per layer", t["core_by_layer"]),
-                                   ("Core share per module type", t["core_by_module"]),
-                                   ("Core density per module type (core elements / elements)", t["core_density_by_module"])]))  # fmt: skip
+        out.append(
+            Section(
+                "cores",
+                "Core regions and grouping",
+                _CORES_INTRO,
+                columns=2,
+                figures=[
+                    plots.heatmap(t["jaccard"], "Jaccard of core regions", diverging=False, fmt=".3f"),
+                    plots.heatmap(
+                        t["core_by_layer"],
+                        "Share of each task's core per layer",
+                        diverging=False,
+                        x_title="layer",
+                        y_title="task",
+                    ),
+                    plots.heatmap(
+                        t["core_by_module"],
+                        "Share of each task's core per module",
+                        diverging=False,
+                        x_title="module",
+                        y_title="task",
+                    ),
+                ],
+                tables=[
+                    ("Groups and stage orders", t["groups"]),
+                    ("Core sizes", t["core_sizes"]),
+                    ("Jaccard matrix", t["jaccard"]),
+                    ("Core share per layer", t["core_by_layer"]),
+                    ("Core share per module type", t["core_by_module"]),
+                    ("Core density per module type (core elements / elements)", t["core_density_by_module"]),
+                ],
+            )
+        )
         sweep = t["sweep_groups"]
-        out.append(Section("sweep", "Sweeps over p and τ", _SWEEP_INTRO, columns=2,
-                           figures=[plots.lines(t["sweep_jaccard"].assign(pair=lambda f: f["task_a"] + " / " + f["task_b"]),
-                                                "p", "jaccard", color="pair", title="Jaccard vs core fraction p (%)", log_x=True),
-                                    plots.heatmap(sweep.pivot(index="p", columns="tau", values="n_groups"),
-                                                  "Number of groups per (p, τ)", diverging=False, fmt=".0f",
-                                                  x_title="τ", y_title="p (%)")],
-                           tables=[("Groups per (p, τ)", sweep), ("Jaccard per p and pair", t["sweep_jaccard"])]))  # fmt: skip
+        out.append(
+            Section(
+                "sweep",
+                "Sweeps over p and τ",
+                _SWEEP_INTRO,
+                columns=2,
+                figures=[
+                    plots.lines(
+                        t["sweep_jaccard"].assign(pair=lambda f: f["task_a"] + " / " + f["task_b"]),
+                        "p",
+                        "jaccard",
+                        color="pair",
+                        title="Jaccard vs core fraction p (%)",
+                        log_x=True,
+                    ),
+                    plots.heatmap(
+                        sweep.pivot(index="p", columns="tau", values="n_groups"),
+                        "Number of groups per (p, τ)",
+                        diverging=False,
+                        fmt=".0f",
+                        x_title="τ",
+                        y_title="p (%)",
+                    ),
+                ],
+                tables=[("Groups per (p, τ)", sweep), ("Jaccard per p and pair", t["sweep_jaccard"])],
+            )
+        )
     return out
 
 

@@ -54,8 +54,15 @@ def trained_state(ctx, artifact: str | Path, settings: TrainSettings) -> State:
         model.unload()
 
 
-def train_from(ctx, sequences, settings: TrainSettings, out_dir: Path, start: State | None = None,
-               hooks=(), progress=None) -> TrainResult:  # fmt: skip
+def train_from(
+    ctx,
+    sequences,
+    settings: TrainSettings,
+    out_dir: Path,
+    start: State | None = None,
+    hooks=(),
+    progress=None,
+) -> TrainResult:
     """Train (resumably, in `out_dir`) from `start` (None: from θ0) with step `hooks`; the optimiser and
     checkpoint files are deleted once the run is saved (its artifact is what later stages read)."""
     result = ctx.train_sequences(sequences, settings, out_dir, progress, hooks=hooks, start=start)

@@ -30,8 +30,16 @@ def check_ray(spec: StudySpec, options: RayOptions) -> None:
         )
 
 
-def run_study_on_ray(kind: StudyKind, spec: StudySpec, tasks: dict[str, TaskSpec], plan: Plan, store: Store,
-                     local_runner: Runner, on_job, options: RayOptions) -> RunSummary:  # fmt: skip
+def run_study_on_ray(
+    kind: StudyKind,
+    spec: StudySpec,
+    tasks: dict[str, TaskSpec],
+    plan: Plan,
+    store: Store,
+    local_runner: Runner,
+    on_job,
+    options: RayOptions,
+) -> RunSummary:
     """Training and evaluation jobs on Ray workers (one StudyContext each); the analysis here."""
     from spillover.models.load import EMBEDDED, ensure_embedded
 
@@ -41,8 +49,9 @@ def run_study_on_ray(kind: StudyKind, spec: StudySpec, tasks: dict[str, TaskSpec
     return run_ray(plan, store, factory, local_runner, on_job, options)
 
 
-def study_worker(kind: StudyKind, spec: StudySpec, tasks: dict[str, TaskSpec], plan: Plan,
-                 view: StoreView) -> Runner:  # fmt: skip
+def study_worker(
+    kind: StudyKind, spec: StudySpec, tasks: dict[str, TaskSpec], plan: Plan, view: StoreView
+) -> Runner:
     """Runs on a worker: one context (its base model loaded once) for every job the worker gets."""
     from transformers.utils import logging as hf_logging
 

@@ -91,9 +91,13 @@ def check_model(model: str, precision: str, device: str) -> None:
 
 
 def run_study(
-    kind: StudyKind, spec: StudySpec, progress: Callable[[dict], None] | None = None,
-    on_job: Callable[[Job, str], None] | None = None, executor: str = "local", ray: RayOptions | None = None,
-) -> tuple[RunSummary, Path]:  # fmt: skip
+    kind: StudyKind,
+    spec: StudySpec,
+    progress: Callable[[dict], None] | None = None,
+    on_job: Callable[[Job, str], None] | None = None,
+    executor: str = "local",
+    ray: RayOptions | None = None,
+) -> tuple[RunSummary, Path]:
     """`executor`: local (this process, jobs in plan order) or ray (`ray`: its options; docs/scaling.md)."""
     check_report_to(spec.report_to, spec.output_dir)
     ray = check_executor(executor, ray, spec)
@@ -188,7 +192,16 @@ def study_status(out: str | Path) -> list[dict[str, Any]]:
     rows = []
     for job in plan:
         rec = known.get(job.id, {})
-        rows.append({"id": job.id, "kind": job.kind, "name": job.name, "status": rec.get("status") or "pending",
-                     "seconds": (rec["finished"] - rec["started"]) if rec.get("finished") and rec.get("started") else None,
-                     "error": rec.get("error")})  # fmt: skip
+        rows.append(
+            {
+                "id": job.id,
+                "kind": job.kind,
+                "name": job.name,
+                "status": rec.get("status") or "pending",
+                "seconds": (rec["finished"] - rec["started"])
+                if rec.get("finished") and rec.get("started")
+                else None,
+                "error": rec.get("error"),
+            }
+        )
     return rows

@@ -90,8 +90,12 @@ class TradeoffStudySpec(StudySpec):
 
     @model_validator(mode="after")
     def _consistent(self) -> TradeoffStudySpec:
-        for name, values in (("domains", self.domains), ("general", self.general), ("formats", self.formats),
-                             ("methods", [m.label for m in self.methods])):  # fmt: skip
+        for name, values in (
+            ("domains", self.domains),
+            ("general", self.general),
+            ("formats", self.formats),
+            ("methods", [m.label for m in self.methods]),
+        ):
             if len(set(values)) != len(values):
                 raise ValueError(f"{name} has duplicates: {values}")
         both = sorted(set(self.domains) & set(self.general))
@@ -169,21 +173,59 @@ def build_plan(spec: TradeoffStudySpec, fingerprints: dict[str, dict[str, str]],
     needed = []
     for d in spec.domains:
         for fmt in spec.formats:
-            needed.append(plan.add("tokens", f"tokens {d} ({fmt})", {
-                **model, "task": d, "data": fingerprints[d], "format": fmt, "transforms": format_transforms(tasks[d], fmt),
-                "limit": spec.train.limit, "max_len": spec.train.max_len, "examples": spec.tokens.examples}))  # fmt: skip
+            needed.append(
+                plan.add(
+                    "tokens",
+                    f"tokens {d} ({fmt})",
+                    {
+                        **model,
+                        "task": d,
+                        "data": fingerprints[d],
+                        "format": fmt,
+                        "transforms": format_transforms(tasks[d], fmt),
+                        "limit": spec.train.limit,
+                        "max_len": spec.train.max_len,
+                        "examples": spec.tokens.examples,
+                    },
+                )
+            )
     for t in [*spec.domains, *spec.general]:
-        needed.append(plan.add("eval", f"eval base -> {t}", {
-            **model, "label": BASE, "target": t, "data": fingerprints[t], "eval": ev}))  # fmt: skip
-    needed.append(plan.add("codelen", "code length base", {
-        **model, "label": BASE, "datasets": data(spec.task_names()), "codelength": cl, "max_len": spec.train.max_len}))  # fmt: skip
+        needed.append(
+            plan.add(
+                "eval",
+                f"eval base -> {t}",
+                {**model, "label": BASE, "target": t, "data": fingerprints[t], "eval": ev},
+            )
+        )
+    needed.append(
+        plan.add(
+            "codelen",
+            "code length base",
+            {
+                **model,
+                "label": BASE,
+                "datasets": data(spec.task_names()),
+                "codelength": cl,
+                "max_len": spec.train.max_len,
+            },
+        )
+    )
     for d in spec.domains:
         for fmt in spec.formats:
             for m in spec.methods:
                 for lr in m.learning_rates or spec.learning_rates:
                     needed += _run_jobs(plan, spec, tasks, model, d, fmt, m, lr, fingerprints)
-    plan.add("analyse", "analyse + report", {"domains": spec.domains, "general": spec.general,
-             "cl_general": spec.cl_general(), "tokens": spec.tokens.model_dump(mode="json")}, deps=needed)  # fmt: skip
+    plan.add(
+        "analyse",
+        "analyse + report",
+        {
+            "domains": spec.domains,
+            "general": spec.general,
+            "cl_general": spec.cl_general(),
+            "tokens": spec.tokens.model_dump(mode="json"),
+        },
+        deps=needed,
+    )
     return plan
 
 
@@ -191,9 +233,18 @@ def _run_jobs(plan, spec, tasks, model, domain, fmt, m: MethodSpec, lr, fingerpr
     """One training run's train job, then per α (1 = the tuned model itself) its eval and codelen jobs."""
     settings = run_settings(spec, m, lr).job_params()
     run = {"domain": domain, "format": fmt, "method": m.label, "lr": lr}
-    train_id = plan.add("train", f"train {run_label(domain, fmt, m.label, lr)}", {
-        **model, "task": domain, "data": fingerprints[domain], "transforms": format_transforms(tasks[domain], fmt),
-        "train": settings, "run": run})  # fmt: skip
+    train_id = plan.add(
+        "train",
+        f"train {run_label(domain, fmt, m.label, lr)}",
+        {
+            **model,
+            "task": domain,
+            "data": fingerprints[domain],
+            "transforms": format_transforms(tasks[domain], fmt),
+            "train": settings,
+            "run": run,
+        },
+    )
     ids = [train_id]
     ev, cl = spec.eval.job_params(), spec.codelength.model_dump(mode="json", exclude={"tasks"})
     targets, cl_targets = [domain, *spec.general], [domain, *spec.cl_general()]
@@ -201,10 +252,36 @@ def _run_jobs(plan, spec, tasks, model, domain, fmt, m: MethodSpec, lr, fingerpr
         label = run_label(domain, fmt, m.label, lr, alpha)
         wise = {} if alpha == 1.0 else {"alpha": alpha}  # absent for α = 1: plain runs keep the usual ids
         for t in targets:
-            ids.append(plan.add("eval", f"eval {label} -> {t}", {
-                **model, "label": label, "target": t, "data": fingerprints[t], "eval": ev, "run": run, **wise},
-                deps=[train_id]))  # fmt: skip
-        ids.append(plan.add("codelen", f"code length {label}", {
-            **model, "label": label, "datasets": [{"task": t, "data": fingerprints[t]} for t in cl_targets],
-            "codelength": cl, "max_len": spec.train.max_len, "run": run, **wise}, deps=[train_id]))  # fmt: skip
+            ids.append(
+                plan.add(
+                    "eval",
+                    f"eval {label} -> {t}",
+                    {
+                        **model,
+                        "label": label,
+                        "target": t,
+                        "data": fingerprints[t],
+                        "eval": ev,
+                        "run": run,
+                        **wise,
+                    },
+                    deps=[train_id],
+                )
+            )
+        ids.append(
+            plan.add(
+                "codelen",
+                f"code length {label}",
+                {
+                    **model,
+                    "label": label,
+                    "datasets": [{"task": t, "data": fingerprints[t]} for t in cl_targets],
+                    "codelength": cl,
+                    "max_len": spec.train.max_len,
+                    "run": run,
+                    **wise,
+                },
+                deps=[train_id],
+            )
+        )
     return ids

@@ -23,9 +23,19 @@ def score_rows(store, evals) -> pd.DataFrame:
     for job in evals:
         run = job.params.get("run") or {"domain": None, "format": None, "method": BASE, "lr": np.nan}
         for s in store.scores([job.id]):
-            rows.append({"model": job.params["label"], **run, "alpha": job.params.get("alpha", 1.0),
-                         "target": s["target"], "metric": s["metric"], "value": s["value"], "n": s["n"],
-                         "ci_low": s["ci_low"], "ci_high": s["ci_high"]})  # fmt: skip
+            rows.append(
+                {
+                    "model": job.params["label"],
+                    **run,
+                    "alpha": job.params.get("alpha", 1.0),
+                    "target": s["target"],
+                    "metric": s["metric"],
+                    "value": s["value"],
+                    "n": s["n"],
+                    "ci_low": s["ci_low"],
+                    "ci_high": s["ci_high"],
+                }
+            )
     return pd.DataFrame(
         rows, columns=["model", *RUN_KEYS, "target", "metric", "value", "n", "ci_low", "ci_high"]
     )
@@ -111,8 +121,15 @@ def talr_curves(train_jobs: list, job_dir) -> pd.DataFrame:
             record = json.loads(line)
             for k, v in record.items():
                 if k.startswith("talr/"):
-                    rows.append({"run": f"{run['method']} lr={run['lr']:g}", **run, "step": record["step"],
-                                 "stat": k.removeprefix("talr/"), "value": v})  # fmt: skip
+                    rows.append(
+                        {
+                            "run": f"{run['method']} lr={run['lr']:g}",
+                            **run,
+                            "step": record["step"],
+                            "stat": k.removeprefix("talr/"),
+                            "value": v,
+                        }
+                    )
     return pd.DataFrame(rows, columns=["run", "domain", "format", "method", "lr", "step", "stat", "value"])
 
 
@@ -129,8 +146,13 @@ def analyse_tradeoff(store, plan, p: dict[str, Any]) -> tuple[dict[str, pd.DataF
             cl[["model", "domain", "dCL_domain", "dCL_general"]], on=["model", "domain"], how="left"
         )
     token_results = [store.result(j.id) for j in finished("tokens")]
-    tables = {"runs": runs, "scores": scores, "pareto_front": runs[runs["on_front"]] if len(runs) else runs,
-              "code_length": cl, "talr_weights": talr_curves(finished("train"), store.job_dir)}  # fmt: skip
+    tables = {
+        "runs": runs,
+        "scores": scores,
+        "pareto_front": runs[runs["on_front"]] if len(runs) else runs,
+        "code_length": cl,
+        "talr_weights": talr_curves(finished("train"), store.job_dir),
+    }
     tables |= token_tables(token_results, p["tokens"]["thresholds"], p["tokens"]["bins"])
     examples = [dict(e, domain=r["task"], format=r["format"]) for r in token_results for e in r["examples"]]
     return tables, examples

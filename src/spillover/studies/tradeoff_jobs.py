@@ -38,11 +38,21 @@ def tokens_job(ctx, plan: Plan, job: Job) -> JobOutput:
     shown = []
     for ex, seq, pr in list(zip(examples, seqs, probs, strict=True))[: p["examples"]]:
         target_ids = seq.input_ids[len(seq.input_ids) - len(pr) :]
-        shown.append({"id": ex.id, "tokens": [ctx.tokenizer.decode([i]) for i in target_ids],
-                      "p": [round(float(v), 6) for v in pr]})  # fmt: skip
+        shown.append(
+            {
+                "id": ex.id,
+                "tokens": [ctx.tokenizer.decode([i]) for i in target_ids],
+                "p": [round(float(v), 6) for v in pr],
+            }
+        )
     flat = torch.cat(probs) if probs else torch.zeros(0)
-    return {"task": task.name, "format": p["format"], "p": [round(float(v), 6) for v in flat],
-            "n_sequences": len(seqs), "examples": shown}, []  # fmt: skip
+    return {
+        "task": task.name,
+        "format": p["format"],
+        "p": [round(float(v), 6) for v in flat],
+        "n_sequences": len(seqs),
+        "examples": shown,
+    }, []
 
 
 def codelen_job(ctx, plan: Plan, job: Job) -> JobOutput:

@@ -21,8 +21,12 @@ def analyse_job(ctx, plan: Plan, job: Job) -> dict[str, Any]:
     out = Path(ctx.spec.output_dir)
     names = write_tables(tables, out / "tables")
     sections = tradeoff_sections(tables, examples, job.params)
-    html = render_report(f"Forgetting vs specialisation: {ctx.spec.model}", sections, ctx.spec.model_dump(mode="json"),
-                         footer=f"{len(tables['runs'])} models, {len(tables['scores'])} scores")  # fmt: skip
+    html = render_report(
+        f"Forgetting vs specialisation: {ctx.spec.model}",
+        sections,
+        ctx.spec.model_dump(mode="json"),
+        footer=f"{len(tables['runs'])} models, {len(tables['scores'])} scores",
+    )
     write_report(out / "report.html", html)
     return {"tables": names, "report": str(out / "report.html")}
 
@@ -30,20 +34,48 @@ def analyse_job(ctx, plan: Plan, job: Job) -> dict[str, Any]:
 def tradeoff_sections(t: dict[str, pd.DataFrame], examples: list[dict], p: dict[str, Any]) -> list[Section]:
     runs = t["runs"]
     return [
-        Section("pareto", "Domain vs general score", _PARETO_INTRO, figures=_pareto_figures(runs),
-                tables=[("Every model: domain score, general score (mean and per task), ΔCL, Pareto", runs)]),
+        Section(
+            "pareto",
+            "Domain vs general score",
+            _PARETO_INTRO,
+            figures=_pareto_figures(runs),
+            tables=[("Every model: domain score, general score (mean and per task), ΔCL, Pareto", runs)],
+        ),
         Section("lr", "Scores over the learning rate", _LR_INTRO, columns=2, figures=_lr_figures(runs)),
-        Section("codelength", "Code length (bits per target token)", _CL_INTRO, figures=_cl_figures(t["code_length"]),
-                tables=[("Code length and ΔCL = tuned − base", t["code_length"])]),
-        Section("tokens", "Token probabilities under the base model", _TOKENS_INTRO, columns=2,
-                figures=_token_figures(t), tables=[("Hard-token fractions", t["token_summary"])],
-                coloured=[ColouredText(f"{e['domain']} ({e['format']}) example {e['id']}", e["tokens"], e["p"])
-                          for e in examples]),
-        Section("talr", "TALR weights during training", _TALR_INTRO, columns=2, figures=_talr_figures(t["talr_weights"]),
-                notes=[] if len(t["talr_weights"]) else ["No TALR run in this study (or none finished)."]),
-        Section("scores", "All scores", "Every evaluation with its bootstrap 95% interval.",
-                tables=[("Scores", t["scores"])]),
-    ]  # fmt: skip
+        Section(
+            "codelength",
+            "Code length (bits per target token)",
+            _CL_INTRO,
+            figures=_cl_figures(t["code_length"]),
+            tables=[("Code length and ΔCL = tuned − base", t["code_length"])],
+        ),
+        Section(
+            "tokens",
+            "Token probabilities under the base model",
+            _TOKENS_INTRO,
+            columns=2,
+            figures=_token_figures(t),
+            tables=[("Hard-token fractions", t["token_summary"])],
+            coloured=[
+                ColouredText(f"{e['domain']} ({e['format']}) example {e['id']}", e["tokens"], e["p"])
+                for e in examples
+            ],
+        ),
+        Section(
+            "talr",
+            "TALR weights during training",
+            _TALR_INTRO,
+            columns=2,
+            figures=_talr_figures(t["talr_weights"]),
+            notes=[] if len(t["talr_weights"]) else ["No TALR run in this study (or none finished)."],
+        ),
+        Section(
+            "scores",
+            "All scores",
+            "Every evaluation with its bootstrap 95% interval.",
+            tables=[("Scores", t["scores"])],
+        ),
+    ]
 
 
 def _pareto_figures(runs: pd.DataFrame) -> list:
@@ -56,8 +88,18 @@ def _pareto_figures(runs: pd.DataFrame) -> list:
             (float(base["domain_score"].iloc[0]), float(base["general_score"].iloc[0])) if len(base) else None
         )
         front = frame[frame["on_front"]]
-        figs.append(plots.pareto(points, "domain_score", "general_score", color="series", frontier=front,
-                                 marker=marker, text="point", title=f"{domain}: domain vs general score"))  # fmt: skip
+        figs.append(
+            plots.pareto(
+                points,
+                "domain_score",
+                "general_score",
+                color="series",
+                frontier=front,
+                marker=marker,
+                text="point",
+                title=f"{domain}: domain vs general score",
+            )
+        )
     return figs
 
 
@@ -77,8 +119,16 @@ def _cl_figures(cl: pd.DataFrame) -> list:
     tuned = cl[cl["model"] != BASE] if len(cl) else cl
     if not len(tuned):
         return []
-    return [plots.scatter(tuned, "dCL_domain", "dCL_general", text="model", trendline=False,
-                          title="ΔCL_general (forgetting, > 0) vs ΔCL_domain (learning, < 0)")]  # fmt: skip
+    return [
+        plots.scatter(
+            tuned,
+            "dCL_domain",
+            "dCL_general",
+            text="model",
+            trendline=False,
+            title="ΔCL_general (forgetting, > 0) vs ΔCL_domain (learning, < 0)",
+        )
+    ]
 
 
 def _token_figures(t: dict[str, pd.DataFrame]) -> list:
@@ -105,8 +155,10 @@ def _talr_figures(w: pd.DataFrame) -> list:
     quant = w[w["stat"].isin(["w_p10", "w_p50", "w_p90", "w_mean"])]
     quant = quant.assign(curve=quant["run"] + " " + quant["stat"])
     tau = w[w["stat"] == "tau"]
-    return [plots.lines(quant, "step", "value", color="curve", title="TALR weights: mean and quantiles per step"),
-            plots.lines(tau, "step", "value", color="run", title="TALR τ (batch median of sequence mean loss)")]  # fmt: skip
+    return [
+        plots.lines(quant, "step", "value", color="curve", title="TALR weights: mean and quantiles per step"),
+        plots.lines(tau, "step", "value", color="run", title="TALR τ (batch median of sequence mean loss)"),
+    ]
 
 
 _PARETO_INTRO = (

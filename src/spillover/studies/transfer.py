@@ -101,8 +101,10 @@ def check_inputs(spec: TransferStudySpec, tasks: dict[str, TaskSpec], load) -> N
     """Fail before any work: every source has a train split and valid transforms, every target a test split,
     and every row the jobs will read (up to `train.limit` / `eval.limit`) is valid."""
     if spec.train.mixture is not None:
-        raise SpilloverError("train.mixture: this study trains on one source at a time; mix tasks with "
-                             "the mixture study or `spillover train` with several tasks")  # fmt: skip
+        raise SpilloverError(
+            "train.mixture: this study trains on one source at a time; mix tasks with "
+            "the mixture study or `spillover train` with several tasks"
+        )
     for i, s in enumerate(spec.sources):
         if tasks[s.task].train is None:
             raise SpilloverError(f"source '{s.task}' has no train split (set `train:` in its task spec)")
@@ -124,26 +126,67 @@ def build_plan(spec: TransferStudySpec, fingerprints: dict[str, dict[str, str]])
     tr, ev = spec.train.job_params(), spec.eval.job_params()
     stats = {}
     for s in spec.sources:
-        stats[("source", s.name)] = plan.add("stats", f"stats {s.name} (train)", {
-            **model, "role": "source", "label": s.name, "task": s.task, "data": fingerprints[s.task], "split": "train", "limit": spec.train.limit,
-            "transforms": s.transforms, "sample": spec.stats.sample})  # fmt: skip
+        stats[("source", s.name)] = plan.add(
+            "stats",
+            f"stats {s.name} (train)",
+            {
+                **model,
+                "role": "source",
+                "label": s.name,
+                "task": s.task,
+                "data": fingerprints[s.task],
+                "split": "train",
+                "limit": spec.train.limit,
+                "transforms": s.transforms,
+                "sample": spec.stats.sample,
+            },
+        )
     for t in spec.targets:
-        stats[("target", t)] = plan.add("stats", f"stats {t} (test)", {
-            **model, "role": "target", "label": t, "task": t, "data": fingerprints[t], "split": "test", "limit": spec.eval.limit,
-            "transforms": [], "sample": spec.stats.sample})  # fmt: skip
+        stats[("target", t)] = plan.add(
+            "stats",
+            f"stats {t} (test)",
+            {
+                **model,
+                "role": "target",
+                "label": t,
+                "task": t,
+                "data": fingerprints[t],
+                "split": "test",
+                "limit": spec.eval.limit,
+                "transforms": [],
+                "sample": spec.stats.sample,
+            },
+        )
     evals = {}
     for t in spec.targets:
-        evals[(BASE, t)] = plan.add("eval", f"eval base -> {t}", {
-            **model, "label": BASE, "target": t, "data": fingerprints[t], "eval": ev})  # fmt: skip
+        evals[(BASE, t)] = plan.add(
+            "eval",
+            f"eval base -> {t}",
+            {**model, "label": BASE, "target": t, "data": fingerprints[t], "eval": ev},
+        )
     for s in spec.sources:
-        train_id = plan.add("train", f"train {s.name}", {
-            **model, "task": s.task, "data": fingerprints[s.task], "transforms": s.transforms, "train": tr})  # fmt: skip
+        train_id = plan.add(
+            "train",
+            f"train {s.name}",
+            {**model, "task": s.task, "data": fingerprints[s.task], "transforms": s.transforms, "train": tr},
+        )
         for t in spec.targets:
-            evals[(s.name, t)] = plan.add("eval", f"eval {s.name} -> {t}", {
-                **model, "label": s.name, "target": t, "data": fingerprints[t], "eval": ev}, deps=[train_id])  # fmt: skip
-    plan.add("analyse", "analyse + report", {"analysis": spec.analysis.model_dump(mode="json"),
-             "sources": [s.name for s in spec.sources], "targets": spec.targets},
-             deps=[*stats.values(), *evals.values()])  # fmt: skip
+            evals[(s.name, t)] = plan.add(
+                "eval",
+                f"eval {s.name} -> {t}",
+                {**model, "label": s.name, "target": t, "data": fingerprints[t], "eval": ev},
+                deps=[train_id],
+            )
+    plan.add(
+        "analyse",
+        "analyse + report",
+        {
+            "analysis": spec.analysis.model_dump(mode="json"),
+            "sources": [s.name for s in spec.sources],
+            "targets": spec.targets,
+        },
+        deps=[*stats.values(), *evals.values()],
+    )
     return plan
 
 

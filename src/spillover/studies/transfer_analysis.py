@@ -40,8 +40,14 @@ def analyse_transfer(
     label_proportions); *_stats: DatasetStats dicts keyed by source label / target name."""
     out = TransferAnalysis()
     tt = transfer_tables(scores, sources, targets)
-    out.tables |= {"scores": scores, "matrix": tt.scores, "base": tt.base.to_frame().T, "delta": tt.delta,
-                   "relative_delta": tt.relative, "asymmetry": tt.asymmetry}  # fmt: skip
+    out.tables |= {
+        "scores": scores,
+        "matrix": tt.scores,
+        "base": tt.base.to_frame().T,
+        "delta": tt.delta,
+        "relative_delta": tt.relative,
+        "asymmetry": tt.asymmetry,
+    }
     _traits(out, tt.delta, task_types, settings)
     src = {k: DatasetStats.from_dict(v) for k, v in source_stats.items()}
     tgt = {k: DatasetStats.from_dict(v) for k, v in target_stats.items()}
@@ -59,8 +65,9 @@ def analyse_transfer(
     lengths = behaviour.rename(columns={"mean_length": "value"})[["model", "target", "value"]]
     out.tables["length_shift"] = length_shift_table(tt.delta, lengths)
     out.tables["behaviour"] = behaviour
-    out.tables["dataset_stats"] = dataset_stats_table({**{f"{k} (train)": v for k, v in src.items()},
-                                                       **{f"{k} (test)": v for k, v in tgt.items()}})  # fmt: skip
+    out.tables["dataset_stats"] = dataset_stats_table(
+        {**{f"{k} (train)": v for k, v in src.items()}, **{f"{k} (test)": v for k, v in tgt.items()}}
+    )
     out.tables["controls"] = controls_table(tt.scores, tt.delta, sources)
     for s in (*src.values(), *tgt.values()):
         out.notes += [n for n in s.notes if n not in out.notes]
@@ -91,16 +98,23 @@ def dataset_stats_table(stats: dict[str, DatasetStats]) -> pd.DataFrame:
     rows = []
     for name, s in stats.items():
         lab = s.labels
-        rows.append({
-            "dataset": name, "n": s.n_examples,
-            "input_tokens_mean": s.input_length.mean, "input_tokens_median": s.input_length.median,
-            "input_tokens_p90": s.input_length.p90, "output_tokens_mean": s.output_length.mean,
-            "output_tokens_median": s.output_length.median, "output_tokens_p90": s.output_length.p90,
-            "label_entropy_bits": lab.entropy_bits if lab else np.nan,
-            "imbalance_ratio": lab.imbalance_ratio if lab and lab.imbalance_ratio is not None else np.nan,
-            "labels": ", ".join(f"{k}: {v}" for k, v in lab.counts.items()) if lab else "",
-            "semantic_profile": s.semantic is not None, "syntactic_profile": s.syntax is not None,
-        })  # fmt: skip
+        rows.append(
+            {
+                "dataset": name,
+                "n": s.n_examples,
+                "input_tokens_mean": s.input_length.mean,
+                "input_tokens_median": s.input_length.median,
+                "input_tokens_p90": s.input_length.p90,
+                "output_tokens_mean": s.output_length.mean,
+                "output_tokens_median": s.output_length.median,
+                "output_tokens_p90": s.output_length.p90,
+                "label_entropy_bits": lab.entropy_bits if lab else np.nan,
+                "imbalance_ratio": lab.imbalance_ratio if lab and lab.imbalance_ratio is not None else np.nan,
+                "labels": ", ".join(f"{k}: {v}" for k, v in lab.counts.items()) if lab else "",
+                "semantic_profile": s.semantic is not None,
+                "syntactic_profile": s.syntax is not None,
+            }
+        )
     return pd.DataFrame(rows).set_index("dataset")
 
 
@@ -111,9 +125,16 @@ def controls_table(matrix: pd.DataFrame, delta: pd.DataFrame, sources: list[str]
         task = task_of(s)
         in_task = matrix.at[s, task] if task in matrix.columns else np.nan
         others = [t for t in delta.columns if t != task]
-        rows.append({"source": s, "task": task, "control": s[len(task) + 1 :] if "+" in s else "(none)",
-                     "in_task_score": in_task, "in_task_delta": delta.at[s, task] if task in delta.columns else np.nan,
-                     "mean_delta_other_targets": float(delta.loc[s, others].mean()) if others else np.nan})  # fmt: skip
+        rows.append(
+            {
+                "source": s,
+                "task": task,
+                "control": s[len(task) + 1 :] if "+" in s else "(none)",
+                "in_task_score": in_task,
+                "in_task_delta": delta.at[s, task] if task in delta.columns else np.nan,
+                "mean_delta_other_targets": float(delta.loc[s, others].mean()) if others else np.nan,
+            }
+        )
     frame = pd.DataFrame(rows)
     controlled = set(frame.loc[frame["control"] != "(none)", "task"])
     return frame[frame["task"].isin(controlled)].reset_index(drop=True)
@@ -122,10 +143,14 @@ def controls_table(matrix: pd.DataFrame, delta: pd.DataFrame, sources: list[str]
 def behaviour_row(label: str, target: str, behaviour: dict[str, Any]) -> dict[str, Any]:
     """One row of the behaviour table from an eval job's behaviour statistics."""
     length = behaviour.get("token_length") or behaviour["char_length"]
-    return {"model": label, "target": target, "mean_length": length["mean"],
-            "length_unit": "tokens" if behaviour.get("token_length") else "chars",
-            "prior_shift": behaviour.get("label_prior_shift"),
-            "label_proportions": behaviour.get("label_proportions")}  # fmt: skip
+    return {
+        "model": label,
+        "target": target,
+        "mean_length": length["mean"],
+        "length_unit": "tokens" if behaviour.get("token_length") else "chars",
+        "prior_shift": behaviour.get("label_prior_shift"),
+        "label_proportions": behaviour.get("label_proportions"),
+    }
 
 
 __all__ = ["BASE", "TransferAnalysis", "analyse_transfer", "behaviour_row"]

@@ -21,20 +21,34 @@ def analyse_job(ctx, plan: Plan, job: Job) -> dict[str, Any]:
     done = {j["id"] for j in store.jobs() if j["status"] == "done"}
     evals = [j for j in plan.by_kind("eval") if j.id in done]
     scores = long_scores(store.scores([j.id for j in evals]))
-    behaviour = pd.DataFrame([behaviour_row(j.params["label"], j.params["target"], store.result(j.id)["behaviour"])
-                              for j in evals])  # fmt: skip
+    behaviour = pd.DataFrame(
+        [behaviour_row(j.params["label"], j.params["target"], store.result(j.id)["behaviour"]) for j in evals]
+    )
     stats = {"source": {}, "target": {}}
     for j in plan.by_kind("stats"):
         if j.id in done:
             stats[j.params["role"]][j.params["label"]] = store.result(j.id)
     task_types = {t: ctx.tasks[t].task_type or ctx.tasks[t].type for t in p["targets"]}
-    analysis = analyse_transfer(scores, stats["source"], stats["target"], behaviour, p["sources"], p["targets"],
-                                task_types, p["analysis"], seed=ctx.spec.seed)  # fmt: skip
+    analysis = analyse_transfer(
+        scores,
+        stats["source"],
+        stats["target"],
+        behaviour,
+        p["sources"],
+        p["targets"],
+        task_types,
+        p["analysis"],
+        seed=ctx.spec.seed,
+    )
     out = Path(ctx.spec.output_dir)
     names = write_tables(analysis.tables, out / "tables")
     settings = ctx.spec.model_dump(mode="json")
-    html = render_report(f"Transfer study: {ctx.spec.model}", transfer_sections(analysis, ctx.tasks), settings,
-                         footer=f"{len(evals)} evaluations, {len(scores)} scores")  # fmt: skip
+    html = render_report(
+        f"Transfer study: {ctx.spec.model}",
+        transfer_sections(analysis, ctx.tasks),
+        settings,
+        footer=f"{len(evals)} evaluations, {len(scores)} scores",
+    )
     write_report(out / "report.html", html)
     return {"tables": names, "report": str(out / "report.html"), "notes": analysis.notes}
 
@@ -46,37 +60,122 @@ def transfer_sections(a: TransferAnalysis, tasks) -> list[Section]:
     pcs = list(t["pca_loadings"].columns)
     axis = (f"{pcs[0]}: {labels[0]}", f"{pcs[1]}: {labels[1]}") if len(pcs) > 1 else None
     sections = [
-        Section("matrix", "Transfer matrix", _MATRIX_INTRO, figures=[
-            plots.heatmap(t["matrix"], "Scores M (rows: fine-tuned on; columns: evaluated on)", diverging=False,
-                          base_row=t["base"].iloc[0], x_title="target", y_title="fine-tuned on"),
-            plots.heatmap(t["delta"] * 100, "Transfer Δ = M − base (points)", diverging=True, fmt="+.1f",
-                          x_title="target", y_title="fine-tuned on", value_label="Δ (points)"),
-        ], tables=[("Metric per target", pd.DataFrame({"metric": metric})), ("Scores M", t["matrix"]),
-                   ("Base row b", t["base"]), ("Δ", t["delta"]), ("Relative Δ = Δ / max(b, ε)", t["relative_delta"]),
-                   ("Asymmetry: Δ(a→b) vs Δ(b→a)", t["asymmetry"])]),  # fmt: skip
-        Section("traits", "Latent traits (PCA of Δ)", _PCA_INTRO, columns=2, figures=[
-            plots.scree(t["pca_variance"]["explained_variance_ratio"], t["pca_variance"]["cumulative"], names=pcs),
-            plots.heatmap(t["pca_loadings"].T, "Loadings: which targets move together", diverging=True, fmt=".2f",
-                          x_title="target", y_title="component"),
-            *([plots.biplot(t["pca_projections"], t["pca_loadings"], (pcs[0], pcs[1]), axis_titles=axis)]
-              if len(pcs) > 1 else []),
-        ], tables=[("Explained variance", t["pca_variance"]), ("Component labels", t["pca_labels"]),
-                   ("Loadings", t["pca_loadings"]), ("Adapter projections (ability profiles)", t["pca_projections"])]),
-        Section("attribution", "What explains transfer", _ATTR_INTRO, columns=2,
-                figures=_attribution_figures(t), notes=a.notes,
-                tables=[("Spearman correlation of Δ with each similarity (bootstrap 95% CI)", t["attribution"]),
-                        ("Anomalies: cells far from what similarity predicts", t["anomalies"]),
-                        ("Output-length shift vs transfer", t["length_shift"])]),
-        Section("behaviour", "Model behaviour on each target", _BEHAVIOUR_INTRO,
-                figures=[plots.heatmap(_pivot(t["behaviour"], "mean_length"), "Mean output length", diverging=False,
-                                       fmt=".1f", x_title="target", y_title="model"),
-                         plots.heatmap(_pivot(t["behaviour"], "prior_shift"), "Predicted-label prior shift (TV distance from gold)",
-                                       diverging=False, fmt=".2f", x_title="target", y_title="model")],
-                tables=[("Behaviour statistics", t["behaviour"])]),
-        Section("controls", "Controls", _CONTROLS_INTRO, tables=[("Controlled sources next to their plain source", t["controls"])]),
-        Section("datasets", "Dataset statistics", "Token lengths use the model's tokenizer.",
-                tables=[("Datasets", t["dataset_stats"])]),
-    ]  # fmt: skip
+        Section(
+            "matrix",
+            "Transfer matrix",
+            _MATRIX_INTRO,
+            figures=[
+                plots.heatmap(
+                    t["matrix"],
+                    "Scores M (rows: fine-tuned on; columns: evaluated on)",
+                    diverging=False,
+                    base_row=t["base"].iloc[0],
+                    x_title="target",
+                    y_title="fine-tuned on",
+                ),
+                plots.heatmap(
+                    t["delta"] * 100,
+                    "Transfer Δ = M − base (points)",
+                    diverging=True,
+                    fmt="+.1f",
+                    x_title="target",
+                    y_title="fine-tuned on",
+                    value_label="Δ (points)",
+                ),
+            ],
+            tables=[
+                ("Metric per target", pd.DataFrame({"metric": metric})),
+                ("Scores M", t["matrix"]),
+                ("Base row b", t["base"]),
+                ("Δ", t["delta"]),
+                ("Relative Δ = Δ / max(b, ε)", t["relative_delta"]),
+                ("Asymmetry: Δ(a→b) vs Δ(b→a)", t["asymmetry"]),
+            ],
+        ),
+        Section(
+            "traits",
+            "Latent traits (PCA of Δ)",
+            _PCA_INTRO,
+            columns=2,
+            figures=[
+                plots.scree(
+                    t["pca_variance"]["explained_variance_ratio"], t["pca_variance"]["cumulative"], names=pcs
+                ),
+                plots.heatmap(
+                    t["pca_loadings"].T,
+                    "Loadings: which targets move together",
+                    diverging=True,
+                    fmt=".2f",
+                    x_title="target",
+                    y_title="component",
+                ),
+                *(
+                    [
+                        plots.biplot(
+                            t["pca_projections"], t["pca_loadings"], (pcs[0], pcs[1]), axis_titles=axis
+                        )
+                    ]
+                    if len(pcs) > 1
+                    else []
+                ),
+            ],
+            tables=[
+                ("Explained variance", t["pca_variance"]),
+                ("Component labels", t["pca_labels"]),
+                ("Loadings", t["pca_loadings"]),
+                ("Adapter projections (ability profiles)", t["pca_projections"]),
+            ],
+        ),
+        Section(
+            "attribution",
+            "What explains transfer",
+            _ATTR_INTRO,
+            columns=2,
+            figures=_attribution_figures(t),
+            notes=a.notes,
+            tables=[
+                ("Spearman correlation of Δ with each similarity (bootstrap 95% CI)", t["attribution"]),
+                ("Anomalies: cells far from what similarity predicts", t["anomalies"]),
+                ("Output-length shift vs transfer", t["length_shift"]),
+            ],
+        ),
+        Section(
+            "behaviour",
+            "Model behaviour on each target",
+            _BEHAVIOUR_INTRO,
+            figures=[
+                plots.heatmap(
+                    _pivot(t["behaviour"], "mean_length"),
+                    "Mean output length",
+                    diverging=False,
+                    fmt=".1f",
+                    x_title="target",
+                    y_title="model",
+                ),
+                plots.heatmap(
+                    _pivot(t["behaviour"], "prior_shift"),
+                    "Predicted-label prior shift (TV distance from gold)",
+                    diverging=False,
+                    fmt=".2f",
+                    x_title="target",
+                    y_title="model",
+                ),
+            ],
+            tables=[("Behaviour statistics", t["behaviour"])],
+        ),
+        Section(
+            "controls",
+            "Controls",
+            _CONTROLS_INTRO,
+            tables=[("Controlled sources next to their plain source", t["controls"])],
+        ),
+        Section(
+            "datasets",
+            "Dataset statistics",
+            "Token lengths use the model's tokenizer.",
+            tables=[("Datasets", t["dataset_stats"])],
+        ),
+    ]
     return sections
 
 
@@ -91,8 +190,12 @@ def _pivot(frame: pd.DataFrame, value: str) -> pd.DataFrame:
 def _attribution_figures(t: dict[str, pd.DataFrame]) -> list:
     figs = []
     delta = t["delta"]
-    for name in ("similarity_semantic_cosine", "similarity_style_cosine", "similarity_label_js_distance",
-                 "similarity_length_match"):  # fmt: skip
+    for name in (
+        "similarity_semantic_cosine",
+        "similarity_style_cosine",
+        "similarity_label_js_distance",
+        "similarity_length_match",
+    ):
         if name not in t or t[name].isna().all().all():
             continue
         frame = _cells(delta, t[name])
@@ -115,8 +218,15 @@ def _attribution_figures(t: dict[str, pd.DataFrame]) -> list:
 
 
 def _cells(delta: pd.DataFrame, sim: pd.DataFrame) -> pd.DataFrame:
-    rows = [{"cell": f"{s} → {c}", "similarity": sim.at[s, c] if s in sim.index and c in sim.columns else None,
-             "delta_points": delta.at[s, c] * 100} for s in delta.index for c in delta.columns]  # fmt: skip
+    rows = [
+        {
+            "cell": f"{s} → {c}",
+            "similarity": sim.at[s, c] if s in sim.index and c in sim.columns else None,
+            "delta_points": delta.at[s, c] * 100,
+        }
+        for s in delta.index
+        for c in delta.columns
+    ]
     return pd.DataFrame(rows).dropna()
 
 

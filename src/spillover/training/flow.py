@@ -51,9 +51,16 @@ def wants_sequence_weights(objective: Callable) -> bool:
 
 
 def prepare_sequence_weights(
-    objective: Callable, params: Mapping[str, Any], model: nn.Module, sequences: Sequence[Sequence_],
-    pad_id: int, precision: Precision, out_dir: Path, key: str, batch_size: int = 8,
-) -> Tensor | None:  # fmt: skip
+    objective: Callable,
+    params: Mapping[str, Any],
+    model: nn.Module,
+    sequences: Sequence[Sequence_],
+    pad_id: int,
+    precision: Precision,
+    out_dir: Path,
+    key: str,
+    batch_size: int = 8,
+) -> Tensor | None:
     """The (S,) weights for `objective`, or None when it takes none. `key` identifies settings + data."""
     if not wants_sequence_weights(objective):
         return None
@@ -70,6 +77,11 @@ def prepare_sequence_weights(
     payload = {"key": key, "tau": tau, "base_loss": losses.tolist(), "weights": weights.tolist()}
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(payload))
-    log.info("FLOW weights for %d sequences (tau %.4g): min %.3g, max %.3g", len(weights), tau,
-             float(weights.min()), float(weights.max()))  # fmt: skip
+    log.info(
+        "FLOW weights for %d sequences (tau %.4g): min %.3g, max %.3g",
+        len(weights),
+        tau,
+        float(weights.min()),
+        float(weights.max()),
+    )
     return weights

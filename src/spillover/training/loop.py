@@ -85,8 +85,18 @@ def train(
     objective = OBJECTIVES.get(params.objective)
     settings = params.settings() | plan.describe()
     fingerprint = ckpt.fingerprint(settings, sequences, model)
-    seq_weights = world.main_first(lambda: prepare_sequence_weights(objective, params.objective_params, model,
-                                   sequences, _pad_id(tokenizer), params.precision, out_dir, fingerprint))  # fmt: skip
+    seq_weights = world.main_first(
+        lambda: prepare_sequence_weights(
+            objective,
+            params.objective_params,
+            model,
+            sequences,
+            _pad_id(tokenizer),
+            params.precision,
+            out_dir,
+            fingerprint,
+        )
+    )
     if seq_weights is not None:  # FLOW: the weights are part of what the run computes
         fingerprint = ckpt.fingerprint(settings, sequences, model, seq_weights)
     if (out_dir / RESULT_FILE).exists():
@@ -116,8 +126,15 @@ def train(
             n_step_tokens = sum(count_targets(b["labels"]) for b in batches)  # of the global step
             mine = world.share(len(micro))
             seeds = [micro_batch_seed(params.seed, step, k) for k in mine] if world.active else None
-            loss, stats = _accumulate(forward, [batches[k] for k in mine], objective, params.objective_params,
-                                      n_step_tokens, [extras[k] for k in mine], seeds)  # fmt: skip
+            loss, stats = _accumulate(
+                forward,
+                [batches[k] for k in mine],
+                objective,
+                params.objective_params,
+                n_step_tokens,
+                [extras[k] for k in mine],
+                seeds,
+            )
             loss, stats = world.sum_step(loss, stats)
             stats |= _regularize(model, regs, init) | plan.step_stats(step)
             world.sum_gradients(weights)
@@ -126,10 +143,18 @@ def train(
             done, n_tokens, now = step + 1, n_tokens + n_step_tokens, time.perf_counter()
             n_input = sum(int(b["attention_mask"].sum()) for b in batches)
             record = StepRecord(
-                step=done, total_steps=plan.n_steps, epoch=plan.position(step)[0], loss=loss, lr=lr,
-                n_tokens=n_step_tokens, n_input_tokens=n_input, tokens_per_s=n_input / (now - t0),
-                grad_norm=grad_norm, elapsed_s=now - started, stats=stats,
-            )  # fmt: skip
+                step=done,
+                total_steps=plan.n_steps,
+                epoch=plan.position(step)[0],
+                loss=loss,
+                lr=lr,
+                n_tokens=n_step_tokens,
+                n_input_tokens=n_input,
+                tokens_per_s=n_input / (now - t0),
+                grad_norm=grad_norm,
+                elapsed_s=now - started,
+                stats=stats,
+            )
             if done % params.log_every == 0 or done == plan.n_steps:
                 log_file.write(json.dumps(record.to_json()) + "\n")
                 log_file.flush()
@@ -168,9 +193,14 @@ Forward = Callable[[dict[str, Tensor]], tuple[Tensor, Tensor]]
 
 
 def _accumulate(
-    forward: Forward, batches: list[dict[str, Tensor]], objective: Objective, obj_params, n_step_tokens: int,
-    extras: Sequence[dict[str, Tensor]] = (), seeds: Sequence[int] | None = None,
-) -> tuple[float, dict[str, float]]:  # fmt: skip
+    forward: Forward,
+    batches: list[dict[str, Tensor]],
+    objective: Objective,
+    obj_params,
+    n_step_tokens: int,
+    extras: Sequence[dict[str, Tensor]] = (),
+    seeds: Sequence[int] | None = None,
+) -> tuple[float, dict[str, float]]:
     """Forward + backward every micro-batch of one step. Returns the step's token-mean loss and stats.
     `extras[i]`: further objective inputs for micro-batch i (FLOW's `sequence_weights`); `seeds[i]`: its
     dropout seed (data-parallel runs; else the RNG stream runs on)."""
@@ -230,8 +260,12 @@ def _forward_fn(
             pack_shared_prefix(batch["input_ids"], batch["attention_mask"], n_keep) if share_prefix else None
         )
         if packed is not None:
-            inputs = {"input_ids": packed.input_ids, "position_ids": packed.position_ids,
-                      "groups": packed.groups, "logits_to_keep": packed.keep}  # fmt: skip
+            inputs = {
+                "input_ids": packed.input_ids,
+                "position_ids": packed.position_ids,
+                "groups": packed.groups,
+                "logits_to_keep": packed.keep,
+            }
             flat = run_model({k: v.to(device) for k, v in inputs.items()})  # (N, V) kept positions
             return flat.reshape(-1, flat.shape[-1])[packed.gather.to(device)], labels
         inputs = {k: batch[k].to(device) for k in ("input_ids", "attention_mask")}

@@ -34,8 +34,9 @@ def update_magnitudes(tuned: Mapping[str, Tensor], init: Mapping[str, Tensor]) -
     out = {}
     for name, t in tuned.items():
         if name not in init or init[name].shape != t.shape:
-            raise SpilloverError(f"update magnitude: the start model has no parameter '{name}' of shape "
-                                 f"{tuple(t.shape)}")  # fmt: skip
+            raise SpilloverError(
+                f"update magnitude: the start model has no parameter '{name}' of shape {tuple(t.shape)}"
+            )
         out[name] = (t.detach().float() - init[name].detach().float().to(t.device)).abs()
     return out
 

@@ -24,8 +24,18 @@ class MixturePlan:
     """tasks/sizes: the tasks in the order their sequences are concatenated; lengths: every sequence's
     token count (len = Σ sizes)."""
 
-    def __init__(self, tasks: Sequence[str], sizes: Sequence[int], lengths: Sequence[int], schedule: Schedule,
-                 batch_size: int, grad_accum: int, seed: int, n_steps: int, sampling: str = "step") -> None:  # fmt: skip
+    def __init__(
+        self,
+        tasks: Sequence[str],
+        sizes: Sequence[int],
+        lengths: Sequence[int],
+        schedule: Schedule,
+        batch_size: int,
+        grad_accum: int,
+        seed: int,
+        n_steps: int,
+        sampling: str = "step",
+    ) -> None:
         assert sum(sizes) == len(lengths) and min(sizes) > 0, (sizes, len(lengths))
         self.tasks, self.sizes, self.lengths = list(tasks), np.asarray(sizes), list(lengths)
         self.schedule, self.batch_size, self.grad_accum = schedule, batch_size, grad_accum
@@ -36,9 +46,21 @@ class MixturePlan:
         self.drawn_before = np.cumsum(self.counts, axis=0) - self.counts  # (n_steps, K)
 
     @classmethod
-    def build(cls, tasks: Sequence[str], sizes: Sequence[int], lengths: Sequence[int], schedule: Schedule,
-              *, sampling: str, stop: str, batch_size: int, grad_accum: int, seed: int, epochs: int,
-              max_steps: int | None) -> MixturePlan:  # fmt: skip
+    def build(
+        cls,
+        tasks: Sequence[str],
+        sizes: Sequence[int],
+        lengths: Sequence[int],
+        schedule: Schedule,
+        *,
+        sampling: str,
+        stop: str,
+        batch_size: int,
+        grad_accum: int,
+        seed: int,
+        epochs: int,
+        max_steps: int | None,
+    ) -> MixturePlan:
         """The run length from `max_steps`, else from `epochs` and the `stop` rule (`run_length`)."""
         slots = batch_size * grad_accum
         n_steps = max_steps if max_steps is not None else run_length(schedule, sizes, slots, epochs, stop)
@@ -75,21 +97,39 @@ class MixturePlan:
     def step_stats(self, step: int) -> dict[str, float]:
         """Logged with the step: sequences per task (`mix/<task>`) and each task's epochs so far."""
         epochs = self.epochs_after(step)
-        return {**{f"mix/{t}": int(c) for t, c in zip(self.tasks, self.counts[step], strict=True)},
-                **{f"epochs/{t}": round(float(e), 4) for t, e in zip(self.tasks, epochs, strict=True)}}  # fmt: skip
+        return {
+            **{f"mix/{t}": int(c) for t, c in zip(self.tasks, self.counts[step], strict=True)},
+            **{f"epochs/{t}": round(float(e), 4) for t, e in zip(self.tasks, epochs, strict=True)},
+        }
 
     def describe(self) -> dict[str, Any]:
         """What changes the data order (enters the run fingerprint)."""
-        return {"mixture": {"tasks": self.tasks, "sizes": self.sizes.tolist(), "kind": self.schedule.kind,
-                            "vectors": self.schedule.vectors, "ends": self.schedule.ends, "sampling": self.sampling}}  # fmt: skip
+        return {
+            "mixture": {
+                "tasks": self.tasks,
+                "sizes": self.sizes.tolist(),
+                "kind": self.schedule.kind,
+                "vectors": self.schedule.vectors,
+                "ends": self.schedule.ends,
+                "sampling": self.sampling,
+            }
+        }
 
     def summary(self) -> list[dict[str, Any]]:
         """Per task: configured mean ratio, realised fraction of sequences, sequences drawn, epochs."""
         total = self.counts.sum()
         drawn = self.counts.sum(axis=0)
-        return [{"task": t, "size": int(n), "mean_ratio": float(r), "realised_fraction": float(d / total),
-                 "sequences": int(d), "epochs": float(d / n)}
-                for t, n, r, d in zip(self.tasks, self.sizes, self.ratios.mean(axis=0), drawn, strict=True)]  # fmt: skip
+        return [
+            {
+                "task": t,
+                "size": int(n),
+                "mean_ratio": float(r),
+                "realised_fraction": float(d / total),
+                "sequences": int(d),
+                "epochs": float(d / n),
+            }
+            for t, n, r, d in zip(self.tasks, self.sizes, self.ratios.mean(axis=0), drawn, strict=True)
+        ]
 
 
 @lru_cache(maxsize=64)

@@ -125,9 +125,15 @@ def talr(logits: Tensor, labels: Tensor, tau: float | None = None, floor: float 
     stats = _token_acc(t)
     if t.nll.numel():
         q = torch.quantile(w, torch.tensor([0.1, 0.5, 0.9], device=w.device)).tolist()
-        stats |= {"talr/tau": tau_used, "talr/w_mean": w.mean().item(), "talr/w_p10": q[0], "talr/w_p50": q[1],
-                  "talr/w_p90": q[2], "talr/frac_floor": (w <= floor).float().mean().item() if floor > 0 else 0.0,
-                  "talr/nll": t.nll.detach().mean().item()}  # fmt: skip
+        stats |= {
+            "talr/tau": tau_used,
+            "talr/w_mean": w.mean().item(),
+            "talr/w_p10": q[0],
+            "talr/w_p50": q[1],
+            "talr/w_p90": q[2],
+            "talr/frac_floor": (w <= floor).float().mean().item() if floor > 0 else 0.0,
+            "talr/nll": t.nll.detach().mean().item(),
+        }
     return ObjectiveOutput((w * t.nll).sum(), int(t.nll.numel()), stats)
 
 

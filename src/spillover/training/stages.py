@@ -77,5 +77,7 @@ def order_groups(
 def balanced_sample(sizes: Sequence[int], n: int, seed: int) -> list[list[int]]:
     """Per task, min(n, size) distinct example indices drawn without replacement (seeded by seed and the
     task's position), ascending: the stage's small balanced calibration sample."""
-    return [sorted(np.random.default_rng([seed, i]).choice(size, min(n, size), replace=False).tolist())
-            for i, size in enumerate(sizes)]  # fmt: skip
+    return [
+        sorted(np.random.default_rng([seed, i]).choice(size, min(n, size), replace=False).tolist())
+        for i, size in enumerate(sizes)
+    ]
