@@ -236,7 +236,8 @@ def test_study_with_one_bad_field_is_rejected(base_dir, capsys, mutation, pre_ex
 
 def all_study_keys() -> set[str]:
     from spillover.config import EvalSettings, LoraSpec, TrainSettings
-    from spillover.studies.transfer import StatsSettings, TransferAnalysisSpec, TransferStudySpec
+    from spillover.studies.specs import StatsSettings
+    from spillover.studies.transfer.spec import TransferAnalysisSpec, TransferStudySpec
 
     models = (TransferStudySpec, TrainSettings, LoraSpec, EvalSettings, TransferAnalysisSpec, StatsSettings)
     return {key for model in models for key in model.model_fields}

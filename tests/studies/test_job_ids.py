@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 from spillover.config import TrainSettings
-from spillover.studies.transfer import TransferStudySpec, build_plan
+from spillover.studies.transfer.plan import build_plan
+from spillover.studies.transfer.spec import TransferStudySpec
 
 FINGERPRINTS = {"a": {"train": "0", "test": "1"}, "b": {"test": "2"}}
 

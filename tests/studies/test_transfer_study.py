@@ -55,16 +55,16 @@ def test_status_and_report_commands(study_file, tmp_path, capsys):
 
 
 def test_failed_job_is_recorded_and_the_rest_completes(study_file, tmp_path, monkeypatch):
-    from spillover.studies import context
+    from spillover.studies import jobs
 
-    real = context.StudyContext.train_job
+    real = jobs.SHARED_HANDLERS["train"]
 
-    def flaky(self, job, examples=None):
-        if job.params["task"] == "toy_b":
+    def flaky(ctx, plan, job):
+        if job.params.task == "toy_b":
             raise RuntimeError("simulated failure")
-        return real(self, job, examples)
+        return real(ctx, plan, job)
 
-    monkeypatch.setattr(context.StudyContext, "train_job", flaky)
+    monkeypatch.setitem(jobs.SHARED_HANDLERS, "train", flaky)
     summary, out = run_study(*load_study(study_file))
     assert len(summary.failed) == 2  # the train job and the partial analysis
     assert len(summary.blocked) == 3  # toy_b's evaluations
@@ -73,7 +73,7 @@ def test_failed_job_is_recorded_and_the_rest_completes(study_file, tmp_path, mon
     failed = [j for j in store.jobs() if j["status"] == "failed"]
     store.close()
     assert any("simulated failure" in (j["error"] or "") for j in failed)
-    monkeypatch.setattr(context.StudyContext, "train_job", real)
+    monkeypatch.setitem(jobs.SHARED_HANDLERS, "train", real)
     fixed, _ = run_study(*load_study(study_file))
     assert fixed.ok and len(fixed.done) == 1 + 3 + 1
 

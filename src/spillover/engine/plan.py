@@ -1,19 +1,37 @@
 """A study's plan: a DAG of jobs, each identified by a content hash of what it computes.
 
-The hash covers the job's kind, its resolved parameters (settings, data fingerprints, model) and the ids
-of the jobs it depends on, so changing a training setting changes that training job's id and every
-evaluation downstream of it, while unrelated jobs keep their ids and stay done.
+A job's parameters are a frozen pydantic model, one class per job kind (`JobParams`), or a plain mapping for
+engine-level tools and tests. The hash covers the job's kind, its parameters (settings, data fingerprints,
+model) and the ids of the jobs it depends on, so changing a training setting changes that training job's id
+and every evaluation downstream of it, while unrelated jobs keep their ids and stay done.
+
+The hashing policy lives here and only here (`hashed_params`): a job kind declares which of its fields are
+*cache-neutral* — they change how fast or how often, not what is computed (`compile`, `log_every`, …) — and
+those are left out of the id, so changing them re-runs nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-SCHEMA = 1  # bump when a job's stored result changes meaning, to invalidate old results
+from pydantic import BaseModel, ConfigDict
+
+# bump when a job's stored result changes meaning, to invalidate old results
+# (2: typed job parameters, issue #23 — every study re-runs once)
+SCHEMA = 2
+
+
+class JobParams(BaseModel):
+    """Base of every job kind's parameters: frozen and strict. `cache_neutral` lists dotted paths of fields
+    (e.g. "train.compile") that are left out of the job id."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    cache_neutral: ClassVar[tuple[str, ...]] = ()
 
 
 def content_hash(payload: Any, n: int = 16) -> str:
@@ -30,20 +48,39 @@ def file_fingerprint(path: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
+def params_json(params: JobParams | Mapping[str, Any]) -> dict[str, Any]:
+    """A job's parameters as plain JSON-ready data (what the store records and trackers log)."""
+    if isinstance(params, BaseModel):
+        return params.model_dump(mode="json")
+    return json.loads(json.dumps(dict(params), default=str))
+
+
+def hashed_params(params: JobParams | Mapping[str, Any]) -> dict[str, Any]:
+    """What a job id covers: its parameters without the kind's cache-neutral fields."""
+    data = params_json(params)
+    for path in getattr(params, "cache_neutral", ()):
+        *parents, leaf = path.split(".")
+        node = data
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return data
+
+
 @dataclass(frozen=True)
 class Job:
-    """One unit of work. `params` must be JSON-serialisable; `deps` are job ids."""
+    """One unit of work. `params`: the kind's JobParams (or a JSON-ready mapping); `deps` are job ids."""
 
     kind: str
     name: str
-    params: dict[str, Any]
+    params: Any
     deps: tuple[str, ...] = ()
     id: str = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(
-            self, "id", f"{self.kind}-{content_hash([SCHEMA, self.kind, self.params, sorted(self.deps)])}"
-        )
+        payload = [SCHEMA, self.kind, hashed_params(self.params), sorted(self.deps)]
+        object.__setattr__(self, "id", f"{self.kind}-{content_hash(payload)}")
 
 
 class Plan:
@@ -53,7 +90,11 @@ class Plan:
         self.jobs: dict[str, Job] = {}
 
     def add(
-        self, kind: str, name: str, params: dict[str, Any], deps: list[str] | tuple[str, ...] = ()
+        self,
+        kind: str,
+        name: str,
+        params: JobParams | Mapping[str, Any],
+        deps: list[str] | tuple[str, ...] = (),
     ) -> str:
         missing = [d for d in deps if d not in self.jobs]
         assert not missing, f"dependencies must be added first: {missing}"

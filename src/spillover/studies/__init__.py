@@ -1,82 +1,47 @@
-"""Study kinds. Each module defines its spec (a `StudySpec` subclass), its plan and its analysis; this
-registry maps the YAML's `study:` value to them."""
+"""Study kinds: one subpackage each (transfer/, generalization/, tradeoff/, mixture/, multitask/), found by
+name. Each subpackage registers a `StudyKind` (studies/contract.py) in `STUDIES` from its `__init__.py`;
+the registry imports every subpackage the first time a kind is looked up, so a new kind is a new folder
+and touches no other file. Kinds defined elsewhere (a plugin, a test) register with `STUDIES.register`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+import importlib
+import pkgutil
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from spillover.registry import Registry
 
-
-@dataclass(frozen=True)
-class StudyKind:
-    spec: type  # the pydantic spec class
-    check: Callable  # (spec, tasks, load) -> None, raises SpilloverError before any work
-    build_plan: Callable  # (spec, fingerprints) -> Plan
-    analyse: Callable  # (ctx, plan, job) -> result dict; writes tables/ and report.html
-    # the kind's own job kinds: {job kind: (ctx, plan, job) -> (result, score rows)}, tried before the shared ones
-    handlers: Mapping[str, Callable] = field(default_factory=dict)
+if TYPE_CHECKING:
+    from spillover.studies.contract import StudyKind
 
 
-STUDIES: Registry[Callable[[], StudyKind]] = Registry("study kind")
+class _Kinds(Registry["Callable[[], StudyKind]"]):
+    """The registry of study kinds, filled from the subpackages on first use."""
+
+    def __init__(self) -> None:
+        super().__init__("study kind")
+        self._found = False
+
+    def _discover(self) -> None:
+        if not self._found:
+            self._found = True
+            for module in pkgutil.iter_modules(__path__):
+                if module.ispkg:
+                    importlib.import_module(f"{__name__}.{module.name}")
+
+    def get(self, name: str) -> Callable[[], StudyKind]:
+        self._discover()
+        return super().get(name)
+
+    def names(self) -> list[str]:
+        self._discover()
+        return super().names()
+
+    def __contains__(self, name: object) -> bool:
+        self._discover()
+        return super().__contains__(name)
 
 
-@STUDIES.register("transfer")
-def _transfer() -> StudyKind:
-    from spillover.studies import transfer, transfer_report
-
-    return StudyKind(
-        transfer.TransferStudySpec, transfer.check_inputs, transfer.build_plan, transfer_report.analyse_job
-    )
-
-
-@STUDIES.register("generalization")
-def _generalization() -> StudyKind:
-    from spillover.studies import generalization, generalization_report
-
-    return StudyKind(
-        generalization.GeneralizationStudySpec,
-        generalization.check_study,
-        generalization.build_plan,
-        generalization_report.analyse_job,
-    )
-
-
-@STUDIES.register("tradeoff")
-def _tradeoff() -> StudyKind:
-    from spillover.studies import tradeoff, tradeoff_jobs, tradeoff_report
-
-    return StudyKind(
-        tradeoff.TradeoffStudySpec,
-        tradeoff.check_inputs,
-        tradeoff.build_plan,
-        tradeoff_report.analyse_job,
-        tradeoff_jobs.HANDLERS,
-    )
-
-
-@STUDIES.register("mixture")
-def _mixture() -> StudyKind:
-    from spillover.studies import mixture, mixture_report
-
-    return StudyKind(
-        mixture.MixtureStudySpec,
-        mixture.check_inputs,
-        mixture.build_plan,
-        mixture_report.analyse_job,
-        handlers=mixture.JOBS,
-    )
-
-
-@STUDIES.register("multitask")
-def _multitask() -> StudyKind:
-    from spillover.studies import multitask, multitask_jobs, multitask_report
-
-    return StudyKind(
-        multitask.MultitaskStudySpec,
-        multitask.check_inputs,
-        multitask.build_plan,
-        multitask_report.analyse_job,
-        handlers=multitask_jobs.HANDLERS,
-    )
+STUDIES = _Kinds()

@@ -1,5 +1,6 @@
-"""What every study's jobs share: one loaded base model, adapters swapped on it, and the job bodies for
-training, evaluating and computing dataset statistics.
+"""What every study's jobs share: one loaded base model, adapters swapped on it, the tokenizer, the
+embedder and parser for dataset statistics, and the metrics tracker (the job bodies are in `jobs.py` and
+each kind's `handlers.py`).
 
 The base model is loaded once per process. A LoRA training job wraps it in a fresh adapter and unloads the
 adapter afterwards; an evaluation job loads a saved adapter onto it and unloads it again, so the base
@@ -9,23 +10,18 @@ weights are never copied or reloaded. Full fine-tuning trains a separate copy lo
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from spillover.api import prepare_for_training, train_params
 from spillover.config import StudySpec, TrainSettings
-from spillover.data.sft import build_sequences
 from spillover.data.tasks import Example, TaskSpec, load_examples
 from spillover.data.transforms import apply_transforms
-from spillover.engine.plan import Job
+from spillover.engine.plan import Job, params_json
 from spillover.engine.store import Store
-from spillover.engine.tracking import RunSpec, Tracker, base_run, compose
-from spillover.errors import SpilloverError
-from spillover.evaluation.evaluate import evaluate_task
+from spillover.engine.tracking import RunSpec, Tracker, base_run
 from spillover.merging.wise import interpolate_, scale_adapter_
 from spillover.models.adapters import is_peft, load_adapter
 from spillover.models.load import load_model, load_tokenizer, resolve_precision
@@ -33,7 +29,6 @@ from spillover.training.loop import train
 from spillover.training.params import load_trainable_
 
 log = logging.getLogger(__name__)
-JobOutput = tuple[dict[str, Any], list[dict[str, Any]]]
 
 
 class StudyContext:
@@ -82,32 +77,6 @@ class StudyContext:
     ) -> list[Example]:
         return apply_transforms(load_examples(self.tasks[task], split, limit), list(transforms))
 
-    # ---- job bodies -------------------------------------------------------------------------------------
-
-    def train_job(self, job: Job, examples: list[Example] | None = None) -> JobOutput:
-        """params: task, transforms, train (TrainSettings dict). Trains in the job's folder (resumable)."""
-        p = job.params
-        settings = TrainSettings.for_job(p["train"], self.spec.train)
-        if settings.mixture is not None:  # one task per job here: a mixture would be silently meaningless
-            raise SpilloverError(
-                f"{job.name}: train.mixture needs several tasks (the mixture study or `spillover train`)"
-            )
-        if examples is None:
-            examples = self.examples(p["task"], "train", settings.limit, p.get("transforms", []))
-        seqs = build_sequences(
-            self.tasks[p["task"]],
-            self.tokenizer,
-            examples,
-            settings.max_len,
-            settings.shots,
-            settings.seed,
-            demos=settings.demos,
-        )
-        with self.tracker.run(RunSpec(job.name, job.id, job.params), training=True) as run:
-            progress = compose(self.progress, run.log_record)
-            result = self.train_sequences(seqs, settings, self.store.job_dir(job.id), progress)
-        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(result).items()}, []
-
     def train_sequences(
         self,
         sequences,
@@ -136,45 +105,6 @@ class StudyContext:
         finally:
             self._model = model.unload()
 
-    def eval_job(self, job: Job, artifact: str | None, label: str, alpha: float = 1.0) -> JobOutput:
-        """params: target, eval (EvalSettings dict). `artifact`: an adapter or full-model folder, or None;
-        `alpha` < 1: evaluate its WiSE-FT interpolation with the base (see `_model_for`)."""
-        p, e = job.params, job.params["eval"]
-        task = self.tasks[p["target"]]
-        folder = self.store.job_dir(job.id)
-        model, restore = self._model_for(artifact, alpha)
-        try:
-            r = evaluate_task(
-                model,
-                self.tokenizer,
-                task,
-                limit=e["limit"],
-                shots=e["shots"],
-                seed=e["seed"],
-                batch_size=e["batch_size"],
-                precision=self.precision,
-                compile=self.spec.eval.compile,
-                predictions_path=folder / "predictions.jsonl",
-            )
-        finally:
-            restore()
-        from spillover.analysis.behaviour import behaviour_stats
-
-        rows = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines() if line]
-        behaviour = behaviour_stats(rows, self.tokenizer).to_dict()
-        score = {
-            "model": label,
-            "target": task.name,
-            "metric": r.metric,
-            "value": r.value,
-            "n": r.n,
-            "ci_low": r.ci_low,
-            "ci_high": r.ci_high,
-            "shots": r.shots,
-            "extra": r.extra,
-        }
-        return {"result": asdict(r), "behaviour": behaviour}, [score]
-
     def track_scores(self, trained: Job | None, scores: list[dict[str, Any]]) -> None:
         """Log evaluation scores into the evaluated model's run: its training job's (at its last step), or
         the base model's run `base` (at step 0)."""
@@ -183,7 +113,7 @@ class StudyContext:
         if trained is None:
             run, step = base_run(self.spec.model, self.spec.precision), 0
         else:
-            run = RunSpec(trained.name, trained.id, trained.params)
+            run = RunSpec(trained.name, trained.id, params_json(trained.params))
             step = self.store.result(trained.id)["n_steps"]
         with self.tracker.run(run) as logger:
             logger.log_scores(scores, step)
@@ -216,24 +146,6 @@ class StudyContext:
         if alpha != 1.0:
             interpolate_(model, self.exact_base(), alpha)
         return model, lambda: None
-
-    def stats_job(self, job: Job) -> JobOutput:
-        """params: task, split, limit, transforms, sample. Dataset statistics of that data."""
-        from spillover.data.stats import dataset_stats
-
-        p = job.params
-        task = self.tasks[p["task"]]
-        examples = self.examples(p["task"], p["split"], p["limit"], p.get("transforms", []))
-        stats = dataset_stats(
-            examples,
-            self.tokenizer,
-            task.labels,
-            embedder=self.embedder(),
-            parser=self.parser(),
-            max_sample=p["sample"],
-            seed=self.spec.seed,
-        )
-        return stats.to_dict(), []
 
     def embedder(self):
         if self._embedder is ...:

@@ -1,22 +1,26 @@
-"""A study on Ray (`spillover run STUDY.yaml --executor ray`): what each worker builds and what is checked
-before the run. The scheduling itself is `engine.ray_executor.run_ray`; see docs/scaling.md."""
+"""A study on Ray (`spillover run STUDY.yaml --executor ray`): what is checked before the run and how each
+worker is set up. The scheduling is the engine's (`engine.scheduler` with `engine.ray_executor`'s pool);
+see docs/scaling.md. `studies.run` imports this module lazily, and this module never imports it: the
+study's runner comes in as a factory."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 from spillover.config import StudySpec
-from spillover.data.tasks import TaskSpec
-from spillover.engine.executors import Runner, RunSummary
-from spillover.engine.plan import Job, Plan
+from spillover.engine.plan import Plan
 from spillover.engine.ray_executor import RayOptions, StoreView, check_address, import_ray, run_ray
+from spillover.engine.scheduler import OnJob, Runner, RunSummary
 from spillover.engine.store import Store
 from spillover.errors import SpilloverError
-from spillover.studies import StudyKind
 
 log = logging.getLogger(__name__)
+
+# Builds the study's runner on a worker from its store view and a progress callback (picklable).
+StudyRunnerFactory = Callable[[StoreView, Callable[[dict], None]], Runner]
 
 
 def check_ray(spec: StudySpec, options: RayOptions) -> None:
@@ -31,41 +35,35 @@ def check_ray(spec: StudySpec, options: RayOptions) -> None:
 
 
 def run_study_on_ray(
-    kind: StudyKind,
     spec: StudySpec,
-    tasks: dict[str, TaskSpec],
     plan: Plan,
     store: Store,
+    make_runner: StudyRunnerFactory,
     local_runner: Runner,
-    on_job,
+    on_job: OnJob | None,
     options: RayOptions,
 ) -> RunSummary:
-    """Training and evaluation jobs on Ray workers (one StudyContext each); the analysis here."""
+    """Training and evaluation jobs on Ray workers (one runner built by `make_runner` each); the analysis
+    here with `local_runner`."""
     from spillover.models.load import EMBEDDED, ensure_embedded
 
     if spec.model == EMBEDDED:  # convert it once here, not in several workers at the same time
         ensure_embedded()
-    factory = partial(study_worker, kind, spec, tasks, plan)
-    return run_ray(plan, store, factory, local_runner, on_job, options)
+    return run_ray(plan, store, partial(worker_runner, make_runner), local_runner, on_job, options)
 
 
-def study_worker(
-    kind: StudyKind, spec: StudySpec, tasks: dict[str, TaskSpec], plan: Plan, view: StoreView
-) -> Runner:
-    """Runs on a worker: one context (its base model loaded once) for every job the worker gets."""
+def worker_runner(make_runner: StudyRunnerFactory, view: StoreView) -> Runner:
+    """Runs on a worker: quiet library output, progress as log lines, one runner for all its jobs."""
     from transformers.utils import logging as hf_logging
-
-    from spillover.studies.context import StudyContext
-    from spillover.studies.run import dispatch
 
     hf_logging.disable_progress_bar()  # as the CLI does: Ray prints a worker's output on the driver
     hf_logging.set_verbosity_error()
     progress = LogProgress()
-    ctx = StudyContext(spec, tasks, view, progress)
+    runner = make_runner(view, progress)
 
-    def run(job: Job):
+    def run(job):
         progress.job = job.name
-        return dispatch(kind, ctx, plan, job)
+        return runner(job)
 
     return run
 

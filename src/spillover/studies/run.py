@@ -7,20 +7,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from spillover.atomic import atomic_write_text, exclusive
 from spillover.config import StudySpec, apply_overrides, dump_spec
 from spillover.data.tasks import TaskSpec, resolve_tasks
-from spillover.engine.executors import EXECUTORS, RunSummary, run_local
+from spillover.engine.executors import EXECUTORS, run_local
 from spillover.engine.plan import Job, Plan, content_hash, file_fingerprint
 from spillover.engine.ray_executor import RayOptions
+from spillover.engine.scheduler import Runner, RunSummary
 from spillover.engine.store import Store
 from spillover.engine.tracking import check_report_to
 from spillover.errors import SpilloverError, unknown_name_message
-from spillover.studies import STUDIES, StudyKind
+from spillover.studies import STUDIES
 from spillover.studies.context import StudyContext
+from spillover.studies.contract import StudyKind, handler_for, report_job
 from spillover.yamlio import load_yaml, validate
 
 log = logging.getLogger(__name__)
@@ -108,12 +111,12 @@ def run_study(
         atomic_write_text(out / SPEC_FILE, dump_spec(spec))
     store = Store(out)
     try:
-        ctx = StudyContext(spec, tasks, store, progress)
-        runner = lambda job: dispatch(kind, ctx, plan, job)  # noqa: E731
-        if executor == "ray":
+        runner = study_runner(kind, spec, tasks, plan, store, progress)
+        if executor == "ray":  # Ray glue imported only here; it never imports this module
             from spillover.studies.ray_run import run_study_on_ray
 
-            summary = run_study_on_ray(kind, spec, tasks, plan, store, runner, on_job, ray)
+            on_worker = partial(study_runner, kind, spec, tasks, plan)  # pickled to each Ray worker
+            summary = run_study_on_ray(spec, plan, store, on_worker, runner, on_job, ray)
         else:
             summary = run_local(plan, store, runner, on_job)
     finally:
@@ -136,24 +139,26 @@ def check_executor(executor: str, ray: RayOptions | None, spec: StudySpec) -> Ra
     return ray
 
 
+def study_runner(
+    kind: StudyKind,
+    spec: StudySpec,
+    tasks: dict[str, TaskSpec],
+    plan: Plan,
+    store,
+    progress: Callable[[dict], None] | None = None,
+) -> Runner:
+    """What runs the study's jobs in one process: one context (its base model loaded once) for every job
+    handed to it. `store`: the Store, or on a Ray worker its read-only view (`ray_executor.StoreView`)."""
+    return partial(dispatch, kind, StudyContext(spec, tasks, store, progress), plan)
+
+
 def dispatch(kind: StudyKind, ctx: StudyContext, plan: Plan, job: Job) -> tuple[dict[str, Any], list[dict]]:
-    """Run one job with the study's context; a study kind's own `handlers` come first."""
-    if job.kind in kind.handlers:
-        return kind.handlers[job.kind](ctx, plan, job)
-    if job.kind == "stats":
-        return ctx.stats_job(job)
-    if job.kind == "train":
-        return ctx.train_job(job)
-    if job.kind == "eval":
-        trained = plan.jobs[job.deps[0]] if job.deps else None
-        artifact = ctx.store.result(trained.id)["artifact"] if trained else None
-        result, scores = ctx.eval_job(job, artifact, job.params["label"], job.params.get("alpha", 1.0))
-        ctx.track_scores(trained, scores)
-        return result, scores
+    """Run one job with the study's context: the kind's own handler, else the shared one (studies/jobs.py);
+    `analyse` writes the study's shared outputs, one writer at a time."""
     if job.kind == "analyse":
         with exclusive(Path(ctx.spec.output_dir) / OUTPUTS_LOCK):
-            return kind.analyse(ctx, plan, job), []
-    raise AssertionError(f"unknown job kind {job.kind}")
+            return report_job(kind, ctx, plan, job), []
+    return handler_for(kind, job.kind)(ctx, plan, job)
 
 
 def rerender_report(out: str | Path) -> Path:
@@ -165,7 +170,7 @@ def rerender_report(out: str | Path) -> Path:
     try:
         (job,) = plan.by_kind("analyse")
         with exclusive(out / OUTPUTS_LOCK):
-            kind.analyse(StudyContext(spec, tasks, store), plan, job)
+            report_job(kind, StudyContext(spec, tasks, store), plan, job)
     finally:
         store.close()
     return out / "report.html"

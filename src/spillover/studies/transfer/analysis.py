@@ -1,4 +1,4 @@
-"""The transfer study's analysis: every table of methods.md §1.6 from the stored job results.
+"""The transfer study's analysis: every table of methods.md §1.6 from the finished jobs' results.
 
 Pure over what the store holds (scores, dataset statistics, behaviour statistics); returns named
 DataFrames that the report draws and `tables/` exports.
@@ -6,7 +6,6 @@ DataFrames that the report draws and `tables/` exports.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -16,13 +15,36 @@ from spillover.analysis.attribution import anomalies, attribute, length_shift_ta
 from spillover.analysis.traits import TransferPCA
 from spillover.analysis.transfer import BASE, task_of, transfer_tables
 from spillover.data.stats import DatasetStats
+from spillover.studies.contract import Analysis, Results
+from spillover.studies.transfer.plan import TransferAnalyseJob
+from spillover.studies.transfer.spec import TransferAnalysisSpec
 
 
-@dataclass
-class TransferAnalysis:
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
-    component_labels: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+def analyse(results: Results, p: TransferAnalyseJob) -> Analysis:
+    """The study's tables from whatever finished (missing cells are NaN)."""
+    evals = results.finished("eval")
+    behaviour = pd.DataFrame(
+        [behaviour_row(j.params.label, j.params.target, results.result(j)["behaviour"]) for j in evals]
+    )
+    stats: dict[str, dict[str, Any]] = {"source": {}, "target": {}}
+    for j in results.finished("stats"):
+        stats[j.params.role][j.params.label] = results.result(j)
+    tasks = results.tasks
+    task_types = {t: tasks[t].task_type or tasks[t].type for t in p.targets}
+    scores = results.long_scores(evals)
+    analysis = analyse_transfer(
+        scores,
+        stats["source"],
+        stats["target"],
+        behaviour,
+        p.sources,
+        p.targets,
+        task_types,
+        p.analysis,
+        seed=results.spec.seed,
+    )
+    analysis.footer = f"{len(evals)} evaluations, {len(scores)} scores"
+    return analysis
 
 
 def analyse_transfer(
@@ -33,12 +55,13 @@ def analyse_transfer(
     sources: list[str],
     targets: list[str],
     task_types: dict[str, str],
-    settings: dict[str, Any],
+    settings: TransferAnalysisSpec,
     seed: int = 0,
-) -> TransferAnalysis:
+) -> Analysis:
     """scores: (model, target, value, n, ci_low, ci_high); behaviour: (model, target, mean_length, prior_shift,
-    label_proportions); *_stats: DatasetStats dicts keyed by source label / target name."""
-    out = TransferAnalysis()
+    label_proportions); *_stats: DatasetStats dicts keyed by source label / target name. `extra`: the
+    principal components' labels."""
+    out = Analysis(tables={})
     tt = transfer_tables(scores, sources, targets)
     out.tables |= {
         "scores": scores,
@@ -57,11 +80,9 @@ def analyse_transfer(
     out.notes += [
         f"similarity '{k}' is unavailable for every pair and left out" for k in sims if k not in usable
     ]
-    kw = {"include_diagonal": settings.get("include_diagonal", False)}
-    out.tables["attribution"] = attribute(
-        tt.delta, usable, n_boot=settings.get("n_boot", 1000), seed=seed, **kw
-    )
-    out.tables["anomalies"] = anomalies(tt.delta, usable, top=settings.get("anomalies", 10), **kw)
+    kw = {"include_diagonal": settings.include_diagonal}
+    out.tables["attribution"] = attribute(tt.delta, usable, n_boot=settings.n_boot, seed=seed, **kw)
+    out.tables["anomalies"] = anomalies(tt.delta, usable, top=settings.anomalies, **kw)
     lengths = behaviour.rename(columns={"mean_length": "value"})[["model", "target", "value"]]
     out.tables["length_shift"] = length_shift_table(tt.delta, lengths)
     out.tables["behaviour"] = behaviour
@@ -74,8 +95,10 @@ def analyse_transfer(
     return out
 
 
-def _traits(out: TransferAnalysis, delta: pd.DataFrame, task_types: dict[str, str], settings: dict) -> None:
-    pca = TransferPCA(settings.get("n_components"), settings.get("standardize", False)).fit(delta)
+def _traits(
+    out: Analysis, delta: pd.DataFrame, task_types: dict[str, str], settings: TransferAnalysisSpec
+) -> None:
+    pca = TransferPCA(settings.n_components, settings.standardize).fit(delta)
     names = list(pca.loadings_.columns)
     out.tables["pca_variance"] = pd.DataFrame(
         {
@@ -87,10 +110,10 @@ def _traits(out: TransferAnalysis, delta: pd.DataFrame, task_types: dict[str, st
     out.tables["pca_loadings"] = pca.loadings_
     out.tables["pca_projections"] = pca.projections_
     suggested = pca.suggest_labels(task_types)
-    given = settings.get("component_labels", {})
-    out.component_labels = [given.get(n, s) for n, s in zip(names, suggested, strict=True)]
+    given = settings.component_labels
+    out.extra = [given.get(n, s) for n, s in zip(names, suggested, strict=True)]
     out.tables["pca_labels"] = pd.DataFrame(
-        {"suggested": suggested, "label": out.component_labels}, index=pd.Index(names, name="component")
+        {"suggested": suggested, "label": out.extra}, index=pd.Index(names, name="component")
     )
 
 
@@ -153,4 +176,4 @@ def behaviour_row(label: str, target: str, behaviour: dict[str, Any]) -> dict[st
     }
 
 
-__all__ = ["BASE", "TransferAnalysis", "analyse_transfer", "behaviour_row"]
+__all__ = ["BASE", "analyse", "analyse_transfer", "behaviour_row"]

@@ -1,62 +1,22 @@
-"""The transfer study's `analyse` job: gather stored results, analyse, export tables/, write report.html."""
+"""The transfer study's report sections: the matrix, latent traits, attribution, behaviour, controls."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import pandas as pd
 
-from spillover.engine.plan import Job, Plan
 from spillover.report import plots
-from spillover.report.html import Section, render_report, write_report
-from spillover.studies.tables import write_tables
-from spillover.studies.transfer import BASE, long_scores
-from spillover.studies.transfer_analysis import TransferAnalysis, analyse_transfer, behaviour_row
+from spillover.report.html import Section
+from spillover.studies.contract import Analysis, Results
 
 
-def analyse_job(ctx, plan: Plan, job: Job) -> dict[str, Any]:
-    """Runs over whatever inputs finished (missing cells are NaN); see engine.executors for partial runs."""
-    store, p = ctx.store, job.params
-    done = {j["id"] for j in store.jobs() if j["status"] == "done"}
-    evals = [j for j in plan.by_kind("eval") if j.id in done]
-    scores = long_scores(store.scores([j.id for j in evals]))
-    behaviour = pd.DataFrame(
-        [behaviour_row(j.params["label"], j.params["target"], store.result(j.id)["behaviour"]) for j in evals]
-    )
-    stats = {"source": {}, "target": {}}
-    for j in plan.by_kind("stats"):
-        if j.id in done:
-            stats[j.params["role"]][j.params["label"]] = store.result(j.id)
-    task_types = {t: ctx.tasks[t].task_type or ctx.tasks[t].type for t in p["targets"]}
-    analysis = analyse_transfer(
-        scores,
-        stats["source"],
-        stats["target"],
-        behaviour,
-        p["sources"],
-        p["targets"],
-        task_types,
-        p["analysis"],
-        seed=ctx.spec.seed,
-    )
-    out = Path(ctx.spec.output_dir)
-    names = write_tables(analysis.tables, out / "tables")
-    settings = ctx.spec.model_dump(mode="json")
-    html = render_report(
-        f"Transfer study: {ctx.spec.model}",
-        transfer_sections(analysis, ctx.tasks),
-        settings,
-        footer=f"{len(evals)} evaluations, {len(scores)} scores",
-    )
-    write_report(out / "report.html", html)
-    return {"tables": names, "report": str(out / "report.html"), "notes": analysis.notes}
+def sections(a: Analysis, results: Results) -> list[Section]:
+    return transfer_sections(a, results.tasks)
 
 
-def transfer_sections(a: TransferAnalysis, tasks) -> list[Section]:
+def transfer_sections(a: Analysis, tasks) -> list[Section]:
     t = a.tables
     metric = {name: tasks[name].metric for name in t["matrix"].columns if name in tasks}
-    labels = a.component_labels
+    labels = a.extra or []
     pcs = list(t["pca_loadings"].columns)
     axis = (f"{pcs[0]}: {labels[0]}", f"{pcs[1]}: {labels[1]}") if len(pcs) > 1 else None
     sections = [
@@ -255,4 +215,4 @@ _CONTROLS_INTRO = (
     "the inputs, not the labels, drive that transfer."
 )
 
-__all__ = ["BASE", "analyse_job", "transfer_sections"]
+__all__ = ["sections", "transfer_sections"]

@@ -1,0 +1,139 @@
+"""The study contract: what every study kind provides, and the pieces written once for all of them.
+
+A study kind is one subpackage of `spillover.studies` (transfer/, generalization/, …) with the same roles:
+
+  spec.py      the user-facing pydantic spec (a `StudySpec` subclass) and its input checks
+  plan.py      its jobs: one frozen `JobParams` model per job kind it adds, and `build_plan`
+  handlers.py  what each of its own job kinds does (calls into the library); shared kinds live in `jobs.py`
+  analysis.py  pure functions: `Results` -> `Analysis` (tables + notes)
+  sections.py  `Analysis` -> report sections
+
+and registers a `StudyKind` under its name in its `__init__.py`. Gathering results from the store
+(`gather`), writing tables (CSV + Parquet) and rendering the report (`report_job`) live here, once.
+A new kind is a new folder; docs/studies.md walks through one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from spillover.engine.plan import Job, JobParams, Plan
+
+if TYPE_CHECKING:
+    from spillover.config import StudySpec
+    from spillover.data.tasks import TaskSpec
+    from spillover.engine.store import Store
+    from spillover.report.html import Section
+    from spillover.studies.context import StudyContext
+
+# The label of the untuned model in every study's tables (rows, legends, comparisons).
+BASE = "base"
+
+# A job's output for the store: its result (JSON-ready) and its score rows.
+JobOutput = tuple[dict[str, Any], list[dict[str, Any]]]
+Handler = Callable[["StudyContext", Plan, Job], JobOutput]
+LONG_COLUMNS = ["model", "target", "metric", "value", "n", "ci_low", "ci_high"]
+SCORE_COLUMNS = ["job_id", "model", "target", "metric", "value", "n", "ci_low", "ci_high", "shots", "extra"]
+
+
+@dataclass
+class Results:
+    """Everything a study has finished, read once from the store: the only input of a kind's analysis."""
+
+    spec: StudySpec
+    tasks: dict[str, TaskSpec]
+    plan: Plan
+    root: Path
+    results: dict[str, dict[str, Any]]  # job id -> stored result, finished jobs only
+    scores: pd.DataFrame  # every score row of the finished jobs (SCORE_COLUMNS), in plan order
+
+    def finished(self, kind: str) -> list[Job]:
+        """The finished jobs of one kind, in plan order."""
+        return [j for j in self.plan.by_kind(kind) if j.id in self.results]
+
+    def result(self, job: Job | str) -> dict[str, Any]:
+        return self.results[job if isinstance(job, str) else job.id]
+
+    def scores_of(self, jobs: list[Job]) -> pd.DataFrame:
+        """The score rows of `jobs`, in their order."""
+        order = {j.id: i for i, j in enumerate(jobs)}
+        rows = self.scores[self.scores["job_id"].isin(order)]
+        return rows.sort_values("job_id", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
+
+    def long_scores(self, jobs: list[Job]) -> pd.DataFrame:
+        """The (model, target, metric, value, n, ci_low, ci_high) table of `jobs`' scores, in their order."""
+        return self.scores_of(jobs)[LONG_COLUMNS]
+
+    def job_dir(self, job: Job | str) -> Path:
+        """A job's artifact folder (files it wrote beside its result)."""
+        return self.root / "jobs" / (job if isinstance(job, str) else job.id)
+
+
+def gather(store: Store, plan: Plan, spec: StudySpec, tasks: dict[str, TaskSpec]) -> Results:
+    """Read every finished job's result and scores from the store."""
+    done = {j["id"] for j in store.jobs() if j["status"] == "done"}
+    ids = [j.id for j in plan if j.id in done]
+    results = {job_id: store.result(job_id) for job_id in ids}
+    scores = pd.DataFrame(store.scores(ids), columns=SCORE_COLUMNS)
+    return Results(spec, tasks, plan, Path(store.root), results, scores)
+
+
+@dataclass
+class Analysis:
+    """A kind's analysis output: named tables (each written as CSV + Parquet), notes on what is missing or
+    odd, the report's footer line, and `extra` for what sections show beyond tables (e.g. token examples)."""
+
+    tables: dict[str, pd.DataFrame]
+    notes: list[str] = field(default_factory=list)
+    footer: str = ""
+    extra: Any = None
+
+
+@dataclass(frozen=True)
+class StudyKind:
+    """One study kind. `check(spec, tasks, load)` raises SpilloverError before any work;
+    `build_plan(spec, fingerprints)` returns the DAG; `analyse(results, params)` is pure; `sections(analysis,
+    results)` lays the report out; `handlers` are the kind's own job kinds (tried before the shared ones)."""
+
+    name: str
+    title: str
+    spec: type[StudySpec]
+    check: Callable[[Any, dict[str, TaskSpec], Callable], None]
+    build_plan: Callable[[Any, dict[str, dict[str, str]]], Plan]
+    analyse: Callable[[Results, JobParams], Analysis]
+    sections: Callable[[Analysis, Results], list[Section]]
+    handlers: Mapping[str, Handler] = field(default_factory=dict)
+
+
+def handler_for(kind: StudyKind, job_kind: str) -> Handler:
+    """The handler of a job kind: the study kind's own first, then the shared ones (studies/jobs.py)."""
+    from spillover.studies.jobs import SHARED_HANDLERS
+
+    handler = kind.handlers.get(job_kind) or SHARED_HANDLERS.get(job_kind)
+    assert handler is not None, f"study kind {kind.name} has no handler for job kind {job_kind}"
+    return handler
+
+
+def report_job(kind: StudyKind, ctx: StudyContext, plan: Plan, job: Job) -> dict[str, Any]:
+    """The `analyse` job of every kind: gather → analyse → tables/ (CSV + Parquet) → report.html.
+    Runs over whatever finished (a partial report beats none; see engine.executors)."""
+    from spillover.report.html import render_report, write_report
+    from spillover.studies.tables import write_tables
+
+    results = gather(ctx.store, plan, ctx.spec, ctx.tasks)
+    analysis = kind.analyse(results, job.params)
+    out = Path(ctx.spec.output_dir)
+    names = write_tables(analysis.tables, out / "tables")
+    html = render_report(
+        f"{kind.title}: {ctx.spec.model}",
+        kind.sections(analysis, results),
+        ctx.spec.model_dump(mode="json"),
+        footer=analysis.footer,
+    )
+    write_report(out / "report.html", html)
+    return {"tables": names, "report": str(out / "report.html"), "notes": analysis.notes}
