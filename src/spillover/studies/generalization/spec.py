@@ -1,24 +1,17 @@
-"""The generalization study (methods.md §2): fine-tune on each source dataset (plain FT and FTICL, at
-several training sizes), evaluate every model zero-shot and k-shot on every target, and label each cell
-in-domain / out-of-domain / cross-task from the tasks' `task_type`.
-
-Plan: base evaluations per target × shot setting; per source × method × size one `train` job followed by
-its `eval` jobs (target × shot setting; `size_shots` narrows the settings of the sizes other than the main
-one); one `analyse` job. Training sizes are nested (the first N rows of
-the source's train split), so a larger size only adds data.
-"""
+"""The generalization study's spec (methods.md §2): sources, targets, FT / FTICL methods, the evaluation
+shot settings and the training-size ablation; and the checks every input passes before any work."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from spillover.config import Strict
 from spillover.data.tasks import TaskSpec
-from spillover.engine.plan import Plan
 from spillover.errors import SpilloverError
-from spillover.studies.transfer import BASE, SourcesTargetsSpec, check_inputs
+from spillover.studies.specs import SourcesTargetsSpec
+from spillover.studies.transfer.spec import check_inputs
 
 Method = Literal["ft", "fticl"]
 
@@ -116,93 +109,3 @@ def check_study(spec: GeneralizationStudySpec, tasks: dict[str, TaskSpec], load)
         big = [size for size in spec.training_sizes() if size is not None and size > n]
         if big:
             raise SpilloverError(f"sizes {big} exceed the {n} training rows of source '{s.task}'")
-
-
-def model_label(source: str, method: str, size: int | None) -> str:
-    return f"{source} · {method.upper()} · n={size if size is not None else 'all'}"
-
-
-def build_plan(spec: GeneralizationStudySpec, fingerprints: dict[str, dict[str, str]]) -> Plan:
-    """The study's DAG; eval jobs carry (source, method, size, target, shots) for the analysis."""
-    plan = Plan()
-    model = {"model": spec.model, "precision": spec.precision}
-    evals = []
-    for t in spec.targets:
-        for k in spec.shots:
-            evals.append(
-                plan.add(
-                    "eval",
-                    f"eval base -> {t} ({k}-shot)",
-                    {
-                        **model,
-                        "label": BASE,
-                        "source": None,
-                        "method": None,
-                        "size": None,
-                        "target": t,
-                        "shots": k,
-                        "data": fingerprints[t],
-                        "eval": _eval(spec, k),
-                    },
-                )
-            )
-    for s in spec.sources:
-        for method in spec.methods:
-            for size in spec.training_sizes():
-                label = model_label(s.name, method, size)
-                train_id = plan.add(
-                    "train",
-                    f"train {label}",
-                    {
-                        **model,
-                        "task": s.task,
-                        "data": fingerprints[s.task],
-                        "transforms": s.transforms,
-                        "train": _train(spec, method, size),
-                    },
-                )
-                for t in spec.targets:
-                    for k in spec.shots_at(size):
-                        evals.append(
-                            plan.add(
-                                "eval",
-                                f"eval {label} -> {t} ({k}-shot)",
-                                {
-                                    **model,
-                                    "label": label,
-                                    "source": s.name,
-                                    "method": method,
-                                    "size": size,
-                                    "target": t,
-                                    "shots": k,
-                                    "data": fingerprints[t],
-                                    "eval": _eval(spec, k),
-                                },
-                                deps=[train_id],
-                            )
-                        )
-    plan.add(
-        "analyse",
-        "analyse + report",
-        {
-            "sources": {s.name: s.task for s in spec.sources},
-            "targets": spec.targets,
-            "methods": spec.methods,
-            "shots": spec.shots,
-            "sizes": spec.training_sizes(),
-            "main_size": spec.main_size(),
-        },
-        deps=evals,
-    )
-    return plan
-
-
-def _train(spec: GeneralizationStudySpec, method: str, size: int | None) -> dict[str, Any]:
-    update: dict[str, Any] = {"limit": size, "shots": 0}
-    if method == "fticl":
-        update |= {"shots": spec.fticl.shots, "demos": spec.fticl.demos}
-    return spec.train.model_copy(update=update).job_params()
-
-
-def _eval(spec: GeneralizationStudySpec, shots: int) -> dict[str, Any]:
-    return spec.eval.model_copy(update={"shots": shots}).job_params()

@@ -1,82 +1,22 @@
-"""The generalization study's `analyse` job: gather scores, label cells, export tables/, write report.html."""
+"""The generalization study's report sections: the table, per-cell detail, FTICL vs FT, training size."""
 
 from __future__ import annotations
-
-from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from spillover.analysis import generalization as g
-from spillover.engine.plan import Job, Plan
 from spillover.report import plots
-from spillover.report.html import Section, render_report, write_report
-from spillover.studies.tables import write_tables
-
-_CELL_KEYS = ("source", "method", "size", "target", "shots")
-
-
-def gather_cells(store, plan: Plan) -> pd.DataFrame:
-    """One row per finished eval job: its (source, method, size, target, shots) and its score."""
-    done = {j["id"] for j in store.jobs() if j["status"] == "done"}
-    evals = {j.id: j for j in plan.by_kind("eval") if j.id in done}
-    rows = [
-        {
-            **{k: evals[s["job_id"]].params[k] for k in _CELL_KEYS},
-            **{k: s[k] for k in ("metric", "value", "n", "ci_low", "ci_high")},
-        }
-        for s in store.scores(list(evals))
-    ]
-    cols = [*_CELL_KEYS, "metric", "value", "n", "ci_low", "ci_high"]
-    return pd.DataFrame(rows, columns=cols).astype({"size": "Int64"})
+from spillover.report.html import Section
+from spillover.studies.contract import Analysis, Results
+from spillover.studies.generalization.plan import GeneralizationAnalyseJob
 
 
-def analyse_job(ctx, plan: Plan, job: Job) -> dict[str, Any]:
-    """Runs over whatever evaluations finished (missing cells are simply absent from the means)."""
-    p = job.params
-    types = {name: task.task_type for name, task in ctx.tasks.items()}
-    cells = g.label_cells(gather_cells(ctx.store, plan), p["sources"], types)
-    tables = {
-        "generalization": g.generalization_table(cells, p["main_size"]),
-        "generalization_delta": g.generalization_table(cells, p["main_size"], value="delta"),
-        "cells": g.cell_detail(cells),
-        "fticl_vs_ft": g.fticl_comparison(cells),
-        "size_curves": g.size_curves(cells),
-        "settings": settings_table(p["sources"], p["targets"], ctx.tasks),
-    }
-    out = Path(ctx.spec.output_dir)
-    names = write_tables(tables, out / "tables")
-    html = render_report(
-        f"Generalization study: {ctx.spec.model}",
-        sections(tables, p),
-        ctx.spec.model_dump(mode="json"),
-        footer=f"{len(cells)} evaluations",
-    )
-    write_report(out / "report.html", html)
-    return {"tables": names, "report": str(out / "report.html")}
+def sections(a: Analysis, results: Results) -> list[Section]:
+    return generalization_sections(a.tables, a.extra)
 
 
-def settings_table(sources: dict[str, str], targets: list[str], tasks) -> pd.DataFrame:
-    """How each (source, target) cell is labelled, with the task types and domains behind the label."""
-    types = {name: task.task_type for name, task in tasks.items()}
-    rows = [
-        {
-            "source": s,
-            "trained_on": task,
-            "target": t,
-            "setting": g.cell_setting(task, t, types),
-            "source_type": types[task],
-            "target_type": types[t],
-            "target_domain": tasks[t].domain,
-        }
-        for s, task in sources.items()
-        for t in targets
-    ]
-    return pd.DataFrame(rows)
-
-
-def sections(t: dict[str, pd.DataFrame], p: dict[str, Any]) -> list[Section]:
-    size = p["main_size"] if p["main_size"] is not None else "all"
+def generalization_sections(t: dict[str, pd.DataFrame], p: GeneralizationAnalyseJob) -> list[Section]:
+    size = p.main_size if p.main_size is not None else "all"
     labels = t["settings"].pivot(index="source", columns="target", values="setting")
     return [
         Section(
@@ -128,10 +68,10 @@ def sections(t: dict[str, pd.DataFrame], p: dict[str, Any]) -> list[Section]:
     ]
 
 
-def _cell_heatmaps(cells: pd.DataFrame, p: dict[str, Any]) -> list:
-    main = cells[g.at_size(cells["size"], p["main_size"])]
+def _cell_heatmaps(cells: pd.DataFrame, p: GeneralizationAnalyseJob) -> list:
+    main = cells[g.at_size(cells["size"], p.main_size)]
     figs = []
-    for k in p["shots"]:
+    for k in p.shots:
         part = main[main["shots"] == k]
         if part.empty:
             continue
@@ -140,7 +80,7 @@ def _cell_heatmaps(cells: pd.DataFrame, p: dict[str, Any]) -> list:
         ).pivot(index="model", columns="target", values="delta")
         figs.append(
             plots.heatmap(
-                delta.reindex(columns=p["targets"]) * 100,
+                delta.reindex(columns=p.targets) * 100,
                 f"Δ vs base, {k}-shot (points)",
                 diverging=True,
                 fmt="+.1f",
@@ -163,11 +103,11 @@ def _fticl_bars(frame: pd.DataFrame) -> list:
     return [plots.bars(mean, "cell", "gain", color="source", title="FTICL − FT (points), mean over sizes")]
 
 
-def _size_lines(curves: pd.DataFrame, p: dict[str, Any]) -> list:
+def _size_lines(curves: pd.DataFrame, p: GeneralizationAnalyseJob) -> list:
     if curves["size"].nunique() < 2:
         return []
     figs = []
-    for k in p["shots"]:
+    for k in p.shots:
         part = curves[curves["shots"] == k]
         part = part.assign(
             line=[
