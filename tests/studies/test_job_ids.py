@@ -1,9 +1,13 @@
 """Study job ids cover what a job computes, not how fast or how often it logs: `train.compile`,
-`train.log_every`, `train.checkpoint_every` and `eval.compile` are outside them."""
+`train.log_every`, `train.checkpoint_every` and `eval.compile` are declared cache-neutral by the job kinds,
+and the engine's one hashing policy leaves them out."""
 
 from __future__ import annotations
 
-from spillover.config import TrainSettings
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from spillover.engine.plan import Job, JobParams, hashed_params
 from spillover.studies.transfer.plan import build_plan
 from spillover.studies.transfer.spec import TransferStudySpec
 
@@ -33,16 +37,32 @@ def test_result_settings_change_the_training_and_its_evaluations():
     }
 
 
-def test_job_params_keep_the_ids_of_study_folders_made_before():
-    """Before, a training job's params were the plain dump: with the speed settings at their defaults
-    (the usual case) the new params are the same, so an upgraded study re-trains nothing."""
-    assert TrainSettings().job_params() == TrainSettings().model_dump(mode="json")
-    assert TrainSettings(compile=True, log_every=3).job_params() == TrainSettings().model_dump(mode="json")
+def test_the_hashing_policy_leaves_out_exactly_the_declared_cache_neutral_fields():
+    class Inner(BaseModel):
+        speed: int = 0
+        value: int = 0
+
+    class Params(JobParams):
+        cache_neutral = ("inner.speed", "fast")
+        inner: Inner
+        fast: bool = False
+        slow: int = 0
+
+    base = hashed_params(Params(inner=Inner()))
+    assert base == {"inner": {"value": 0}, "slow": 0}
+    assert hashed_params(Params(inner=Inner(speed=5), fast=True)) == base
+    assert (
+        Job("k", "n", Params(inner=Inner(speed=5), fast=True)).id == Job("k", "n", Params(inner=Inner())).id
+    )
+    assert Job("k", "n", Params(inner=Inner(value=1))).id != Job("k", "n", Params(inner=Inner())).id
 
 
-def test_a_job_runs_with_the_study_speed_settings_of_now():
-    params = TrainSettings(learning_rate=1e-4, compile=False).job_params()
-    study = TrainSettings(compile=False, log_every=4, checkpoint_every=9, learning_rate=5e-5)
-    settings = TrainSettings.for_job(params, study)
-    assert (settings.compile, settings.log_every, settings.checkpoint_every) == (False, 4, 9)
-    assert settings.learning_rate == 1e-4  # the job's own, result-affecting values stay
+def test_job_params_are_frozen_and_strict():
+    class Params(JobParams):
+        x: int
+
+    params = Params(x=1)
+    with pytest.raises(ValidationError):
+        params.x = 2
+    with pytest.raises(ValidationError):
+        Params(x=1, y=2)
