@@ -41,9 +41,14 @@ format: setup
 	$(BIN)/ruff format src tests benchmarks scripts
 	$(BIN)/ruff check --fix src tests benchmarks scripts
 
+# side-by-side benchmarks (benchmarks/README.md): scripts of the source checkout, not shipped in the wheel
 bench: setup
 	$(BIN)/pip install -q -c constraints.txt -e '.[bench]'
-	$(BIN)/spillover bench all
+	$(BIN)/python benchmarks/eval_vs_lm_eval.py
+	$(BIN)/python benchmarks/train_vs_trl.py
+	$(BIN)/python benchmarks/generation_vs_generate.py
+	$(BIN)/python benchmarks/attention_kernels.py
+	$(BIN)/python benchmarks/matmul_shapes.py
 
 clean:
 	rm -rf $(VENV) runs eval-out

@@ -16,10 +16,7 @@ log = logging.getLogger("spillover")
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "bench":
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    args.extra = extra
+    args = parser.parse_args(argv)
     quiet = int(os.environ.get("RANK", "0")) > 0  # the other processes of a data-parallel launch
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO,
@@ -158,26 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     md = sub.add_parser("models", help="show the embedded model and cached checkpoints")
     md.set_defaults(func=_cmd_models)
-
-    bn = sub.add_parser(
-        "bench",
-        help="run a benchmark against its competitor (source checkout only; see benchmarks/README.md)",
-        description="Run benchmarks/<script>.py with this interpreter; unknown arguments are passed through.",
-    )
-    bn.add_argument("name", metavar="NAME", help=f"one of: {', '.join([*BENCHMARKS, 'all'])}")
-    bn.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="default: each script's own")
-    bn.set_defaults(func=_cmd_bench)
     return p
-
-
-# `spillover bench NAME` -> script in the source checkout's benchmarks/ folder
-BENCHMARKS = {
-    "eval": "eval_vs_lm_eval.py",
-    "train": "train_vs_trl.py",
-    "generate": "generation_vs_generate.py",
-    "attention": "attention_kernels.py",
-    "matmul": "matmul_shapes.py",
-}
 
 
 def _positive_int(s: str) -> int:
@@ -397,34 +375,6 @@ def _cmd_models(args: argparse.Namespace) -> int:
     for row in list_models():
         table.add_row(row["name"], row["source"], row["cached"])
     _console().print(table)
-    return 0
-
-
-def _cmd_bench(args: argparse.Namespace) -> int:
-    import subprocess
-
-    import spillover
-
-    names = [*BENCHMARKS, "all"]
-    if args.name not in names:
-        raise SpilloverError(f"unknown benchmark '{args.name}'; allowed: {', '.join(names)}")
-    folder = Path(spillover.__file__).resolve().parents[2] / "benchmarks"
-    if not folder.is_dir():
-        raise SpilloverError(
-            f"no benchmarks/ folder next to the package ({folder}): benchmarks run from a source checkout "
-            "(git clone, then pip install -e '.[bench]')"
-        )
-    chosen = list(BENCHMARKS) if args.name == "all" else [args.name]
-    for name in chosen:
-        cmd = [sys.executable, str(folder / BENCHMARKS[name]), *args.extra]
-        if args.precision and name in ("train", "attention"):  # these take --fp32 (default: bf16 autocast)
-            cmd += ["--fp32"] if args.precision == "fp32" else []
-        elif args.precision:
-            cmd += ["--precision", args.precision]
-        print(f"$ {' '.join(cmd)}", file=sys.stderr, flush=True)
-        code = subprocess.run(cmd).returncode
-        if code:
-            return code
     return 0
 
 
