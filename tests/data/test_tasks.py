@@ -94,6 +94,21 @@ def test_unknown_metric_suggests(tmp_path):
         load_task_file(tmp_path / "tasks.yaml")
 
 
+def test_metric_checked_against_the_registry(tmp_path):
+    rouge = TASK.replace("metric: accuracy", "metric: rouge_l")
+    (tmp_path / "tasks.yaml").write_text(rouge)
+    with pytest.raises(
+        SpilloverError, match="metric 'rouge_l' does not fit a classification task; use one of: acc"
+    ):
+        load_task_file(tmp_path / "tasks.yaml")
+    gen = "tasks:\n  - {name: g, type: generation, test: t.jsonl, metric: %s}\n"
+    (tmp_path / "tasks.yaml").write_text(gen % "pass@1")
+    with pytest.raises(SpilloverError, match="metric pass_at_1 needs `tests_field`"):
+        load_task_file(tmp_path / "tasks.yaml")
+    (tmp_path / "tasks.yaml").write_text(gen % "rougeL")
+    assert load_task_file(tmp_path / "tasks.yaml")["g"].metric == "rouge_l"  # an alias, stored by name
+
+
 def test_malformed_yaml_names_line(tmp_path):
     (tmp_path / "tasks.yaml").write_text("tasks:\n  - name: [unclosed\n")
     with pytest.raises(SpilloverError, match=r"tasks\.yaml:\d+:\d+: malformed YAML"):

@@ -13,7 +13,9 @@ from spillover.evaluation.metrics import (
     canonical_number,
     code_block,
     first_line,
+    get_metric,
     last_number,
+    metrics_for,
     normalize_answer,
     rouge_l_f,
 )
@@ -87,6 +89,16 @@ def test_registry_directions_and_names():
     assert all(METRICS.get(n).higher_is_better for n in METRICS.names())
     with pytest.raises(SpilloverError, match="did you mean 'rouge_l'"):
         METRICS.get("rouge")
+
+
+def test_registry_kinds_aliases_and_aggregation():
+    assert metrics_for("classification") == metrics_for("multiple_choice") == ["accuracy"]
+    assert metrics_for("generation") == ["accuracy", "exact_match", "pass_at_1", "rouge_l"]
+    assert [get_metric(a).name for a in ("acc", "rougeL", "pass@1")] == ["accuracy", "rouge_l", "pass_at_1"]
+    assert get_metric("pass_at_1").requires == {"tests_field": "the field with the unit tests"}
+    assert get_metric("exact_match").aggregate([1.0, 0.0, 0.0, 1.0]) == 0.5
+    with pytest.raises(SpilloverError, match=r"unknown metric 'bleu' available: accuracy, exact_match"):
+        get_metric("bleu")
 
 
 def test_accuracy_classification_and_generation():
@@ -168,6 +180,18 @@ def test_bootstrap_ci_matches_a_plain_numpy_bootstrap():
     means = values[rng.integers(0, 5, size=(200, 5))].mean(axis=1)
     expected = tuple(np.percentile(means, [5.0, 95.0]))
     assert bootstrap_ci(values, n_boot=200, seed=0, alpha=0.1) == pytest.approx(expected)
+
+
+def test_bootstrap_ci_of_another_aggregation():
+    values = np.array([0.0, 0.0, 1.0, 5.0, 9.0])
+    rng = np.random.default_rng(0)
+    medians = np.median(values[rng.integers(0, 5, size=(300, 5))], axis=1)
+    expected = tuple(np.percentile(medians, [2.5, 97.5]))
+
+    def median(scores: np.ndarray) -> np.ndarray:
+        return np.median(scores, axis=-1)
+
+    assert bootstrap_ci(values, n_boot=300, seed=0, statistic=median) == pytest.approx(expected)
 
 
 def test_bootstrap_ci_degenerate_inputs():

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
-from spillover.data.tasks import load_examples, load_task_file
+from spillover.data.tasks import TaskSpec, load_examples, load_task_file
 from spillover.errors import SpilloverError
 from spillover.evaluation import evaluate as evaluate_module
+from spillover.evaluation import metrics
 from spillover.evaluation.evaluate import evaluate_task, evaluate_tasks, results_to_json
 from spillover.models.load import Precision
+from spillover.registry import Registry
 
 
 @pytest.fixture()
@@ -146,3 +149,60 @@ def test_multiple_choice_end_to_end(tiny_model, tokenizer, tmp_path):
     assert result.gold_distribution == {"A": 2, "B": 1}
     assert sum(result.label_distribution.values()) == 3
     assert [len(r["option_scores"]) for r in records] == [3, 2, 3]
+
+
+@pytest.fixture()
+def metric_registry(monkeypatch):
+    """A copy of the metric registry for one test: what the test registers is gone after it."""
+    copy = Registry("metric")
+    for name in metrics.METRICS:
+        copy.register(name)(metrics.METRICS.get(name))
+    monkeypatch.setattr(metrics, "METRICS", copy)
+    return copy
+
+
+def test_a_metric_registered_in_one_place_is_usable_in_task_specs_and_evaluation(
+    tiny_model, tokenizer, tmp_path, metric_registry
+):
+    """Adding a metric is one `register_metric`: task files accept it, evaluation uses its scorer,
+    aggregation, direction and gold, and task types it does not fit are refused."""
+
+    @metrics.register_metric(
+        "answer_length",
+        kinds=("generation",),
+        higher_is_better=False,
+        aggregation=lambda scores: np.median(scores, axis=-1),
+        requires={"answer_field": "the field with the reference answer"},
+        gold=lambda example, task: len(example.row[task.answer_field]),
+        aliases=("len",),
+    )
+    def answer_length(prediction, example, task):
+        return float(abs(len(prediction) - len(example.row[task.answer_field])))
+
+    rows = [{"id": f"g{i}", "question": f"Say {i}", "output": "x", "answer": "a" * i} for i in range(5)]
+    write_jsonl(tmp_path / "test.jsonl", rows)
+    spec = "tasks:\n  - {name: gen, type: generation, test: test.jsonl, input: '{question}', %s}\n"
+    (tmp_path / "g.yaml").write_text(spec % "metric: len, answer_field: answer, max_new_tokens: 4")
+    task = load_task_file(tmp_path / "g.yaml")["gen"]
+    assert task.metric == "answer_length"  # stored under its name
+
+    result = evaluate_task(tiny_model, tokenizer, task, predictions_path=tmp_path / "p.jsonl")
+    records = read_jsonl(tmp_path / "p.jsonl")
+    expected = [abs(len(r["prediction"]) - i) for i, r in enumerate(records)]
+    assert [r["score"] for r in records] == expected
+    assert [r["gold"] for r in records] == [0, 1, 2, 3, 4]
+    assert result.metric == "answer_length" and result.higher_is_better is False
+    assert result.value == float(np.median(expected))
+    assert result.ci_low <= result.value <= result.ci_high
+
+    (tmp_path / "g.yaml").write_text(spec % "metric: answer_length")
+    with pytest.raises(SpilloverError, match="metric answer_length needs `answer_field`"):
+        load_task_file(tmp_path / "g.yaml")
+    with pytest.raises(ValueError, match="does not fit a classification task; use one of: accuracy \["):
+        TaskSpec(name="c", type="classification", test="t.jsonl", labels=["a", "b"], metric="answer_length")
+
+
+def test_the_copied_metric_registry_is_gone_after_the_test():
+    assert "answer_length" not in metrics.METRICS
+    with pytest.raises(ValueError, match="unknown metric 'answer_length'"):
+        TaskSpec(name="g", type="generation", test="t.jsonl", metric="answer_length")

@@ -16,10 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 
 from spillover.data.sources import read_rows
 from spillover.errors import SpilloverError, unknown_name_message
+from spillover.evaluation.metrics import check_task_metric, get_metric
 from spillover.yamlio import load_yaml, validate
 
 BUILTIN_FILE = Path(__file__).parent / "builtin" / "tasks.yaml"
-METRICS = ("accuracy", "exact_match", "rouge_l", "pass_at_1")
 _FIELD = re.compile(r"{(\w+)}")
 
 
@@ -58,10 +58,11 @@ class TaskSpec(BaseModel):
     @field_validator("metric")
     @classmethod
     def _known_metric(cls, v: str) -> str:
-        v = {"pass@1": "pass_at_1", "rougeL": "rouge_l", "acc": "accuracy"}.get(v, v)
-        if v not in METRICS:
-            raise ValueError(unknown_name_message("metric", v, METRICS))
-        return v
+        """A name (or alias) in the metric registry (`evaluation/metrics.py`), stored under its name."""
+        try:
+            return get_metric(v).name
+        except SpilloverError as e:  # reported by pydantic with the file and the task
+            raise ValueError(str(e)) from None
 
     @field_validator("input")
     @classmethod
@@ -86,10 +87,7 @@ class TaskSpec(BaseModel):
             raise ValueError(f"`labels` has duplicates: {self.labels}")
         if self.type == "multiple_choice" and not self.choices:
             raise ValueError("a multiple_choice task needs `choices` (the field holding the list of options)")
-        if self.type != "generation" and self.metric != "accuracy":
-            raise ValueError(f"metric '{self.metric}' does not fit a {self.type} task; use accuracy")
-        if self.metric == "pass_at_1" and not self.tests_field:
-            raise ValueError("metric pass_at_1 needs `tests_field` (the field with the unit tests)")
+        check_task_metric(self)  # fits the task type; the fields it needs are set
         return self
 
     @property

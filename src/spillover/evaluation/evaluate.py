@@ -1,8 +1,10 @@
 """Evaluate a model on tasks: load the test split, prompt (k-shot demos from the TRAIN split), score or
 generate, compute the task's metric with a bootstrap CI, and write per-example predictions as JSONL.
 
-Classification and multiple choice go through log-likelihood scoring of every option (`scoring.py`);
-generation tasks through greedy decoding (`generation.py`) and the task's metric (`metrics.py`).
+Everything metric-specific comes from the metric registry (`metrics.py`): the task type's request kind
+picks the runner (log-likelihood scoring of every option, `scoring.py`, for classification and multiple
+choice; greedy decoding, `generation.py`, for generation), and the task's metric scores each example,
+aggregates the scores and says which direction is better.
 """
 
 from __future__ import annotations
@@ -23,13 +25,7 @@ from spillover.atomic import atomic_write_text
 from spillover.data.prompts import render_context, sample_demos
 from spillover.data.tasks import Example, TaskSpec, load_examples
 from spillover.evaluation.generation import generate_for_task
-from spillover.evaluation.metrics import (
-    METRICS,
-    bootstrap_ci,
-    extract_answer,
-    gold_answer,
-    gold_references,
-)
+from spillover.evaluation.metrics import REQUEST_KIND, Metric, bootstrap_ci, extract_answer, get_metric
 from spillover.evaluation.scoring import ScoredExample, score_examples
 from spillover.models.load import Precision
 
@@ -70,28 +66,25 @@ def evaluate_task(
 ) -> TaskResult:
     """Evaluate `model` on the test split of `task` (first `limit` rows) with `shots` train demos.
     `compile`: run scoring's decoder layers compiled (`evaluation.scoring`; generation stays eager)."""
+    metric = get_metric(task.metric)
+    run = _RUNNERS[REQUEST_KIND[task.type]]
     examples = load_examples(task, "test", limit)
     demos = draw_demos(task, examples, shots, seed)
     start = time.perf_counter()
     with _inference(model, precision):
-        if task.type == "generation":
-            records, scores, extra = _run_generation(model, tokenizer, task, examples, demos, batch_size)
-        else:
-            records, scores, extra = _run_scoring(
-                model, tokenizer, task, examples, demos, batch_size, compile
-            )
+        records, scores, extra = run(model, tokenizer, task, metric, examples, demos, batch_size, compile)
     seconds = time.perf_counter() - start
-    low, high = bootstrap_ci(scores, seed=seed)
+    low, high = bootstrap_ci(scores, seed=seed, statistic=metric.aggregation)
     if predictions_path is not None:
         write_jsonl_atomic(Path(predictions_path), records)
     result = TaskResult(
         task=task.name,
-        metric=task.metric,
-        value=sum(scores) / len(scores),
+        metric=metric.name,
+        value=metric.aggregate(scores),
         n=len(scores),
         ci_low=low,
         ci_high=high,
-        higher_is_better=METRICS.get(task.metric).higher_is_better,
+        higher_is_better=metric.higher_is_better,
         shots=shots,
         seed=seed,
         extra={**extra, "seconds": round(seconds, 3)},
@@ -115,7 +108,7 @@ def evaluate_task(
 
 def _distribution(task: TaskSpec, examples, records, key: str) -> dict[str, int]:
     """Counts of predicted (or gold) labels, every label listed (zeros too); empty for generation tasks."""
-    if task.type == "generation":
+    if REQUEST_KIND[task.type] == "generation":
         return {}
     counts = Counter(_label(task, r[key], ex) for ex, r in zip(examples, records, strict=True))
     return {label: counts[label] for label in task.labels or sorted(counts)}
@@ -161,10 +154,9 @@ def _inference(model, precision: Precision | None) -> Iterator[None]:
 
 
 def _run_scoring(
-    model, tokenizer, task, examples, demos, batch_size, compile
+    model, tokenizer, task, metric: Metric, examples, demos, batch_size, compile
 ) -> tuple[list[dict], list[float], dict]:
     """Log-likelihood of every option; the prediction is the option with the highest summed log-prob."""
-    metric = METRICS.get(task.metric)
     scored = score_examples(model, tokenizer, task, examples, demos, batch_size=batch_size, compile=compile)
     records, scores, norm_hits = [], [], []
     for ex, d, s in zip(examples, demos, scored, strict=True):
@@ -200,10 +192,9 @@ def _option_record(task, tokenizer, ex: Example, demos, s: ScoredExample, score:
 
 
 def _run_generation(
-    model, tokenizer, task, examples, demos, batch_size
+    model, tokenizer, task, metric: Metric, examples, demos, batch_size, compile
 ) -> tuple[list[dict], list[float], dict]:
-    """Greedy answers scored by the task's metric."""
-    metric = METRICS.get(task.metric)
+    """Greedy answers scored by the task's metric (`compile` is not used: generation runs eager)."""
     prompts, gens = generate_for_task(model, tokenizer, task, examples, demos, batch_size=batch_size)
     records, scores = [], []
     for ex, d, prompt, gen in zip(examples, demos, prompts, gens, strict=True):
@@ -214,7 +205,7 @@ def _run_generation(
                 "id": ex.id,
                 "prompt": prompt,
                 "demo_ids": [x.id for x in d],
-                "gold": _generation_gold(task, ex),
+                "gold": metric.gold_of(ex, task),
                 "prediction": gen.text,
                 "extracted": extract_answer(gen.text, task.extract),
                 "score": score,
@@ -230,12 +221,8 @@ def _run_generation(
     return records, scores, extra
 
 
-def _generation_gold(task: TaskSpec, ex: Example) -> Any:
-    if task.metric == "rouge_l":
-        return gold_references(ex, task)
-    if task.metric == "pass_at_1":
-        return ex.row[task.tests_field] if task.tests_field else None
-    return gold_answer(ex, task)
+# one runner per request kind (metrics.REQUEST_KIND): records, per-example scores, extra statistics
+_RUNNERS = {"loglikelihood": _run_scoring, "generation": _run_generation}
 
 
 def write_jsonl_atomic(path: Path, records: Sequence[dict[str, Any]]) -> None:

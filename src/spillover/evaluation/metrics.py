@@ -1,9 +1,14 @@
-"""Metrics: a registry of per-example scorers carrying their direction, answer extraction, bootstrap CIs.
+"""Metrics: the one registry of metric names. Each metric is registered once, here, with everything the rest
+of the library asks of it: the request kinds it scores, its direction, its aggregation and its per-example
+scorer (lm-eval `api/metrics.py`: direction and aggregation travel with the metric). Task specs validate
+their `metric:` against this registry and `evaluate.py` dispatches through it, so adding a metric touches
+this file only (or none: `register_metric` from user code or a test).
 
 A metric scores one example at a time: `metric.score(prediction, example, task) -> float` where
-`prediction` is the predicted option text (classification, multiple choice) or the raw generated text
-(generation; the metric applies `task.extract` itself). The task's value is the mean of those scores
-(lm-eval `api/metrics.py`: direction and aggregation travel with the metric).
+`prediction` is the predicted option text (log-likelihood requests: classification, multiple choice) or the
+raw generated text (generation; the metric applies `task.extract` itself). The task's value is the
+metric's aggregation of those scores (the mean for every built-in metric), with a bootstrap interval of
+that same aggregation.
 
 The gold answer of a generation task is `row[task.answer_field]` when the task names one, else its
 `target` passed through the same extraction as the prediction (so a gsm8k-style target
@@ -14,38 +19,132 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from spillover.data.tasks import Example, TaskSpec, as_text
+from spillover.errors import SpilloverError, unknown_name_message
 from spillover.evaluation.sandbox import run_tests
 from spillover.registry import Registry
 
-Scorer = Callable[[str, Example, TaskSpec], float]
+if TYPE_CHECKING:  # data.tasks validates task specs against this registry: no runtime import back
+    from spillover.data.tasks import Example, TaskSpec
+
+Scorer = Callable[[str, "Example", "TaskSpec"], float]
+Aggregation = Callable[[np.ndarray], Any]  # reduces the last axis: scores (n,) -> (), (B, n) -> (B,)
+RequestKind = Literal["loglikelihood", "generation"]
+# how each task type is run: every option scored by log-likelihood, or text generated
+REQUEST_KIND: dict[str, RequestKind] = {
+    "classification": "loglikelihood",
+    "multiple_choice": "loglikelihood",
+    "generation": "generation",
+}
+
+
+def mean(scores: np.ndarray) -> np.ndarray:
+    """The default aggregation: the mean over the last axis."""
+    return scores.mean(axis=-1)
+
+
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else str(value)  # as data.tasks.as_text (no import back)
 
 
 @dataclass(frozen=True)
 class Metric:
-    """A named per-example scorer; the task value is the mean of the scores."""
+    """A named per-example scorer and what goes with it.
+
+    `kinds`: the request kinds it can score ("loglikelihood": the prediction is the best option's text;
+    "generation": the generated text). `requires`: task fields that must be set, each with what it holds.
+    `gold`: what a generation task's predictions file shows as the gold answer. `aliases`: other spellings
+    accepted in task specs (stored under `name`).
+    """
 
     name: str
-    higher_is_better: bool
+    kinds: frozenset[RequestKind]
     score: Scorer
+    higher_is_better: bool = True
+    aggregation: Aggregation = mean
+    requires: Mapping[str, str] = field(default_factory=dict)
+    gold: Callable[[Example, TaskSpec], Any] | None = None
+    aliases: tuple[str, ...] = ()
+
+    def aggregate(self, scores: Sequence[float]) -> float:
+        """The task's value from its per-example scores."""
+        return float(self.aggregation(np.asarray(scores, dtype=np.float64)))
+
+    def fits(self, task_type: str) -> bool:
+        return REQUEST_KIND[task_type] in self.kinds
+
+    def gold_of(self, example: Example, task: TaskSpec) -> Any:
+        return (self.gold or gold_answer)(example, task)
 
 
 METRICS: Registry[Metric] = Registry("metric")
 
 
-def _register(name: str, higher_is_better: bool = True) -> Callable[[Scorer], Scorer]:
+def register_metric(
+    name: str,
+    *,
+    kinds: Iterable[RequestKind],
+    higher_is_better: bool = True,
+    aggregation: Aggregation = mean,
+    requires: Mapping[str, str] | None = None,
+    gold: Callable[[Example, TaskSpec], Any] | None = None,
+    aliases: Sequence[str] = (),
+) -> Callable[[Scorer], Scorer]:
+    """Decorator: register a per-example scorer as metric `name` (usable as `metric: name` in task files)."""
+    kinds = frozenset(kinds)
+    unknown = kinds - set(REQUEST_KIND.values())
+    if not kinds or unknown:
+        raise ValueError(
+            f"metric '{name}': kinds must be loglikelihood and/or generation, got {sorted(kinds)}"
+        )
+
     def add(fn: Scorer) -> Scorer:
-        METRICS.register(name)(Metric(name, higher_is_better, fn))
+        metric = Metric(
+            name, kinds, fn, higher_is_better, aggregation, dict(requires or {}), gold, tuple(aliases)
+        )
+        METRICS.register(name)(metric)
         return fn
 
     return add
+
+
+def get_metric(name: str) -> Metric:
+    """The metric registered as `name` or with `name` among its aliases.
+
+    Raises SpilloverError "unknown metric 'x'; did you mean 'y'? available: ..." for any other name."""
+    if name in METRICS:
+        return METRICS.get(name)
+    for known in METRICS:
+        if name in METRICS.get(known).aliases:
+            return METRICS.get(known)
+    raise SpilloverError(unknown_name_message("metric", str(name), METRICS.names()))
+
+
+def metrics_for(task_type: str) -> list[str]:
+    """Names of the metrics that can score a task of this type."""
+    return [n for n in METRICS if METRICS.get(n).fits(task_type)]
+
+
+def check_task_metric(task: TaskSpec) -> Metric:
+    """The task's metric, checked against the task: it scores this task type, the fields it needs are set.
+    Raises ValueError (TaskSpec reports it with the file and the task)."""
+    metric = get_metric(task.metric)
+    if not metric.fits(task.type):
+        raise ValueError(
+            f"metric '{metric.name}' does not fit a {task.type} task; "
+            f"use one of: {', '.join(metrics_for(task.type))}"
+        )
+    for field_name, what in metric.requires.items():
+        if not getattr(task, field_name):
+            raise ValueError(f"metric {metric.name} needs `{field_name}` ({what})")
+    return metric
 
 
 # ------------------------------------------------------------------------------------ answer extraction
@@ -119,7 +218,7 @@ def _as_number(text: str) -> Decimal | None:
 def gold_answer(example: Example, task: TaskSpec) -> str:
     """What a generation is compared against (see the module docstring)."""
     if task.answer_field:
-        return as_text(example.row[task.answer_field])
+        return _as_text(example.row[task.answer_field])
     return extract_answer(example.target, task.extract)
 
 
@@ -129,13 +228,13 @@ def gold_references(example: Example, task: TaskSpec) -> list[str]:
         return [example.target]
     refs = example.row.get(task.references_field)
     refs = [refs] if isinstance(refs, str) else list(refs or [])
-    return [as_text(r) for r in refs] or [example.target]
+    return [_as_text(r) for r in refs] or [example.target]
 
 
 # ---------------------------------------------------------------------------------------------- metrics
 
 
-@_register("accuracy")
+@register_metric("accuracy", kinds=("loglikelihood", "generation"), aliases=("acc",))
 def accuracy(prediction: str, example: Example, task: TaskSpec) -> float:
     """Classification / multiple choice: the predicted option is the gold one. Generation: the extracted
     answer equals the gold answer after stripping whitespace."""
@@ -144,7 +243,7 @@ def accuracy(prediction: str, example: Example, task: TaskSpec) -> float:
     return float(extract_answer(prediction, task.extract).strip() == gold_answer(example, task).strip())
 
 
-@_register("exact_match")
+@register_metric("exact_match", kinds=("generation",))
 def exact_match(prediction: str, example: Example, task: TaskSpec) -> float:
     """SQuAD-normalised equality of the extracted answer and the gold answer; two numbers compare by value
     (so '-5' != '5' and '18.00' == '18', which SQuAD's punctuation stripping would get wrong)."""
@@ -170,18 +269,24 @@ def rouge_l_f(prediction: str, reference: str) -> float:
     return float(_rouge_scorer().score(reference, prediction)["rougeL"].fmeasure)
 
 
-@_register("rouge_l")
+@register_metric("rouge_l", kinds=("generation",), gold=gold_references, aliases=("rougeL",))
 def rouge_l(prediction: str, example: Example, task: TaskSpec) -> float:
     """Max Rouge-L F over the references of the example."""
     pred = extract_answer(prediction, task.extract)
     return max(rouge_l_f(pred, ref) for ref in gold_references(example, task))
 
 
-@_register("pass_at_1")
+@register_metric(
+    "pass_at_1",
+    kinds=("generation",),
+    requires={"tests_field": "the field with the unit tests"},
+    gold=lambda example, task: example.row[task.tests_field],
+    aliases=("pass@1",),
+)
 def pass_at_1(prediction: str, example: Example, task: TaskSpec) -> float:
     """1.0 if the extracted code passes the example's tests in the sandbox (one greedy sample)."""
     tests = example.row[task.tests_field] if task.tests_field else ""
-    tests = "\n".join(map(str, tests)) if isinstance(tests, list) else as_text(tests)
+    tests = "\n".join(map(str, tests)) if isinstance(tests, list) else _as_text(tests)
     return float(run_tests(extract_answer(prediction, task.extract), tests).passed)
 
 
@@ -189,9 +294,14 @@ def pass_at_1(prediction: str, example: Example, task: TaskSpec) -> float:
 
 
 def bootstrap_ci(
-    values: Sequence[float], n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
+    values: Sequence[float],
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    statistic: Aggregation = mean,
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean: resample `values` with replacement `n_boot` times.
+    """Percentile bootstrap interval of `statistic` (a metric's aggregation; the mean by default): resample
+    `values` with replacement `n_boot` times.
 
     Deterministic for a seed. An empty input gives (nan, nan); a single value v gives (v, v).
     """
@@ -199,10 +309,10 @@ def bootstrap_ci(
     if data.size == 0:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
-    means = np.empty(n_boot)
+    stats = np.empty(n_boot)
     step = max(1, 2_000_000 // data.size)  # bound the (boots, n) index matrix to ~16 MB
     for start in range(0, n_boot, step):
         stop = min(n_boot, start + step)
-        means[start:stop] = data[rng.integers(0, data.size, size=(stop - start, data.size))].mean(axis=1)
-    low, high = np.percentile(means, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+        stats[start:stop] = statistic(data[rng.integers(0, data.size, size=(stop - start, data.size))])
+    low, high = np.percentile(stats, [100 * alpha / 2, 100 * (1 - alpha / 2)])
     return float(low), float(high)
