@@ -9,8 +9,9 @@ from tests.conftest import write_jsonl
 from tests.studies.conftest import TASKS, write_toy_study
 
 from spillover.cli import main
+from spillover.engine.plan import JobParams
 from spillover.engine.store import Store
-from spillover.studies.run import load_study, run_study
+from spillover.studies.run import load_study, prepare, run_study
 
 MATH_TASK = """  - name: toy_math
     type: generation
@@ -123,6 +124,22 @@ def test_wise_alpha_evaluations_and_rerun_skips(tradeoff_file):
     assert sorted(runs["alpha"]) == [0.5, 1.0, 1.0]
     again, _ = run_study(kind, spec)
     assert not again.done and len(again.skipped) == len(summary.done)
+
+
+def plan_ids(study, overrides: list[str]) -> dict[str, str]:
+    kind, spec = load_study(study, ["methods=[{label: ce, wise_ft: [0.5]}]", *overrides])
+    _, plan = prepare(kind, spec)
+    assert all(isinstance(job.params, JobParams) for job in plan)  # typed parameters, no dicts
+    return {job.name: job.id for job in plan}
+
+
+def test_job_ids_cover_results_not_speed_settings(tradeoff_file):
+    default = plan_ids(tradeoff_file, [])
+    speed = ["train.compile=true", "train.log_every=5", "train.checkpoint_every=7", "eval.compile=true"]
+    assert plan_ids(tradeoff_file, speed) == default
+    changed = plan_ids(tradeoff_file, ["learning_rates=[0.001, 0.02]"])  # 0.03 -> 0.02: its runs only
+    moved = {name for name in default if default[name] != changed.get(name)}
+    assert moved == {name for name in default if "lr=0.03" in name} | {"analyse + report"}
 
 
 @pytest.mark.parametrize(

@@ -1,44 +1,60 @@
-"""The tradeoff study's tables, from the stored results: runs (domain vs general score, ΔCL, Pareto), code
-length, token probabilities and TALR weight curves. Pure over what the store returned; no model needed."""
+"""The tradeoff study's analysis: runs (domain vs general score, ΔCL, Pareto), code length, token
+probabilities and TALR weight curves, from the finished jobs' results. Pure over `Results`; no model needed.
+"""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from spillover.analysis.pareto import pareto_mask
 from spillover.analysis.tokens import code_length_table, empirical_cdf, probability_summary
-from spillover.studies.tradeoff import BASE
+from spillover.engine.plan import Job
+from spillover.studies.contract import BASE, Analysis, Results
+from spillover.studies.tradeoff.plan import TradeoffAnalyseJob
+from spillover.training.artifacts import LOG_FILE
 
 RUN_KEYS = ["domain", "format", "method", "lr", "alpha"]
+SCORE_KEYS = ["value", "n", "ci_low", "ci_high"]
+_BASE_RUN = {"domain": None, "format": None, "method": BASE, "lr": np.nan}
 
 
-def score_rows(store, evals) -> pd.DataFrame:
+def analyse(results: Results, p: TradeoffAnalyseJob) -> Analysis:
+    """All tables from whatever finished (missing values are NaN); `extra`: the token section's example
+    sequences."""
+    scores = score_rows(results, results.finished("eval"))
+    runs = runs_table(scores, p.domains, p.general)
+    cl_results = {j.params.label: results.result(j)["code_length"] for j in results.finished("codelen")}
+    cl = code_lengths(cl_results, runs, p.domains, p.cl_general)
+    if len(cl) and len(runs):
+        runs = runs.merge(
+            cl[["model", "domain", "dCL_domain", "dCL_general"]], on=["model", "domain"], how="left"
+        )
+    token_results = [results.result(j) for j in results.finished("tokens")]
+    tables = {
+        "runs": runs,
+        "scores": scores,
+        "pareto_front": runs[runs["on_front"]] if len(runs) else runs,
+        "code_length": cl,
+        "talr_weights": talr_curves(results, results.finished("train")),
+    }
+    tables |= token_tables(token_results, p.tokens.thresholds, p.tokens.bins)
+    examples = [dict(e, domain=r["task"], format=r["format"]) for r in token_results for e in r["examples"]]
+    return Analysis(tables, footer=f"{len(runs)} models, {len(scores)} scores", extra=examples)
+
+
+def score_rows(results: Results, evals: list[Job]) -> pd.DataFrame:
     """One row per finished evaluation: model label, run keys (base: method 'base'), target, value, CI."""
+    jobs = {j.id: j.params for j in evals}
     rows = []
-    for job in evals:
-        run = job.params.get("run") or {"domain": None, "format": None, "method": BASE, "lr": np.nan}
-        for s in store.scores([job.id]):
-            rows.append(
-                {
-                    "model": job.params["label"],
-                    **run,
-                    "alpha": job.params.get("alpha", 1.0),
-                    "target": s["target"],
-                    "metric": s["metric"],
-                    "value": s["value"],
-                    "n": s["n"],
-                    "ci_low": s["ci_low"],
-                    "ci_high": s["ci_high"],
-                }
-            )
-    return pd.DataFrame(
-        rows, columns=["model", *RUN_KEYS, "target", "metric", "value", "n", "ci_low", "ci_high"]
-    )
+    for s in results.scores_of(evals).itertuples(index=False):
+        p = jobs[s.job_id]
+        run = p.run.model_dump() if p.run is not None else _BASE_RUN
+        keys = {"target": s.target, "metric": s.metric} | {k: getattr(s, k) for k in SCORE_KEYS}
+        rows.append({"model": p.label, **run, "alpha": p.alpha, **keys})
+    return pd.DataFrame(rows, columns=["model", *RUN_KEYS, "target", "metric", *SCORE_KEYS])
 
 
 def runs_table(scores: pd.DataFrame, domains: list[str], general: list[str]) -> pd.DataFrame:
@@ -107,17 +123,19 @@ def token_tables(results: list[dict], thresholds: list[float], bins: int) -> dic
     return {"token_summary": pd.DataFrame(summary), "token_cdf": cat(cdf), "token_hist": cat(hist)}
 
 
-def talr_curves(train_jobs: list, job_dir) -> pd.DataFrame:
+def talr_curves(results: Results, train_jobs: list[Job]) -> pd.DataFrame:
     """Every `talr/*` statistic per logged step of every TALR run (from its train_log.jsonl): long form."""
     rows = []
     for job in train_jobs:
-        if job.params["train"]["objective"] != "talr":
+        if job.params.train.objective != "talr":
             continue
-        path = Path(job_dir(job.id)) / "train_log.jsonl"
+        path = results.job_dir(job) / LOG_FILE
         if not path.exists():
             continue
-        run = job.params["run"]
-        for line in path.read_text().splitlines():
+        run = job.params.run.model_dump()
+        for line in path.read_text(encoding="utf-8").split("\n"):
+            if not line.strip():
+                continue
             record = json.loads(line)
             for k, v in record.items():
                 if k.startswith("talr/"):
@@ -131,28 +149,3 @@ def talr_curves(train_jobs: list, job_dir) -> pd.DataFrame:
                         }
                     )
     return pd.DataFrame(rows, columns=["run", "domain", "format", "method", "lr", "step", "stat", "value"])
-
-
-def analyse_tradeoff(store, plan, p: dict[str, Any]) -> tuple[dict[str, pd.DataFrame], list[dict]]:
-    """All tables, and the example sequences for the token section."""
-    done = {j["id"] for j in store.jobs() if j["status"] == "done"}
-    finished = lambda kind: [j for j in plan.by_kind(kind) if j.id in done]  # noqa: E731
-    scores = score_rows(store, finished("eval"))
-    runs = runs_table(scores, p["domains"], p["general"])
-    cl_results = {j.params["label"]: store.result(j.id)["code_length"] for j in finished("codelen")}
-    cl = code_lengths(cl_results, runs, p["domains"], p["cl_general"])
-    if len(cl) and len(runs):
-        runs = runs.merge(
-            cl[["model", "domain", "dCL_domain", "dCL_general"]], on=["model", "domain"], how="left"
-        )
-    token_results = [store.result(j.id) for j in finished("tokens")]
-    tables = {
-        "runs": runs,
-        "scores": scores,
-        "pareto_front": runs[runs["on_front"]] if len(runs) else runs,
-        "code_length": cl,
-        "talr_weights": talr_curves(finished("train"), store.job_dir),
-    }
-    tables |= token_tables(token_results, p["tokens"]["thresholds"], p["tokens"]["bins"])
-    examples = [dict(e, domain=r["task"], format=r["format"]) for r in token_results for e in r["examples"]]
-    return tables, examples

@@ -4,39 +4,40 @@
   sequences training sees: same limit, max_len and supervision format), plus a few example sequences with
   their tokens as text, for the token-level analysis (methods.md §4.5).
 - `codelen`: one model's (base, tuned, or a WiSE-FT interpolation) code length — mean target-token
-  cross-entropy in bits — on the test split (first `codelength.limit` rows) of each listed task, scoring
-  the task's target as rendered for training (methods.md §4.6).
+  cross-entropy in bits — on the test split (first `limit` rows) of each listed task, scoring the task's
+  target as rendered for training (methods.md §4.6).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 
 from spillover.data.sft import build_sequences
 from spillover.engine.plan import Job, Plan
+from spillover.studies.context import StudyContext
+from spillover.studies.contract import JobOutput
+from spillover.studies.jobs import trained_artifact
+from spillover.studies.tradeoff.plan import CodelenJob, TokensJob
 from spillover.training.sequence_nll import sequence_nll
-
-JobOutput = tuple[dict[str, Any], list[dict[str, Any]]]
 
 
 def _pad_id(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
-def tokens_job(ctx, plan: Plan, job: Job) -> JobOutput:
-    """params: task, transforms, limit, max_len, examples. Result: p (every target token's probability
-    under the base model, rounded to 1e-6), and `examples` [{id, tokens: [str], p: [float]}]."""
-    p = job.params
-    task = ctx.tasks[p["task"]]
-    examples = ctx.examples(p["task"], "train", p["limit"], p["transforms"])
-    seqs = build_sequences(task, ctx.tokenizer, examples, p["max_len"], 0, ctx.spec.seed)
+def tokens_job(ctx: StudyContext, plan: Plan, job: Job) -> JobOutput:
+    """Result: p (every target token's probability under the base model, rounded to 1e-6), and `examples`
+    [{id, tokens: [str], p: [float]}] for the first `examples` sequences."""
+    p: TokensJob = job.params
+    task = ctx.tasks[p.task]
+    examples = ctx.examples(p.task, "train", p.limit, p.transforms)
+    seqs = build_sequences(task, ctx.tokenizer, examples, p.max_len, 0, ctx.spec.seed)
     nll = sequence_nll(ctx.base_model(), seqs, _pad_id(ctx.tokenizer), ctx.precision)
     probs = [torch.exp(-n) for n in nll]
     shown = []
-    for ex, seq, pr in list(zip(examples, seqs, probs, strict=True))[: p["examples"]]:
+    for ex, seq, pr in list(zip(examples, seqs, probs, strict=True))[: p.examples]:
         target_ids = seq.input_ids[len(seq.input_ids) - len(pr) :]
         shown.append(
             {
@@ -48,34 +49,31 @@ def tokens_job(ctx, plan: Plan, job: Job) -> JobOutput:
     flat = torch.cat(probs) if probs else torch.zeros(0)
     return {
         "task": task.name,
-        "format": p["format"],
+        "format": p.format,
         "p": [round(float(v), 6) for v in flat],
         "n_sequences": len(seqs),
         "examples": shown,
     }, []
 
 
-def codelen_job(ctx, plan: Plan, job: Job) -> JobOutput:
-    """params: datasets [{task}], codelength {limit, batch_size}, max_len, optional alpha; the model is
-    the base or the artifact of the job's training dependency. Result: {task: {bits, n_tokens, n}}."""
-    p, settings = job.params, job.params["codelength"]
-    trained = plan.jobs[job.deps[0]] if job.deps else None
-    artifact = ctx.store.result(trained.id)["artifact"] if trained else None
+def codelen_job(ctx: StudyContext, plan: Plan, job: Job) -> JobOutput:
+    """The model is the base or the artifact of the job's training dependency (mixed with the base when
+    `alpha` < 1). Result: {label, code_length: {task: {bits, n_tokens, n}}}."""
+    p: CodelenJob = job.params
+    _, artifact = trained_artifact(ctx, plan, job)
     out = {}
-    with ctx.loaded(artifact, p.get("alpha", 1.0)) as model:
-        for item in p["datasets"]:
-            task = ctx.tasks[item["task"]]
-            examples = ctx.examples(task.name, "test", settings["limit"])
-            seqs = build_sequences(task, ctx.tokenizer, examples, p["max_len"], 0, ctx.spec.seed)
-            nll = torch.cat(
-                sequence_nll(model, seqs, _pad_id(ctx.tokenizer), ctx.precision, settings["batch_size"])
-            )
+    with ctx.loaded(artifact, p.alpha) as model:
+        for item in p.datasets:
+            task = ctx.tasks[item.task]
+            examples = ctx.examples(task.name, "test", p.limit)
+            seqs = build_sequences(task, ctx.tokenizer, examples, p.max_len, 0, ctx.spec.seed)
+            nll = torch.cat(sequence_nll(model, seqs, _pad_id(ctx.tokenizer), ctx.precision, p.batch_size))
             out[task.name] = {
                 "bits": float(nll.mean()) / math.log(2),
                 "n_tokens": int(nll.numel()),
                 "n": len(seqs),
             }
-    return {"label": p["label"], "code_length": out}, []
+    return {"label": p.label, "code_length": out}, []
 
 
 HANDLERS = {"tokens": tokens_job, "codelen": codelen_job}

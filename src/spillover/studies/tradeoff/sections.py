@@ -1,37 +1,20 @@
-"""The tradeoff study's `analyse` job: tables from the store, tables/ (CSV + Parquet), report.html."""
+"""The tradeoff study's report sections: domain vs general score (Pareto), scores over the learning rate,
+code length, token probabilities under the base model, TALR weights, all scores."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import pandas as pd
 
-from spillover.engine.plan import Job, Plan
 from spillover.report import plots
-from spillover.report.html import ColouredText, Section, render_report, write_report
-from spillover.studies.tables import write_tables
-from spillover.studies.tradeoff import BASE
-from spillover.studies.tradeoff_analysis import analyse_tradeoff
+from spillover.report.html import ColouredText, Section
+from spillover.studies.contract import BASE, Analysis, Results
 
 
-def analyse_job(ctx, plan: Plan, job: Job) -> dict[str, Any]:
-    """Runs over whatever inputs finished (missing values are NaN; see engine.executors for partial runs)."""
-    tables, examples = analyse_tradeoff(ctx.store, plan, job.params)
-    out = Path(ctx.spec.output_dir)
-    names = write_tables(tables, out / "tables")
-    sections = tradeoff_sections(tables, examples, job.params)
-    html = render_report(
-        f"Forgetting vs specialisation: {ctx.spec.model}",
-        sections,
-        ctx.spec.model_dump(mode="json"),
-        footer=f"{len(tables['runs'])} models, {len(tables['scores'])} scores",
-    )
-    write_report(out / "report.html", html)
-    return {"tables": names, "report": str(out / "report.html")}
+def sections(a: Analysis, results: Results) -> list[Section]:
+    return tradeoff_sections(a.tables, a.extra or [])
 
 
-def tradeoff_sections(t: dict[str, pd.DataFrame], examples: list[dict], p: dict[str, Any]) -> list[Section]:
+def tradeoff_sections(t: dict[str, pd.DataFrame], examples: list[dict]) -> list[Section]:
     runs = t["runs"]
     return [
         Section(

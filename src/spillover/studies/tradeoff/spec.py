@@ -1,14 +1,5 @@
-"""The tradeoff study (methods.md §4): forgetting vs specialisation over learning rates and training methods.
-
-For every domain task, every supervision format, every method (LoRA/full, objective, regularisers) and
-every learning rate, fine-tune on the domain; evaluate the domain task and every general task; measure the
-code length (mean target-token cross-entropy in bits) on the domain's and the general tasks' test data;
-for methods with `wise_ft` alphas, also evaluate the WiSE-FT interpolations. The base model is evaluated
-once, and its token probabilities on each domain's training data are recorded (`tokens` jobs).
-
-Plan: per domain × format a `tokens` job; base `eval` per target and a base `codelen` job; per run a
-`train` job, its `eval` jobs (domain + general) and a `codelen` job, and the same per WiSE-FT α (eval jobs
-carry `alpha`); one `analyse` job. `tokens` and `codelen` run in `studies.tradeoff_jobs`.
+"""The tradeoff study's spec (methods.md §4): domains, general tasks, the grid of learning rates × methods ×
+supervision formats, and the token / code-length settings; and the checks every input passes before any work.
 """
 
 from __future__ import annotations
@@ -19,10 +10,8 @@ from pydantic import BaseModel, Field, model_validator
 
 from spillover.config import Strict, StudySpec, TrainSettings
 from spillover.data.tasks import TaskSpec
-from spillover.engine.plan import Plan
 from spillover.errors import SpilloverError
 
-BASE = "base"
 FORMATS = ("target", "label_only")
 
 
@@ -149,139 +138,3 @@ def check_inputs(spec: TradeoffStudySpec, tasks: dict[str, TaskSpec], load) -> N
             )
     for t in spec.task_names():
         load(t, "test", 1)
-
-
-def format_transforms(task: TaskSpec, fmt: str) -> list[dict[str, Any]]:
-    """`target`: the task's target as is (for gsm8k the worked solution); `label_only`: its bare answer."""
-    return [{"name": "target_field", "field": task.answer_field}] if fmt == "label_only" else []
-
-
-def run_label(domain: str, fmt: str, method: str, lr: float, alpha: float = 1.0) -> str:
-    """The model name in scores: "gsm8k:target:talr:lr=0.0001" (+ ":wise=0.5")."""
-    label = f"{domain}:{fmt}:{method}:lr={lr:g}"
-    return label if alpha == 1.0 else f"{label}:wise={alpha:g}"
-
-
-def build_plan(spec: TradeoffStudySpec, fingerprints: dict[str, dict[str, str]], tasks=None) -> Plan:
-    """The study's DAG. `fingerprints[task]` = {"spec": ..., "train": ..., "test": ...} content hashes."""
-    from spillover.data.tasks import resolve_tasks
-
-    tasks = tasks or {t.name: t for t in resolve_tasks(spec.task_names(), spec.tasks_file)}
-    plan, model = Plan(), {"model": spec.model, "precision": spec.precision}
-    ev, cl = spec.eval.job_params(), spec.codelength.model_dump(mode="json", exclude={"tasks"})
-    data = lambda names: [{"task": t, "data": fingerprints[t]} for t in names]  # noqa: E731
-    needed = []
-    for d in spec.domains:
-        for fmt in spec.formats:
-            needed.append(
-                plan.add(
-                    "tokens",
-                    f"tokens {d} ({fmt})",
-                    {
-                        **model,
-                        "task": d,
-                        "data": fingerprints[d],
-                        "format": fmt,
-                        "transforms": format_transforms(tasks[d], fmt),
-                        "limit": spec.train.limit,
-                        "max_len": spec.train.max_len,
-                        "examples": spec.tokens.examples,
-                    },
-                )
-            )
-    for t in [*spec.domains, *spec.general]:
-        needed.append(
-            plan.add(
-                "eval",
-                f"eval base -> {t}",
-                {**model, "label": BASE, "target": t, "data": fingerprints[t], "eval": ev},
-            )
-        )
-    needed.append(
-        plan.add(
-            "codelen",
-            "code length base",
-            {
-                **model,
-                "label": BASE,
-                "datasets": data(spec.task_names()),
-                "codelength": cl,
-                "max_len": spec.train.max_len,
-            },
-        )
-    )
-    for d in spec.domains:
-        for fmt in spec.formats:
-            for m in spec.methods:
-                for lr in m.learning_rates or spec.learning_rates:
-                    needed += _run_jobs(plan, spec, tasks, model, d, fmt, m, lr, fingerprints)
-    plan.add(
-        "analyse",
-        "analyse + report",
-        {
-            "domains": spec.domains,
-            "general": spec.general,
-            "cl_general": spec.cl_general(),
-            "tokens": spec.tokens.model_dump(mode="json"),
-        },
-        deps=needed,
-    )
-    return plan
-
-
-def _run_jobs(plan, spec, tasks, model, domain, fmt, m: MethodSpec, lr, fingerprints) -> list[str]:
-    """One training run's train job, then per α (1 = the tuned model itself) its eval and codelen jobs."""
-    settings = run_settings(spec, m, lr).job_params()
-    run = {"domain": domain, "format": fmt, "method": m.label, "lr": lr}
-    train_id = plan.add(
-        "train",
-        f"train {run_label(domain, fmt, m.label, lr)}",
-        {
-            **model,
-            "task": domain,
-            "data": fingerprints[domain],
-            "transforms": format_transforms(tasks[domain], fmt),
-            "train": settings,
-            "run": run,
-        },
-    )
-    ids = [train_id]
-    ev, cl = spec.eval.job_params(), spec.codelength.model_dump(mode="json", exclude={"tasks"})
-    targets, cl_targets = [domain, *spec.general], [domain, *spec.cl_general()]
-    for alpha in [1.0, *m.wise_ft]:
-        label = run_label(domain, fmt, m.label, lr, alpha)
-        wise = {} if alpha == 1.0 else {"alpha": alpha}  # absent for α = 1: plain runs keep the usual ids
-        for t in targets:
-            ids.append(
-                plan.add(
-                    "eval",
-                    f"eval {label} -> {t}",
-                    {
-                        **model,
-                        "label": label,
-                        "target": t,
-                        "data": fingerprints[t],
-                        "eval": ev,
-                        "run": run,
-                        **wise,
-                    },
-                    deps=[train_id],
-                )
-            )
-        ids.append(
-            plan.add(
-                "codelen",
-                f"code length {label}",
-                {
-                    **model,
-                    "label": label,
-                    "datasets": [{"task": t, "data": fingerprints[t]} for t in cl_targets],
-                    "codelength": cl,
-                    "max_len": spec.train.max_len,
-                    "run": run,
-                    **wise,
-                },
-                deps=[train_id],
-            )
-        )
-    return ids
