@@ -1,20 +1,18 @@
 """Run a plan's jobs on a Ray cluster: independent jobs in parallel, each on a worker with its resources.
 
-Semantics are `run_local`'s: finished jobs are skipped, a failed job blocks its dependents (left pending),
-summary jobs (`analyse`) run even with failed inputs and are then recorded as failed, and the same
-`RunSummary` and `on_job` events come back. What differs is where the work happens:
+The rules are the one scheduler's (`engine.scheduler`), as for `run_local`: finished jobs are skipped, a
+failed job blocks its dependents (left pending), summary jobs (`analyse`) run even with failed inputs and
+are then recorded as failed, each job is claimed in the store before it starts, and the same `RunSummary`
+and `on_job` events come back. This module supplies the scheduler's Ray worker pool:
 
-  driver (the `spillover run` process)  the only writer of `results.db`: marks jobs running/done/failed,
-                                        runs summary jobs itself (they read the whole store), and hands
-                                        every other job whose dependencies are done to a free worker.
+  driver (the `spillover run` process)  runs the scheduler: the only writer of `results.db` (claims,
+                                        marks done/failed, keeps its claims alive with a heartbeat); runs
+                                        summary jobs itself (they read the whole store) on an in-process
+                                        pool, and hands every other ready job to a free worker.
   workers (Ray actors)                  one per `cpus_per_job`/`gpus_per_job` slot of the cluster; each
                                         builds its runner once (a study keeps its base model loaded across
                                         jobs), runs one job at a time, writes its artifacts into
                                         `<output dir>/jobs/<id>/` and returns the result and score rows.
-
-Like `run_local`, the driver claims each job in the store before it starts it (and keeps its claims alive
-with a heartbeat), so a Ray run and other runs on the same folder share the work: a job another live
-executor holds is left to it, and its dependents wait until it is done there.
 
 Workers read and write the output folder by its path, so on a multi-node cluster it must be on a
 filesystem shared by every node; a worker that cannot see it stops the run with a clear error.
@@ -22,13 +20,10 @@ filesystem shared by every node; a worker that cannot see it stops the run with 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import socket
-import sqlite3
 import sys
-import time
 import uuid
 import warnings
 from collections.abc import Callable
@@ -38,18 +33,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from spillover.atomic import atomic_write_text
-from spillover.engine.executors import (
-    JOB_ERRORS,
-    POLL_S,
-    SUMMARY_KINDS,
-    Runner,
-    RunSummary,
-    announce_waits,
-    failure_detail,
-    partial_result,
-)
+from spillover.engine.executors import InProcessPool
 from spillover.engine.plan import Job, Plan
-from spillover.engine.store import Heartbeat, Store
+from spillover.engine.scheduler import SUMMARY_KINDS, OnJob, Outcome, Runner, RunSummary, attempt, schedule
+from spillover.engine.store import Store
 from spillover.errors import SpilloverError
 
 log = logging.getLogger(__name__)
@@ -92,15 +79,6 @@ class StoreView:
 RunnerFactory = Callable[[StoreView], Runner]
 
 
-def attempt(runner: Runner, job: Job) -> tuple[str, Any, Any]:
-    """("done", result, scores) or ("failed", detail for the store, one-line reason), like `run_local`."""
-    try:
-        result, scores = runner(job)
-    except JOB_ERRORS as e:
-        return "failed", failure_detail(e), str(e)
-    return "done", result, scores
-
-
 def check_visible(root: str | Path, token: str) -> str | None:
     """None when this process sees the driver's output folder (the marker holds `token`), else why not."""
     marker = Path(root) / MARKER
@@ -125,7 +103,7 @@ class Worker:
         self.make_runner, self.view, self.token, self.threads = make_runner, StoreView(root), token, threads
         self.runner: Runner | None = None
 
-    def run(self, job: Job, dep_results: dict[str, dict[str, Any]]) -> tuple[str, Any, Any]:
+    def run(self, job: Job, dep_results: dict[str, dict[str, Any]]) -> Outcome:
         if self.runner is None:
             problem = check_visible(self.view.root, self.token)
             if problem:
@@ -210,20 +188,23 @@ def run_ray(
     store: Store,
     make_runner: RunnerFactory,
     local_runner: Runner,
-    on_job: Callable[[Job, str], None] | None = None,
+    on_job: OnJob | None = None,
     options: RayOptions | None = None,
 ) -> RunSummary:
     """Run every unfinished job of `plan` on Ray workers built by `make_runner`; summary jobs run here
-    with `local_runner`. Connects with `options.address` unless Ray is already initialised."""
+    with `local_runner`. Connects with `options.address` unless Ray is already initialised; starts no
+    worker (and does not connect) when only summary jobs are left."""
     options = options or RayOptions()
     ray = import_ray()
-    todo = [job for job in plan if store.status(job.id) != "done"]
-    n_remote = sum(job.kind not in SUMMARY_KINDS for job in todo)
-    connected = connect(ray, options.address) if n_remote else False
+    here = InProcessPool(local_runner)
+    n_remote = sum(job.kind not in SUMMARY_KINDS and store.status(job.id) != "done" for job in plan)
+    if not n_remote:
+        return schedule(plan, store, here, on_job=on_job)
+    connected = connect(ray, options.address)
     pool = None
     try:
-        pool = _Pool(ray, make_runner, store.root, options, n_remote) if n_remote else None
-        return _Scheduler(plan, store, pool, local_runner, on_job).run()
+        pool = RayPool(ray, make_runner, store.root, options, n_remote)
+        return schedule(plan, store, pool, here, on_job)
     finally:
         if pool is not None:
             pool.close()
@@ -231,8 +212,9 @@ def run_ray(
             ray.shutdown()
 
 
-class _Pool:
-    """The workers: started lazily up to the cluster's slots, replaced when one dies."""
+class RayPool:
+    """The scheduler's Ray worker pool: actors started lazily up to the cluster's slots (never more than
+    jobs), one job each at a time, replaced when one dies."""
 
     def __init__(self, ray, make_runner: RunnerFactory, root: Path, options: RayOptions, n_jobs: int) -> None:
         self.ray, self.options = ray, options
@@ -248,6 +230,7 @@ class _Pool:
         self._args = (make_runner, str(Path(root).resolve()), self.token, options.cpus_per_job)
         self.idle: list[Any] = []
         self.workers: list[Any] = []
+        self.running: dict[Any, tuple[Job, Any]] = {}  # object ref -> (job, worker)
         log.info(
             "Ray: up to %d workers with %d CPUs, %g GPUs each",
             self.size,
@@ -255,20 +238,39 @@ class _Pool:
             options.gpus_per_job,
         )
 
-    def take(self):
-        """A free worker, or None when all are busy."""
+    def has_room(self) -> bool:
+        return bool(self.idle) or len(self.workers) < self.size
+
+    def busy(self) -> bool:
+        return bool(self.running)
+
+    def submit(self, job: Job, inputs: dict[str, dict[str, Any]]) -> None:
         if self.idle:
-            return self.idle.pop()
-        if len(self.workers) < self.size:
-            self.workers.append(self._actor.remote(*self._args))
-            return self.workers[-1]
-        return None
+            worker = self.idle.pop()
+        else:
+            assert len(self.workers) < self.size, "submit only when has_room()"
+            worker = self._actor.remote(*self._args)
+            self.workers.append(worker)
+        self.running[worker.run.remote(job, inputs)] = (job, worker)
 
-    def give_back(self, worker) -> None:
+    def collect(self) -> tuple[Job, Outcome]:
+        """The next job to end on any worker. A worker that died fails its job and is replaced; one that
+        cannot see the output folder stops the run (SpilloverError)."""
+        (ref,), _ = self.ray.wait(list(self.running), num_returns=1)
+        job, worker = self.running.pop(ref)
+        try:
+            outcome = self.ray.get(ref)
+        except self.ray.exceptions.RayActorError as e:  # the worker process died (out of memory, node lost)
+            self._drop(worker)
+            why = f"the Ray worker running it died: {e}"
+            return job, ("failed", why, why.splitlines()[0])
+        if outcome[0] == "unreachable":
+            raise SpilloverError(outcome[1])
         self.idle.append(worker)
+        return job, outcome
 
-    def replace(self, worker) -> None:
-        """A worker died: drop it; the next `take` starts a fresh one in its place."""
+    def _drop(self, worker) -> None:
+        """Kill a dead worker for good; the next `submit` starts a fresh one in its place."""
         self.ray.kill(worker, no_restart=True)
         self.workers.remove(worker)
 
@@ -277,132 +279,4 @@ class _Pool:
         long-lived cluster gets their resources back at once."""
         for worker in self.workers:
             self.ray.kill(worker, no_restart=True)
-        self.workers, self.idle = [], []
-
-
-class _Scheduler:
-    """The driver loop: settle what needs no worker, hand ready jobs to free workers, record each outcome."""
-
-    def __init__(
-        self,
-        plan: Plan,
-        store: Store,
-        pool: _Pool | None,
-        local_runner: Runner,
-        on_job: Callable[[Job, str], None] | None,
-    ) -> None:
-        self.plan, self.store, self.pool = plan, store, pool
-        self.local_runner, self.on_job = local_runner, on_job
-        self.summary = RunSummary()
-        self.settled: set[str] = set()
-        self.bad: set[str] = set()
-        self.running: dict[Any, tuple[Job, Any]] = {}  # object ref -> (job, worker)
-
-    def run(self, poll: float = POLL_S) -> RunSummary:
-        todo, announced = list(self.plan), set()
-        with Heartbeat(self.store.root):
-            try:
-                while todo or self.running:
-                    todo = self._start_ready(todo)
-                    if self.running:
-                        self._collect_one()
-                    elif todo:  # every job left is held by another executor or waits on one that is
-                        announce_waits(todo, self.store, announced)
-                        time.sleep(poll)
-            except BaseException:  # stopped (an error, Ctrl-C in a session that lives on): nobody may wait
-                for job, _ in self.running.values():  # on the claims of the jobs left unfinished
-                    with contextlib.suppress(sqlite3.Error):
-                        self.store.release(job)
-                raise
-        return self.summary
-
-    def _start_ready(self, todo: list[Job]) -> list[Job]:
-        """Block, run (summaries) or submit every job whose dependencies are settled, until nothing more
-        can start; returns the jobs still waiting."""
-        while True:
-            waiting = self._pass(todo)
-            if not waiting or len(waiting) == len(todo):
-                return waiting
-            todo = waiting
-
-    def _pass(self, todo: list[Job]) -> list[Job]:
-        waiting = []
-        for job in todo:
-            if self.store.status(job.id) == "done":  # before this run, or meanwhile by another executor
-                self.summary.skipped.append(job.id)
-                self.settled.add(job.id)
-                continue
-            if not all(d in self.settled for d in job.deps):
-                waiting.append(job)
-                continue
-            n_bad = sum(d in self.bad for d in job.deps)
-            if n_bad and job.kind not in SUMMARY_KINDS:
-                self._settle(job, ok=False)
-                self.summary.blocked.append(job.id)
-                self._notify(job, "blocked")
-            elif job.kind in SUMMARY_KINDS:
-                if self._claim(job):
-                    self._record(job, attempt(self.local_runner, job), n_bad)
-                else:
-                    waiting.append(job)
-            elif not self._submit(job):
-                waiting.append(job)
-        return waiting
-
-    def _submit(self, job: Job) -> bool:
-        worker = self.pool.take()
-        if worker is None:
-            return False
-        if not self._claim(job):
-            self.pool.give_back(worker)
-            return False
-        deps = {d: self.store.result(d) for d in job.deps}
-        self.running[worker.run.remote(job, deps)] = (job, worker)
-        return True
-
-    def _collect_one(self) -> None:
-        ray = self.pool.ray
-        (ref,), _ = ray.wait(list(self.running), num_returns=1)
-        job, worker = self.running.pop(ref)
-        try:
-            outcome = ray.get(ref)
-        except ray.exceptions.RayActorError as e:  # the worker process died (out of memory, node lost)
-            self.pool.replace(worker)
-            why = f"the Ray worker running it died: {e}"
-            return self._record(job, ("failed", why, why.splitlines()[0]), 0)
-        if outcome[0] == "unreachable":
-            self.store.release(job)  # not run: give it back like the jobs still in flight
-            raise SpilloverError(outcome[1])
-        self.pool.give_back(worker)
-        self._record(job, outcome, 0)
-
-    def _claim(self, job: Job) -> bool:
-        """Claim `job` for this run (False: another live executor holds it) and announce its start."""
-        if not self.store.claim(job):
-            return False
-        self._notify(job, "start")
-        return True
-
-    def _record(self, job: Job, outcome: tuple[str, Any, Any], n_bad: int) -> None:
-        status, detail, reason = outcome
-        if status == "done" and n_bad:
-            status = "failed"
-            detail = reason = partial_result(job, n_bad)
-        if status == "done":
-            self.store.mark_done(job, detail, reason)
-            self.summary.done.append(job.id)
-        else:
-            log.error("job %s (%s) failed: %s", job.name, job.id, reason)
-            self.store.mark_failed(job, detail)
-            self.summary.failed[job.id] = reason
-        self._settle(job, ok=status == "done")
-        self._notify(job, status)
-
-    def _settle(self, job: Job, ok: bool) -> None:
-        self.settled.add(job.id)
-        if not ok:
-            self.bad.add(job.id)
-
-    def _notify(self, job: Job, event: str) -> None:
-        if self.on_job is not None:
-            self.on_job(job, event)
+        self.workers, self.idle, self.running = [], [], {}
