@@ -6,6 +6,9 @@
 
 Everything that can fail on user input (task names, data rows, model names) is checked before the output
 folder is created, so a bad call leaves nothing half-written.
+
+`train_params` and `prepare_for_training` (a `train:` section as the loop's parameters; a model wrapped for
+LoRA or made fully trainable) live in `training/settings.py` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -25,37 +28,14 @@ from spillover.data.tasks import TaskSpec, load_examples, resolve_tasks
 from spillover.engine.plan import content_hash
 from spillover.engine.tracking import RunSpec, Tracker, base_run, check_report_to, compose
 from spillover.evaluation.evaluate import evaluate_tasks
-from spillover.models.adapters import apply_lora, base_only, load_adapter
-from spillover.models.load import Precision, load_model, resolve_precision
+from spillover.models.adapters import base_only, load_adapter
+from spillover.models.load import load_model, resolve_precision
 from spillover.training import distributed
 from spillover.training.loop import train
 from spillover.training.mixture_plan import MixturePlan
-from spillover.training.types import TrainParams
+from spillover.training.settings import prepare_for_training, train_params  # re-exported: public API
 
 log = logging.getLogger(__name__)
-
-
-def train_params(settings: TrainSettings, precision: Precision) -> TrainParams:
-    """The loop's plain-value parameters from a validated `train:` section."""
-    return TrainParams(
-        lr=settings.learning_rate,
-        epochs=settings.epochs,
-        max_steps=settings.max_steps,
-        batch_size=settings.batch_size,
-        grad_accum=settings.grad_accum,
-        warmup_ratio=settings.warmup_ratio,
-        schedule=settings.schedule,
-        weight_decay=settings.weight_decay,
-        max_grad_norm=settings.max_grad_norm,
-        seed=settings.seed,
-        objective=settings.objective,
-        objective_params=dict(settings.objective_params),
-        regularizers={k: dict(v) for k, v in settings.regularizers.items()},
-        log_every=settings.log_every,
-        checkpoint_every=settings.checkpoint_every,
-        compile=settings.compile,
-        precision=precision,
-    )
 
 
 def mixture_plan(
@@ -79,16 +59,6 @@ def mixture_plan(
         epochs=settings.epochs,
         max_steps=settings.max_steps,
     )
-
-
-def prepare_for_training(model, settings: TrainSettings):
-    """LoRA: wrap in a fresh adapter (base frozen); full: every parameter trainable."""
-    if settings.method == "lora":
-        lora = settings.lora
-        return apply_lora(model, lora.r, lora.alpha, lora.dropout, lora.target_modules, seed=settings.seed)
-    for p in model.parameters():
-        p.requires_grad_(True)
-    return model
 
 
 def run_training(spec: TrainSpec, progress: Callable[[dict], None] | None = None) -> dict[str, Any]:

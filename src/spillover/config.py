@@ -10,122 +10,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, Field
 
-from spillover.data.mixture import MixtureSettings
-from spillover.errors import SpilloverError, unknown_name_message
+from spillover.errors import SpilloverError
+
+# the `train:` section and its pieces live with the training code (training/settings.py); re-exported here
+from spillover.training.settings import MAX_SEED as MAX_SEED
+from spillover.training.settings import NOT_RESULT_AFFECTING as NOT_RESULT_AFFECTING
+from spillover.training.settings import LoraSpec as LoraSpec
+from spillover.training.settings import Strict as Strict
+from spillover.training.settings import TrainSettings as TrainSettings
 from spillover.yamlio import load_yaml, validate
 
-Strict = ConfigDict(extra="forbid", allow_inf_nan=False)
-MAX_SEED = 2**32 - 1  # numpy's limit; torch and random take the same range
-# training settings that change how fast or how often, not what is computed: excluded from a training run's
-# fingerprint (free to change on resume) and from a study's job ids (changing them re-runs nothing).
-# `compile`, like the thread count, may change the last bits of bf16 results.
-NOT_RESULT_AFFECTING = ("log_every", "checkpoint_every", "compile")
 DEVICE = r"^(auto|cpu|mps|cuda(:\d+)?)$"
-
-
-class LoraSpec(BaseModel):
-    """peft LoRA settings; names as in peft's LoraConfig."""
-
-    model_config = Strict
-    r: int = Field(default=8, ge=1, le=1024)
-    alpha: float = Field(default=16, gt=0)
-    dropout: float = Field(default=0.0, ge=0, lt=1)
-    target_modules: str | list[str] = Field(default="all-linear", min_length=1)
-
-
-class TrainSettings(BaseModel):
-    """How to fine-tune: shared by `spillover train` and every study's `train:` section."""
-
-    model_config = Strict
-    method: Literal["lora", "full"] = "lora"
-    limit: int | None = Field(default=None, ge=1, description="training examples per task (first N)")
-    max_len: int = Field(default=256, ge=8, le=32768)
-    shots: int = Field(default=0, ge=0, le=32, description="FTICL: demonstrations in every training prompt")
-    demos: Literal["per_example", "fixed"] = Field(
-        default="per_example", description="FTICL: draw demonstrations per example, or one fixed set"
-    )
-    lora: LoraSpec = Field(default_factory=LoraSpec)
-    learning_rate: float = Field(default=2e-4, gt=0, le=1)
-    epochs: int = Field(default=1, ge=1, le=1000)
-    max_steps: int | None = Field(default=None, ge=1)
-    batch_size: int = Field(default=8, ge=1, le=4096)
-    grad_accum: int = Field(default=1, ge=1, le=4096)
-    warmup_ratio: float = Field(default=0.03, ge=0, le=1)
-    schedule: Literal["cosine", "constant"] = "cosine"
-    weight_decay: float = Field(default=0.0, ge=0)
-    max_grad_norm: float | None = Field(default=1.0, gt=0)
-    objective: str = "cross_entropy"
-    objective_params: dict[str, Any] = Field(default_factory=dict, validate_default=True)
-    regularizers: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    seed: int = Field(default=0, ge=0, le=MAX_SEED)
-    checkpoint_every: int = Field(default=50, ge=1)
-    log_every: int = Field(default=1, ge=1)
-    compile: Literal["auto"] | bool = Field(
-        default="auto",
-        description="torch.compile the decoder layers for training: auto (CPU bf16, once the process has "
-        "trained >= 4 TFLOP), true or false (docs/training.md)",
-    )
-    mixture: MixtureSettings | None = Field(
-        default=None, description="weighted task mixture (docs/mixture.md)"
-    )
-
-    def job_params(self) -> dict[str, Any]:
-        """What a study's training job id covers: the settings, JSON-ready, with the NOT_RESULT_AFFECTING
-        ones at their defaults (not dropped: study folders made before keep their job ids). The job then
-        runs with the study's current values of those (`for_job`)."""
-        defaults = {name: type(self).model_fields[name].default for name in NOT_RESULT_AFFECTING}
-        return self.model_copy(update=defaults).model_dump(mode="json")
-
-    @classmethod
-    def for_job(cls, params: dict[str, Any], study: TrainSettings) -> TrainSettings:
-        """A training job's settings: its `params` (see `job_params`) with the NOT_RESULT_AFFECTING values
-        of the study's `train:` section as it is now."""
-        return cls.model_validate(params).model_copy(
-            update={n: getattr(study, n) for n in NOT_RESULT_AFFECTING}
-        )
-
-    @field_validator("objective")
-    @classmethod
-    def _known_objective(cls, name: str) -> str:
-        from spillover.training.objectives import OBJECTIVES
-
-        if name not in OBJECTIVES:
-            raise ValueError(unknown_name_message("objective", name, OBJECTIVES))
-        return name
-
-    @field_validator("objective_params")
-    @classmethod
-    def _objective_params(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        """The objective's parameters, checked before any model is loaded."""
-        from spillover.training.objectives import check_objective_params
-
-        if "objective" in info.data:  # else `objective` itself failed and is reported
-            try:  # runs the objective on a 1-token batch: value ranges too (e.g. talr's tau > 0)
-                check_objective_params(info.data["objective"], params)
-            except SpilloverError as e:  # reported by pydantic with the file and the field path
-                raise ValueError(str(e)) from None
-        return params
-
-    @field_validator("regularizers")
-    @classmethod
-    def _known_regularizers(cls, regs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        from spillover.training.regularizers import REGULARIZERS
-
-        for name, params in regs.items():
-            _check_params("regularizer", name, REGULARIZERS, params)
-        return regs
-
-
-def _check_params(kind: str, name: str, registry, params: dict[str, Any]) -> None:
-    """Name known, parameters match the function after its two tensor arguments (see registry.check_params)."""
-    from spillover.registry import check_params
-
-    try:
-        check_params(kind, name, registry.get(name), params, skip=2)
-    except SpilloverError as e:  # reported by pydantic with the file and the field path
-        raise ValueError(str(e)) from None
 
 
 class TrainSpec(TrainSettings):

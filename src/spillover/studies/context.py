@@ -15,7 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from spillover.api import prepare_for_training, train_params
 from spillover.config import StudySpec, TrainSettings
 from spillover.data.tasks import Example, TaskSpec, load_examples
 from spillover.data.transforms import apply_transforms
@@ -27,6 +26,7 @@ from spillover.models.adapters import is_peft, load_adapter
 from spillover.models.load import load_model, load_tokenizer, resolve_precision
 from spillover.training.loop import train
 from spillover.training.params import load_trainable_
+from spillover.training.settings import prepare_for_training, train_params
 
 log = logging.getLogger(__name__)
 

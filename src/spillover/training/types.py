@@ -13,10 +13,14 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from spillover.config import NOT_RESULT_AFFECTING
 from spillover.errors import SpilloverError
 from spillover.models.load import Precision
 from spillover.training.optim import SCHEDULES
+
+# training settings that change how fast or how often, not what is computed: excluded from a training run's
+# fingerprint (free to change on resume) and from a study's job ids (changing them re-runs nothing).
+# `compile`, like the thread count, may change the last bits of bf16 results.
+NOT_RESULT_AFFECTING = ("log_every", "checkpoint_every", "compile")
 
 
 @dataclass(frozen=True)

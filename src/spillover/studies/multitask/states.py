@@ -17,11 +17,11 @@ from pathlib import Path
 
 from torch import Tensor
 
-from spillover.api import prepare_for_training
 from spillover.config import TrainSettings
 from spillover.models.adapters import load_adapter
 from spillover.models.load import load_model
 from spillover.training.checkpoint import CHECKPOINTS
+from spillover.training.settings import prepare_for_training
 from spillover.training.types import TrainResult
 
 State = dict[str, Tensor]
