@@ -32,7 +32,7 @@ from spillover.models.adapters import base_only, load_adapter
 from spillover.models.load import load_model, resolve_precision
 from spillover.training import distributed
 from spillover.training.loop import train
-from spillover.training.mixture_plan import MixturePlan
+from spillover.training.mixture_plan import MixturePlan, plan_mixture
 from spillover.training.settings import prepare_for_training, train_params  # re-exported: public API
 
 log = logging.getLogger(__name__)
@@ -43,16 +43,13 @@ def mixture_plan(
 ) -> MixturePlan | None:
     """The `mixture:` section as the loop's step plan over the tasks' concatenated sequences (task order =
     `tasks`, `sizes[i]` sequences each); None without a mixture (plain length-bucketed concatenation)."""
-    m = settings.mixture
-    if m is None:
+    if settings.mixture is None:
         return None
-    return MixturePlan.build(
+    return plan_mixture(
+        settings.mixture,
         tasks,
         sizes,
         [len(s.input_ids) for s in sequences],
-        m.to_schedule(tasks, sizes),
-        sampling=m.sampling,
-        stop=m.stop,
         batch_size=settings.batch_size,
         grad_accum=settings.grad_accum,
         seed=settings.seed,

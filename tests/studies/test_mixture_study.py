@@ -76,7 +76,7 @@ def test_mixture_study_runs_and_reports(mixture_study, tmp_path):
 
 
 def test_degradation_marks_the_first_drop_below_the_best_ci():
-    from spillover.studies.mixture_analysis import mark_degradation
+    from spillover.studies.mixture.analysis import mark_degradation
 
     curves = pd.DataFrame(
         {
@@ -119,7 +119,7 @@ def test_bad_mixture_study_exits_2_and_writes_nothing(
 
 
 def test_degradation_and_main_task_tables_by_hand():
-    from spillover.studies.mixture_analysis import degradation_table, main_task_table, mark_degradation
+    from spillover.studies.mixture.analysis import degradation_table, main_task_table, mark_degradation
 
     curves = mark_degradation(
         pd.DataFrame(
@@ -155,21 +155,43 @@ def test_degradation_and_main_task_tables_by_hand():
 
 
 def test_a_failed_mixture_leaves_a_partial_report(mixture_study, monkeypatch):
-    from spillover.studies import mixture
+    from spillover.studies.mixture import handlers
 
-    real = mixture.train_mixture_job
+    real = handlers.train_mixture_job
 
     def flaky(ctx, plan, job):
-        if job.params["label"] == "a_heavy":
+        if job.params.label == "a_heavy":
             raise RuntimeError("simulated failure")
         return real(ctx, plan, job)
 
-    monkeypatch.setitem(mixture.JOBS, "train_mixture", flaky)
+    monkeypatch.setitem(handlers.HANDLERS, "train_mixture", flaky)
     summary, out = run_study(*load_study(mixture_study))
     assert len(summary.failed) == 2  # the mixture and the (partial) analysis
     final = pd.read_csv(out / "tables" / "final_scores.csv", index_col=0)
     assert list(final.index) == ["base", "equal", "anneal"]
     assert "mixtures without results (failed or not run yet): a_heavy" in (out / "report.html").read_text()
-    monkeypatch.setitem(mixture.JOBS, "train_mixture", real)
+    monkeypatch.setitem(handlers.HANDLERS, "train_mixture", real)
     fixed, _ = run_study(*load_study(mixture_study))
     assert fixed.ok and len(fixed.done) == 2  # the failed mixture and the analysis
+
+
+def test_speed_settings_leave_job_ids_alone():
+    """compile / log_every / checkpoint_every are cache-neutral; a training setting re-trains every mixture
+    but keeps the base probe; the probed slice changes every job."""
+    from spillover.studies import STUDIES
+    from spillover.studies.mixture.spec import MixtureStudySpec
+
+    kind = STUDIES.get("mixture")()
+    fingerprints = {t: {"spec": t} for t in ("a", "b")}
+
+    def ids(**over):
+        spec = {"study": "mixture", "output_dir": "out", "tasks": ["a", "b"], "mixtures": [{"name": "m"}]}
+        return [j.id for j in kind.build_plan(MixtureStudySpec.model_validate(spec | over), fingerprints)]
+
+    base = ids()
+    assert (
+        ids(train={"compile": False, "log_every": 5, "checkpoint_every": 3}, eval={"compile": True}) == base
+    )
+    lr = ids(train={"learning_rate": 0.1})
+    assert lr[0] == base[0] and lr[1] != base[1]
+    assert all(a != b for a, b in zip(ids(eval={"limit": 3}), base, strict=True))

@@ -14,14 +14,14 @@ from tests.studies.conftest import write_toy_study
 from spillover.analysis.behaviour import DEFAULT_HEDGES
 from spillover.api import run_training
 from spillover.config import TrainSpec
-from spillover.data.mixture import Schedule
+from spillover.data.mixture import MixtureSettings, Schedule
 from spillover.data.sft import build_multitask_sequences
 from spillover.data.tasks import load_examples, load_task_file
 from spillover.errors import SpilloverError
 from spillover.evaluation.checkpoint_eval import CheckpointEvaluator, ProbeSettings, collect, style_references
 from spillover.models.adapters import apply_lora
 from spillover.training.loop import train
-from spillover.training.mixture_plan import MixturePlan
+from spillover.training.mixture_plan import MixturePlan, plan_mixture
 
 NAMES = ["toy_a", "toy_b", "toy_gen"]
 
@@ -116,6 +116,25 @@ def test_probes_change_nothing_in_training_and_resume_exactly(setup, tmp_path):
     torch.testing.assert_close(
         torch.tensor(resumed.final_loss), torch.tensor(full.final_loss), rtol=0, atol=0
     )
+
+
+def test_plan_mixture_from_a_mixture_section_by_hand():
+    """ratios 1:3 mixed in every batch of 4: 1 + 3 sequences per step; `first_exhausted` runs until the first
+    task is drawn twice (epochs 2) in expectation: b, 2 × 6 / 0.75 = 16 sequences = 4 steps (a alone
+    would need 2 × 4 / 0.25 = 32)."""
+    section = MixtureSettings(ratios={"a": 1, "b": 3}, sampling="batch", stop="first_exhausted")
+    steps = plan_mixture(
+        section, ["a", "b"], [4, 6], [5] * 10, batch_size=2, grad_accum=2, seed=0, epochs=2, max_steps=None
+    )
+    assert steps.n_steps == 4 and steps.counts.tolist() == [[1, 3]] * 4
+    assert [(r["task"], r["sequences"], r["epochs"]) for r in steps.summary()] == [
+        ("a", 4, 1.0),
+        ("b", 12, 2.0),
+    ]
+    capped = plan_mixture(
+        section, ["a", "b"], [4, 6], [5] * 10, batch_size=2, grad_accum=2, seed=0, epochs=2, max_steps=3
+    )
+    assert capped.n_steps == 3
 
 
 def test_spillover_train_honours_the_mixture(tmp_path, tiny_model_dir):

@@ -30,6 +30,7 @@ from spillover.data.tasks import Example, TaskSpec, load_examples
 from spillover.evaluation.evaluate import _inference, evaluate_task, write_jsonl_atomic
 from spillover.evaluation.generation import generate_for_task
 from spillover.evaluation.metrics import extract_answer, normalize_answer
+from spillover.evaluation.predictions import read_predictions
 from spillover.models.load import Precision
 from spillover.training.checkpoint import preserved_rng
 
@@ -95,7 +96,7 @@ def probe(
         predictions_path=preds,
         compile=settings.compile,
     )
-    rows = [json.loads(line) for line in preds.read_text(encoding="utf-8").splitlines() if line]
+    rows = read_predictions(preds)
     if task.type != "generation" and settings.free_tokens > 0:
         free = task.model_copy(update={"max_new_tokens": settings.free_tokens})
         with _inference(model, precision):

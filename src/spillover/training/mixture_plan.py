@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from spillover.data.mixture import Schedule, allocate, run_length
+from spillover.data.mixture import MixtureSettings, Schedule, allocate, run_length
 
 
 class MixturePlan:
@@ -130,6 +130,35 @@ class MixturePlan:
             }
             for t, n, r, d in zip(self.tasks, self.sizes, self.ratios.mean(axis=0), drawn, strict=True)
         ]
+
+
+def plan_mixture(
+    mixture: MixtureSettings,
+    tasks: Sequence[str],
+    sizes: Sequence[int],
+    lengths: Sequence[int],
+    *,
+    batch_size: int,
+    grad_accum: int,
+    seed: int,
+    epochs: int,
+    max_steps: int | None,
+) -> MixturePlan:
+    """A `mixture:` section as the loop's step plan over the tasks' concatenated sequences (task order =
+    `tasks`, `sizes[i]` sequences each; `lengths`: every sequence's token count)."""
+    return MixturePlan.build(
+        tasks,
+        sizes,
+        lengths,
+        mixture.to_schedule(tasks, sizes),
+        sampling=mixture.sampling,
+        stop=mixture.stop,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        seed=seed,
+        epochs=epochs,
+        max_steps=max_steps,
+    )
 
 
 @lru_cache(maxsize=64)

@@ -1,5 +1,8 @@
 """The mixture study's analysis (methods.md §5.4–5.6): pure functions from probe records to tables.
 
+`analyse` reads the probe records and mixture summaries of the finished jobs from `Results`;
+`analyse_mixture` and the functions under it work on plain tables.
+
 Definitions (also in docs/mixture.md):
 - **Degraded.** At checkpoint s a task has degraded when its best score so far (the base model at step 0
   and every earlier checkpoint) lies above the upper end of the 95% bootstrap interval of its score at s:
@@ -13,19 +16,29 @@ Definitions (also in docs/mixture.md):
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-BASE = "base"
+from spillover.studies.contract import BASE, Analysis, Results
+from spillover.studies.mixture.plan import MixtureAnalyseJob
 
 
-@dataclass
-class MixtureAnalysis:
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
+def analyse(results: Results, p: MixtureAnalyseJob) -> Analysis:
+    """The study's tables from whatever finished (a failed mixture is left out and named in a note)."""
+    rows, ratios, plans = [], {}, []
+    for j in [*results.finished("probe_base"), *results.finished("train_mixture")]:
+        result, label = results.result(j), j.params.label
+        rows += probe_rows(label, result["probes"])
+        for r in result.get("mixture", []):
+            ratios.setdefault(label, {})[r["task"]] = r["mean_ratio"]
+            plans.append({"mixture": label, **r})
+    ratio_frame = pd.DataFrame.from_dict(ratios, orient="index").reindex(columns=p.tasks)
+    ratio_frame.index.name = "mixture"
+    analysis = analyse_mixture(pd.DataFrame(rows), ratio_frame, pd.DataFrame(plans), p.mixtures)
+    analysis.footer = f"{len(rows)} probes over {len(ratios)} mixtures"
+    return analysis
 
 
 def probe_rows(label: str, probes: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -140,10 +153,11 @@ def main_task_table(final: pd.DataFrame, base: pd.DataFrame, ratios: pd.DataFram
 
 def analyse_mixture(
     rows: pd.DataFrame, ratios: pd.DataFrame, plans: pd.DataFrame, mixtures: list[str]
-) -> MixtureAnalysis:
+) -> Analysis:
     """rows: `probe_rows` of every job (base included); ratios: mixture × task run-average ratio;
-    plans: per (mixture, task) sequences drawn, realised fraction and epochs."""
-    out = MixtureAnalysis()
+    plans: per (mixture, task) sequences drawn, realised fraction and epochs. No tables before a mixture
+    has finished (only a note)."""
+    out = Analysis(tables={})
     if rows.empty or not (rows["mixture"] != BASE).any():
         out.notes.append("no mixture finished training: nothing to analyse yet")
         return out

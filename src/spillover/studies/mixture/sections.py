@@ -1,50 +1,22 @@
-"""The mixture study's `analyse` job: gather probes and plans, analyse, export tables/, write report.html."""
+"""The mixture study's report sections: score curves with degradation marks, final scores against ratios,
+the de-facto main task, and behaviour."""
 
 from __future__ import annotations
-
-from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
 
-from spillover.engine.plan import Job, Plan
 from spillover.report import plots
-from spillover.report.html import Section, render_report, write_report
+from spillover.report.html import Section
 from spillover.report.style import esc
-from spillover.studies.mixture_analysis import BASE, MixtureAnalysis, analyse_mixture, probe_rows
-from spillover.studies.tables import write_tables
+from spillover.studies.contract import BASE, Analysis, Results
 
 
-def analyse_job(ctx, plan: Plan, job: Job) -> dict[str, Any]:
-    """Runs over whatever finished (a failed mixture is left out and named in a note)."""
-    store, p = ctx.store, job.params
-    done = {j["id"] for j in store.jobs() if j["status"] == "done"}
-    rows, ratios, plans = [], {}, []
-    for j in [*plan.by_kind("probe_base"), *plan.by_kind("train_mixture")]:
-        if j.id not in done:
-            continue
-        result = store.result(j.id)
-        rows += probe_rows(j.params["label"], result["probes"])
-        for r in result.get("mixture", []):
-            ratios.setdefault(j.params["label"], {})[r["task"]] = r["mean_ratio"]
-            plans.append({"mixture": j.params["label"], **r})
-    ratio_frame = pd.DataFrame.from_dict(ratios, orient="index").reindex(columns=p["tasks"])
-    ratio_frame.index.name = "mixture"
-    analysis = analyse_mixture(pd.DataFrame(rows), ratio_frame, pd.DataFrame(plans), p["mixtures"])
-    out = Path(ctx.spec.output_dir)
-    names = write_tables(analysis.tables, out / "tables")
-    html = render_report(
-        f"Mixture study: {ctx.spec.model}",
-        mixture_sections(analysis),
-        ctx.spec.model_dump(mode="json"),
-        footer=f"{len(rows)} probes over {len(ratios)} mixtures",
-    )
-    write_report(out / "report.html", html)
-    return {"tables": names, "report": str(out / "report.html"), "notes": analysis.notes}
+def sections(a: Analysis, results: Results) -> list[Section]:
+    return mixture_sections(a)
 
 
-def mixture_sections(a: MixtureAnalysis) -> list[Section]:
+def mixture_sections(a: Analysis) -> list[Section]:
     t = a.tables
     if "curves" not in t:
         return [Section("empty", "No results yet", notes=a.notes)]
