@@ -1,12 +1,17 @@
-"""The pass@1 sandbox: passing and failing programs, time and memory limits, fork bombs, hidden secrets."""
+"""The pass@1 sandbox: passing and failing programs, time and memory limits, fork bombs, hidden secrets.
+
+The attacks of issue 28 (privileges, /proc, sockets, output files, leftovers, budgets) are in
+`test_sandbox_attacks.py`."""
 
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
+from tests.evaluation.test_sandbox_attacks import alive_with
 
 from spillover.evaluation import confine
 from spillover.evaluation.sandbox import Limits, run_program, run_tests
@@ -54,34 +59,25 @@ def test_huge_output_is_capped_by_the_file_size_limit():
     assert not result.passed and result.reason != "timeout"
 
 
-def _alive(pid: int) -> bool:
-    """True if `pid` exists and is not a zombie."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
-
-
 @pytest.mark.skipif(not Path("/proc").exists(), reason="needs /proc to check for stray processes")
-def test_forking_is_capped_and_children_are_killed(tmp_path):
-    pids = tmp_path / "pids"
+def test_forking_is_capped_and_children_are_killed():
+    token = f"{os.getpid()}.{time.monotonic_ns() % 10**6}"  # a unique `sleep` argument to find them by
     program = (
-        "import os, time\n"
-        "for _ in range(200):\n"
-        "    pid = os.fork()\n"
-        "    if pid == 0:\n"
-        "        time.sleep(60)\n"
-        "        os._exit(0)\n"
-        f"    open({str(pids)!r}, 'a').write(f'{{pid}}\\n')\n"
+        "import os\n"
+        "n = 0\n"
+        "try:\n"
+        "    for _ in range(200):\n"
+        "        if os.fork() == 0:\n"
+        f"            os.execv('/bin/sleep', ['sleep', '{token}'])\n"
+        "        n += 1\n"
+        "except OSError as e:\n"
+        "    raise SystemExit(f'forked {n}: {e}')\n"
     )
-    limits = Limits(timeout=5.0, max_processes=16, writable=(str(tmp_path),))
-    result = run_program(program, limits)
-    assert not result.passed and "Resource temporarily unavailable" in result.reason
-    children = [int(p) for p in pids.read_text().split()] if pids.exists() else []
-    assert len(children) < 16
+    result = run_program(program, Limits(timeout=5.0, max_processes=16))
+    assert not result.passed and "Resource temporarily unavailable" in result.reason, result.reason
+    assert int(result.reason.split("forked ")[1].split(":")[0]) < 16
     time.sleep(0.2)
-    assert not any(_alive(p) for p in children), "sleeping children must die with the process group"
+    assert not alive_with(token), "sleeping children must die with the sample"
 
 
 def test_fork_bomb_is_contained():
@@ -113,12 +109,15 @@ def test_environment_is_scrubbed(monkeypatch):
     assert result.passed, result.reason
 
 
-def test_working_directory_is_fresh_and_removed():
-    program = "import os\nprint(os.getcwd())\nassert sorted(os.listdir('.')) == ['program.py', 'stderr', 'stdout']\n"
-    program += "open('junk.txt', 'w').write('x')\nraise SystemExit(os.getcwd())\n"
+def test_working_directory_is_fresh_and_removed(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where run_program stages its files
+    program = "import os\nassert os.listdir('.') == ['program.py'], os.listdir('.')\n"
+    program += "assert os.getcwd() == os.environ['HOME'] == os.environ['TMPDIR']\n"
+    program += "open('junk.txt', 'w').write('x')\nopen('/tmp/junk.txt', 'w').write('x')\n"
+    assert run_program(program).passed  # the second run would fail if the first one's files were left
     result = run_program(program)
-    workdir = result.reason.removeprefix("error: ")
-    assert workdir.startswith("/") and not os.path.exists(workdir)
+    assert result.passed, result.reason
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_stdin_is_closed():
@@ -133,8 +132,8 @@ def test_no_network_not_even_to_a_server_on_this_machine():
     server = socket.create_server(("127.0.0.1", 0))
     port = server.getsockname()[1]
     try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()  # the server is reachable
         tcp = f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2)\n"
-        assert run_program(tcp, Limits(timeout=5.0, confine=False)).passed  # the test itself can fail
         result = run_program(tcp, Limits(timeout=5.0))
         assert not result.passed and ("Errno" in result.reason or "refused" in result.reason), result.reason
         udp = "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.sendto(b'x', ('8.8.8.8', 53))\n"
@@ -148,23 +147,30 @@ def test_no_network_not_even_to_a_server_on_this_machine():
 def test_files_outside_the_sandbox_cannot_be_deleted_or_written(tmp_path):
     victim = tmp_path / "precious.txt"
     victim.write_text("keep me")
+    system = "/etc/hostname" if Path("/etc/hostname").exists() else "/etc/passwd"  # visible, read-only
+    before = Path(system).read_bytes()
     attacks = [
         f"import os\nos.remove({str(victim)!r})\n",
         f"open({str(victim)!r}, 'w').write('gone')\n",
         f"import os\nos.truncate({str(victim)!r}, 0)\n",
         f"import os\nos.rename({str(victim)!r}, 'stolen.txt')\n",
         f"open({str(tmp_path / 'new.txt')!r}, 'w').write('x')\n",
-        "import shutil\nshutil.rmtree('/tmp', ignore_errors=False)\n",
+        f"open({system!r}, 'a').write('x')\n",
+        f"import os\nos.remove({system!r})\n",
+        "import shutil\nshutil.rmtree('/tmp', ignore_errors=False)\nshutil.rmtree('/usr')\n",
     ]
     for program in attacks:
         result = run_program(program, Limits(timeout=5.0))
-        assert not result.passed and "Permission denied" in result.reason, (program, result.reason)
+        assert not result.passed and "Error" in result.reason, (program, result.reason)
     assert victim.read_text() == "keep me" and not (tmp_path / "new.txt").exists()
+    assert Path(system).read_bytes() == before
     inside = "open('mine.txt', 'w').write('x')\nimport os\nos.remove('mine.txt')\nos.mkdir('d')\n"
     assert run_program(inside).passed  # its own folder stays writable
 
 
-@pytest.mark.skipif(not LAYERS["landlock_scope"], reason="Landlock ABI < 6: no signal scoping")
+@pytest.mark.skipif(
+    not (LAYERS["landlock_scope"] or LAYERS["namespaces"]), reason="no PID namespace nor Landlock ABI >= 6"
+)
 def test_processes_outside_the_sandbox_cannot_be_signalled():
     import subprocess
 
@@ -173,7 +179,9 @@ def test_processes_outside_the_sandbox_cannot_be_signalled():
         result = run_program(
             f"import os, signal\nos.kill({outsider.pid}, signal.SIGKILL)\n", Limits(timeout=5.0)
         )
-        assert not result.passed and "not permitted" in result.reason, result.reason
+        # invisible from the sandbox's PID namespace, or (without one) refused by Landlock's scope
+        assert not result.passed, result.reason
+        assert "No such process" in result.reason or "not permitted" in result.reason, result.reason
         assert outsider.poll() is None
     finally:
         outsider.kill()

@@ -1,28 +1,26 @@
-"""Run model-written Python with its unit tests in a separate, resource-limited process (for pass@1).
+"""Run model-written Python with its unit tests in a confined, resource-limited process (for pass@1).
 
-The threat model is damage by generated code (endless loops, huge allocations, fork bombs, deleting or
-overwriting files, phoning home, reading the evaluator's secrets). Each run gets
-- a fresh temporary working directory (also HOME and TMPDIR), deleted afterwards;
-- a scrubbed environment (PATH, locale, single-threaded BLAS), stdin closed, `python -I` (isolated mode);
-- rlimits: address space, CPU seconds, file size, no core files, and a small process count;
-- a wall-clock timeout, after which the whole process group (its own session) is killed;
-- on Linux (`confine.py`): an empty network namespace (no network at all) and a Landlock ruleset that
-  allows writes only inside the working directory, and no TCP or signals out of the sandbox. When the
-  kernel offers a layer it is mandatory: if applying it fails the program is not run (fail closed). When
-  the kernel lacks one (no Landlock before 5.13, namespaces disabled), a warning says what is missing.
-  The child can still *read* what its user can read; keep secrets out of world-readable files.
-
-Root is exempt from RLIMIT_NPROC, so under root (containers) the child's *real* uid is switched to
-`nobody` (the effective uid stays 0, so the interpreter under /root stays reachable) and the capabilities
-that lift the limit are dropped from its bounding set; that makes the process limit bite.
+The threat model is damage by generated code running as the evaluator's user, root included (endless
+loops, huge allocations, fork bombs, processes left behind, touching files outside its folder, reaching
+sockets or the network, reading the evaluator's secrets). Each run gets
+- a scrubbed environment (PATH, locale, single-threaded BLAS), stdin closed, `python -I`;
+- `confine.py`'s launcher: its own mount / PID / IPC / UTS / network namespaces, a minimal read-only root
+  with a size-capped folder, no capabilities, `no_new_privs`, an unprivileged uid (`nobody` under root)
+  and Landlock; every process of the sample dies when it ends;
+- rlimits: address space (the whole-sandbox memory budget split over the process limit, so their sum
+  fits), CPU seconds, file size, no core files, a process count;
+- a wall-clock timeout; output read by the host through pipes it opened before the start, capped in size.
+A layer the kernel offers is mandatory (fail closed); a layer it lacks is named once in a warning.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
-import resource
+import pwd
+import selectors
 import shutil
 import signal
 import subprocess
@@ -30,34 +28,37 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 from spillover.evaluation import confine
-from spillover.evaluation.confine import LIBC
 
 log = logging.getLogger(__name__)
-_NOBODY = 65534
-_PR_CAPBSET_DROP = 24
-_CAP_SETUID, _CAP_SYS_ADMIN, _CAP_SYS_RESOURCE = 7, 21, 24
+_NOBODY = "nobody"
 _POLL_SECONDS = 0.005
+_GRACE_SECONDS = 1.0  # after a timeout, how long the launcher has to kill its descendants itself
+_TAIL_BYTES = 4096  # of stderr kept for the failure reason
+_WORKDIR = "/sandbox"  # the program's folder inside the namespaces (also HOME and TMPDIR)
+_SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Resource limits for one sandboxed run."""
+    """Resource limits for one sandboxed run. `memory_bytes` and `max_disk_bytes` bound the sandbox as a
+    whole: each process gets `memory_bytes // max_processes` of address space."""
 
     timeout: float = 10.0  # wall-clock seconds
-    memory_bytes: int = 1 << 30  # address space
-    max_processes: int = 32  # RLIMIT_NPROC (counts every process of the child's real uid)
-    max_file_bytes: int = 16 << 20  # largest file the child may write (stdout/stderr included)
-    confine: bool = True  # no network, writes only in the working directory (where the kernel allows)
-    writable: tuple[str, ...] = ()  # further folders the child may write to (besides its own)
+    memory_bytes: int = 1 << 30  # address space of all the sample's processes together
+    max_processes: int = 8  # RLIMIT_NPROC (counts every process and thread of the sandbox uid)
+    max_file_bytes: int = 16 << 20  # largest file the child may write; also the cap on stdout and stderr
+    confine: bool = True  # namespaces, Landlock, no privileges (where the kernel allows)
+    writable: tuple[str, ...] = ()  # host folders the child may write to (they must allow the sandbox uid)
+    max_disk_bytes: int = 64 << 20  # the program's folder, /tmp and /dev/shm together (a tmpfs, in RAM)
 
 
 @dataclass(frozen=True)
 class SandboxResult:
-    """`reason` is "ok", "timeout", or "error: <last line of stderr or the fatal signal>"."""
+    """`reason` is "ok", "timeout", or "error: <last line of stderr, the fatal signal or the setup step
+    that failed>"."""
 
     passed: bool
     reason: str
@@ -70,42 +71,168 @@ def run_tests(code: str, tests: str, timeout: float = 10.0) -> SandboxResult:
 
 
 def run_program(program: str, limits: Limits = Limits()) -> SandboxResult:
-    """Run `program` as a Python script under `limits` in a throw-away directory."""
-    workdir = Path(tempfile.mkdtemp(prefix="spillover-sandbox-"))
+    """Run `program` as a Python script under `limits`; nothing it writes outlives the call."""
+    staging = Path(tempfile.mkdtemp(prefix="spillover-sandbox-"))
     try:
-        (workdir / "program.py").write_text(program, encoding="utf-8")
-        return _run_in(workdir, limits)
+        (staging / "program.py").write_text(program, encoding="utf-8")
+        return _run_in(staging, limits)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
 
 
-def _run_in(workdir: Path, limits: Limits) -> SandboxResult:
+@dataclass
+class _Output:
+    status: bytearray  # the launcher's setup failure, if any
+    tail: bytearray  # the end of stderr
+    n_bytes: int = 0  # stdout + stderr
+    timed_out: bool = False
+    overflow: bool = False
+
+
+def _run_in(staging: Path, limits: Limits) -> SandboxResult:
     start = time.monotonic()
-    with open(workdir / "stdout", "wb") as out, open(workdir / "stderr", "wb") as err:
-        try:
-            proc = subprocess.Popen(
-                [sys.executable, "-I", "program.py"],
-                cwd=workdir,
-                env=_clean_env(workdir),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                start_new_session=True,  # own process group: one killpg reaches every descendant
-                preexec_fn=partial(_limit_child, limits, os.geteuid() == 0, _layers(limits, workdir)),
-            )
-        except OSError as e:  # e.g. EAGAIN: too many sandboxed processes alive right now
-            return SandboxResult(False, f"error: could not start ({e})", time.monotonic() - start)
-        except subprocess.SubprocessError as e:  # a mandatory confinement layer failed: fail closed
-            return SandboxResult(False, f"error: could not confine ({e})", time.monotonic() - start)
-        timed_out = _wait_unreaped(proc.pid, start + limits.timeout)
-        _kill_group(proc.pid)  # stray children too; the unreaped leader keeps the group id from reuse
-        returncode = proc.wait()
-    seconds = time.monotonic() - start
-    if timed_out:
-        return SandboxResult(False, "timeout", seconds)
-    if returncode == 0:
-        return SandboxResult(True, "ok", seconds)
-    return SandboxResult(False, f"error: {_failure(workdir / 'stderr', returncode)}", seconds)
+    spec = _spec(staging, limits)
+    status_r, status_w = os.pipe()
+    spec["status_fd"] = status_w
+    launcher = [sys.executable, "-I", "-S", confine.__file__, json.dumps(spec)]
+    try:
+        proc = subprocess.Popen(
+            launcher,
+            cwd=staging,
+            env=_clean_env(spec["workdir"]),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            pass_fds=(status_w,),
+            start_new_session=True,  # own process group: one killpg reaches the launcher and its children
+        )
+    except OSError as e:
+        os.close(status_r)
+        return SandboxResult(False, f"error: could not start ({e})", time.monotonic() - start)
+    finally:
+        os.close(status_w)
+    try:
+        out = _collect(proc, status_r, start + limits.timeout, limits.max_file_bytes)
+        returncode = _finish(proc, out, start + limits.timeout)
+    finally:
+        for stream in (proc.stdout, proc.stderr):
+            stream.close()
+        os.close(status_r)
+    return _result(out, returncode, time.monotonic() - start, limits)
+
+
+def _spec(staging: Path, limits: Limits) -> dict:
+    """What the launcher needs (JSON): identities, layers, paths, limits."""
+    layers = _layers(limits)
+    as_root = os.geteuid() == 0
+    uid, gid = _sandbox_ids(as_root)
+    workdir = _WORKDIR if layers["namespaces"] else str(staging / "work")
+    if not layers["namespaces"]:
+        _prepare_host_folder(staging, uid, gid, as_root)
+    n_processes = max(1, limits.max_processes)
+    return {
+        "host_pid": os.getpid(),
+        "python": sys.executable,
+        "program": str(staging / "program.py"),
+        "root": str(_mkdir(staging / "root")),
+        "workdir": workdir,
+        "scratch": ["/tmp", "/dev/shm"] if layers["namespaces"] else [],
+        "uid": uid,
+        "gid": gid,
+        "as_root": as_root,
+        "read_only": _read_only_paths(),
+        "writable": [os.path.realpath(p) for p in limits.writable],
+        "disk_bytes": limits.max_disk_bytes,
+        "rlimits": {
+            "as": limits.memory_bytes // n_processes,
+            "cpu": math.ceil(limits.timeout) + 1,
+            "core": 0,
+            "fsize": limits.max_file_bytes,
+            "nproc": n_processes,
+        },
+        **layers,
+    }
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
+def _sandbox_ids(as_root: bool) -> tuple[int, int]:
+    """`nobody` under root (a real uid without privileges); otherwise the caller's own ids."""
+    if not as_root:
+        return os.getuid(), os.getgid()
+    try:
+        entry = pwd.getpwnam(_NOBODY)
+        return entry.pw_uid, entry.pw_gid
+    except KeyError:
+        return 65534, 65534
+
+
+def _prepare_host_folder(staging: Path, uid: int, gid: int, as_root: bool) -> None:
+    """Without namespaces the program runs in `staging/work`, which the sandbox uid must own."""
+    work = _mkdir(staging / "work")
+    shutil.copy(staging / "program.py", work / "program.py")
+    if as_root:
+        staging.chmod(0o711)
+        for path in (work, work / "program.py"):
+            os.chown(path, uid, gid)
+
+
+def _read_only_paths() -> list[str]:
+    """The system folders plus the interpreter's (its venv and base install), none inside another."""
+    python = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    python |= {os.path.dirname(sys.executable), os.path.dirname(os.path.realpath(sys.executable))}
+    real = sorted({os.path.realpath(p) for p in python})
+    system = [p for p in _SYSTEM if os.path.lexists(p)]
+    covered = [os.path.realpath(p) for p in system]
+    extra = [p for p in real if not any(p == c or p.startswith(c.rstrip("/") + "/") for c in covered)]
+    return system + [p for p in extra if not any(p.startswith(q + "/") for q in extra)]
+
+
+def _collect(proc: subprocess.Popen, status_r: int, deadline: float, cap: int) -> _Output:
+    """Read the status pipe, stdout and stderr until all end, the deadline passes or output exceeds
+    `cap` bytes on either stream; keeps the status and the tail of stderr only."""
+    out = _Output(bytearray(), bytearray())
+    sizes: dict[int, int] = {}
+    with selectors.DefaultSelector() as sel:
+        for fd in (status_r, proc.stdout.fileno(), proc.stderr.fileno()):
+            os.set_blocking(fd, False)
+            sel.register(fd, selectors.EVENT_READ)
+            sizes[fd] = 0
+        while sel.get_map():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                out.timed_out = True
+                return out
+            for key, _ in sel.select(remaining):
+                data = os.read(key.fd, 1 << 16)
+                if not data:
+                    sel.unregister(key.fd)
+                elif key.fd == status_r:
+                    out.status += data[: _TAIL_BYTES - len(out.status)]
+                else:
+                    sizes[key.fd] += len(data)
+                    out.n_bytes += len(data)
+                    if key.fd == proc.stderr.fileno():
+                        out.tail = (out.tail + data)[-_TAIL_BYTES:]
+                    if sizes[key.fd] > cap:
+                        out.overflow = True
+                        return out
+    return out
+
+
+def _finish(proc: subprocess.Popen, out: _Output, deadline: float) -> int:
+    """Wait for the launcher until the deadline (output may end before the program does), then end the
+    sample: SIGTERM lets a launcher without namespaces kill its descendants, SIGKILL the rest."""
+    if not out.overflow and not out.timed_out:
+        out.timed_out = _wait_unreaped(proc.pid, deadline)
+    if out.overflow or out.timed_out:
+        _signal_group(proc.pid, signal.SIGTERM)
+        _wait_unreaped(proc.pid, time.monotonic() + _GRACE_SECONDS)
+    _signal_group(proc.pid, signal.SIGKILL)  # the unreaped leader keeps the group id from reuse
+    return proc.wait()
 
 
 def _wait_unreaped(pid: int, deadline: float) -> bool:
@@ -118,99 +245,77 @@ def _wait_unreaped(pid: int, deadline: float) -> bool:
     return False
 
 
-def _kill_group(pgid: int) -> None:
+def _signal_group(pgid: int, signum: int) -> None:
     try:
-        os.killpg(pgid, signal.SIGKILL)
+        os.killpg(pgid, signum)
     except ProcessLookupError:
         pass  # the group is already empty
     except PermissionError:
         pass  # only the zombie leader is left (macOS refuses killpg then)
 
 
-def _failure(stderr_path: Path, returncode: int) -> str:
-    """The last non-empty stderr line, else the signal that ended the process."""
-    with open(stderr_path, "rb") as f:
-        f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
-        tail = f.read().decode("utf-8", errors="replace")
-    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+def _result(out: _Output, returncode: int, seconds: float, limits: Limits) -> SandboxResult:
+    if out.status:
+        return SandboxResult(False, f"error: could not confine ({_text(out.status)[:300]})", seconds)
+    if out.overflow:
+        return SandboxResult(False, f"error: output over {limits.max_file_bytes} bytes", seconds)
+    if out.timed_out:
+        return SandboxResult(False, "timeout", seconds)
+    if returncode == 0:
+        return SandboxResult(True, "ok", seconds)
+    return SandboxResult(False, f"error: {_failure(out.tail, returncode)}", seconds)
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace").strip()
+
+
+def _failure(tail: bytes, returncode: int) -> str:
+    """The last non-empty stderr line, else the signal that ended the program (reported as 128 + n)."""
+    lines = [line.strip() for line in _text(tail).splitlines() if line.strip()]
     if lines:
         return lines[-1][:300]
+    if returncode > 128 and returncode - 128 in signal.valid_signals():
+        return f"killed by {signal.Signals(returncode - 128).name}"
     if returncode < 0:
         return f"killed by {signal.Signals(-returncode).name}"
     return f"exit status {returncode}"
 
 
-def _clean_env(workdir: Path) -> dict[str, str]:
+def _clean_env(workdir: str) -> dict[str, str]:
     """Nothing from the parent's environment except a fixed PATH: no tokens, keys or HOME secrets."""
     single = "1"
     return {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "HOME": str(workdir),
-        "TMPDIR": str(workdir),
+        "HOME": workdir,
+        "TMPDIR": workdir,
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",
         "OMP_NUM_THREADS": single,
         "OPENBLAS_NUM_THREADS": single,
         "MKL_NUM_THREADS": single,
+        "MALLOC_ARENA_MAX": "2",  # glibc reserves 64 MiB of address space per thread arena otherwise
     }
-
-
-@dataclass(frozen=True)
-class _Layers:
-    network: bool
-    writes: tuple[str, ...] | None  # folders writable under Landlock; None = no Landlock
 
 
 _warned: set[str] = set()
 
 
-def _layers(limits: Limits, workdir: Path) -> _Layers:
+def _layers(limits: Limits) -> dict[str, bool]:
     """The confinement layers to apply: all the kernel offers (warning once about any it lacks)."""
     if not limits.confine:
-        return _Layers(False, None)
+        return {"namespaces": False, "network": False, "landlock": False}
     have = confine.available()
     for layer, missing in (
+        ("namespaces", "processes can outlive a sample and the host's files stay visible (read-only)"),
         ("network_namespace", "generated code keeps network access"),
-        ("landlock_fs", "generated code can write outside its folder"),
+        ("landlock_fs", "generated code can write wherever the sandbox user may"),
     ):
         if not have[layer] and layer not in _warned:
             _warned.add(layer)
             log.warning("sandbox: %s is unavailable on this machine; %s", layer, missing)
-    writes = (str(workdir), *limits.writable) if have["landlock_fs"] else None
-    return _Layers(have["network_namespace"], writes)
-
-
-def _limit_child(limits: Limits, as_root: bool, layers: _Layers) -> None:
-    """Runs in the child between fork and exec: rlimits and confinement, no logging. Raising here makes
-    Popen fail (SubprocessError), so a layer the kernel offers is never silently skipped."""
-    if layers.network and not confine.isolate_network():
-        raise RuntimeError("could not enter a new network namespace")
-    if layers.writes is not None and not confine.restrict_writes(layers.writes):
-        raise RuntimeError("could not apply the Landlock ruleset")
-    cpu = math.ceil(limits.timeout) + 1
-    _lower(resource.RLIMIT_AS, limits.memory_bytes)
-    _lower(resource.RLIMIT_CPU, cpu)
-    _lower(resource.RLIMIT_CORE, 0)
-    _lower(resource.RLIMIT_FSIZE, limits.max_file_bytes)
-    _lower(resource.RLIMIT_NPROC, limits.max_processes)
-    if as_root and LIBC is not None:
-        _count_as_nobody()
-
-
-def _lower(which: int, value: int) -> None:
-    """Set soft and hard limit to `value`, never above the current hard limit (which would fail)."""
-    _, hard = resource.getrlimit(which)
-    value = value if hard == resource.RLIM_INFINITY else min(value, hard)
-    resource.setrlimit(which, (value, value))
-
-
-def _count_as_nobody() -> None:
-    """Make RLIMIT_NPROC apply under root: the kernel counts processes per *real* uid and exempts uid 0
-    and holders of CAP_SYS_RESOURCE / CAP_SYS_ADMIN. Best effort: where root lacks CAP_SETUID or
-    CAP_SETPCAP (a user namespace), these calls fail and the kernel already enforces the limit there."""
-    try:
-        os.setresuid(_NOBODY, 0, 0)
-    except OSError:
-        return
-    for cap in (_CAP_SYS_ADMIN, _CAP_SYS_RESOURCE, _CAP_SETUID):
-        LIBC.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0)
+    return {
+        "namespaces": have["namespaces"],
+        "network": have["network_namespace"],
+        "landlock": have["landlock_fs"],
+    }
