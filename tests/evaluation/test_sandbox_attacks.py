@@ -61,7 +61,7 @@ def alive_with(token: str) -> list[int]:
 # ------------------------------------------------------------------- 1. no uid 0, no capabilities
 
 
-_PRIVILEGES = """
+PRIVILEGES = """
 import ctypes, os
 libc = ctypes.CDLL(None, use_errno=True)
 class Header(ctypes.Structure):
@@ -83,7 +83,7 @@ assert 0 not in os.getgroups(), os.getgroups()
 
 
 def test_child_has_an_unprivileged_uid_and_no_capabilities():
-    result = run_program(_PRIVILEGES, Limits(timeout=10.0))
+    result = run_program(PRIVILEGES, Limits(timeout=10.0))
     assert result.passed, result.reason
 
 
@@ -245,7 +245,7 @@ def test_endless_stderr_is_capped_and_only_its_tail_is_kept():
 # ------------------------------------------------------------------- 5. nothing outlives a sample
 
 
-_LEAVE_DAEMON = """
+LEAVE_DAEMON = """
 import os
 if os.fork() == 0:
     os.setsid()
@@ -259,7 +259,7 @@ os.wait()
 @pytest.mark.skipif(not Path("/proc").exists(), reason="needs /proc to look for leftovers")
 def test_setsid_grandchildren_do_not_outlive_the_sample():
     token = _token()
-    result = run_program(_LEAVE_DAEMON.format(token=token), Limits(timeout=5.0))
+    result = run_program(LEAVE_DAEMON.format(token=token), Limits(timeout=5.0))
     assert result.passed, result.reason  # the program itself does nothing wrong
     time.sleep(0.2)
     assert alive_with(token) == []
@@ -269,7 +269,7 @@ def test_leftovers_cannot_exhaust_the_process_limit():
     token = _token()
     limits = Limits(timeout=5.0, max_processes=4)
     for _ in range(6):  # would leave 6 sleepers, more than the limit
-        assert run_program(_LEAVE_DAEMON.format(token=token), limits).passed
+        assert run_program(LEAVE_DAEMON.format(token=token), limits).passed
     correct = "import subprocess\nassert subprocess.run(['true']).returncode == 0\n"
     result = run_program(correct, limits)
     assert result.passed, result.reason
@@ -278,7 +278,7 @@ def test_leftovers_cannot_exhaust_the_process_limit():
 
 def test_a_timed_out_sample_leaves_no_daemon():
     token = _token()
-    program = _LEAVE_DAEMON.format(token=token) + "import time\ntime.sleep(60)\n"
+    program = LEAVE_DAEMON.format(token=token) + "import time\ntime.sleep(60)\n"
     result = run_program(program, Limits(timeout=1.0))
     assert result.reason == "timeout"
     time.sleep(0.2)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from spillover.studies.multitask_analysis import (
+from spillover.studies.multitask.analysis import (
     comparison_table,
     core_location_rows,
     forgetting_summary,

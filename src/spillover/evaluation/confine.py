@@ -24,17 +24,12 @@ UNIX sockets (6). Hand-written with ctypes: no maintained binding covers these s
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno
-import json
+import marshal
 import os
-import platform
 import resource
-import signal
 import sys
-from collections.abc import Sequence
-from functools import cache
 
 _CLONE_NEWNS, _CLONE_NEWUTS, _CLONE_NEWIPC = 0x20000, 0x4000000, 0x8000000
 _CLONE_NEWUSER, _CLONE_NEWPID, _CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
@@ -61,6 +56,9 @@ _NET_BIND_TCP, _NET_CONNECT_TCP = 1 << 0, 1 << 1  # ABI 4
 _SCOPE_ABSTRACT_UNIX, _SCOPE_SIGNAL = 1 << 0, 1 << 1  # ABI 6
 
 LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+_MACHINE = os.uname().machine
+_SIGKILL, _SIGTERM = 9, 15  # numbers, not the `signal` module: the launcher's start-up is on every sample
+_probed: dict[int, bool] = {}
 
 
 class _RulesetAttr(ctypes.Structure):
@@ -91,10 +89,9 @@ class _CapData(ctypes.Structure):
 # ------------------------------------------------------------------------------------------ what's here
 
 
-@cache
 def landlock_abi() -> int:
     """The kernel's Landlock ABI version; 0 when Landlock is missing or disabled (or not Linux)."""
-    numbers = _SYS.get(platform.machine())
+    numbers = _SYS.get(_MACHINE)
     if LIBC is None or numbers is None:
         return 0
     version = LIBC.syscall(numbers[0], None, ctypes.c_size_t(0), ctypes.c_uint32(_CREATE_RULESET_VERSION))
@@ -112,9 +109,14 @@ def available() -> dict[str, bool]:
     }
 
 
-@cache
 def _probe(flags: int) -> bool:
-    if LIBC is None or platform.machine() not in _PIVOT_ROOT:
+    if flags not in _probed:
+        _probed[flags] = _try_in_child(flags)
+    return _probed[flags]
+
+
+def _try_in_child(flags: int) -> bool:
+    if LIBC is None or _MACHINE not in _PIVOT_ROOT:
         return False
     pid = os.fork()
     if pid == 0:  # pragma: no cover - child
@@ -153,14 +155,14 @@ def isolate_network() -> bool:
 # ------------------------------------------------------------------------------------------- Landlock
 
 
-def restrict_writes(writable: Sequence[str]) -> bool:
+def restrict_writes(writable: list[str] | tuple[str, ...]) -> bool:
     """Landlock the calling process: write-like file access only beneath `writable` (and /dev/null),
     no TCP bind/connect, no signals or abstract sockets out of the sandbox, as far as the ABI allows.
     Irreversible for the process and its children. False when Landlock is unavailable."""
     abi = landlock_abi()
     if abi < 1:
         return False
-    create, add_rule, restrict = _SYS[platform.machine()]
+    create, add_rule, restrict = _SYS[_MACHINE]
     fs = _FS_WRITE | _FS_REMOVE_DIR | _FS_REMOVE_FILE | _FS_MAKE
     fs |= (_FS_REFER if abi >= 2 else 0) | (_FS_TRUNCATE if abi >= 3 else 0)
     attr = _RulesetAttr(
@@ -266,8 +268,8 @@ def _build_root(spec: dict) -> None:
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "0"), ("stdout", "1"), ("stderr", "2")):
         os.symlink(target if name == "fd" else f"/proc/self/fd/{target}", f"{root}/dev/{name}")
     os.mkdir(f"{root}/proc")
-    with contextlib.suppress(SetupError):  # refused where /proc is partly masked (some containers):
-        _mount("proc", f"{root}/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)  # then no /proc at all
+    proc = (b"proc", os.fsencode(f"{root}/proc"), b"proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, None)
+    LIBC.mount(*proc)  # refused where /proc is partly masked (some containers): then no /proc at all
     _check(LIBC.umount2(os.fsencode(data), _MNT_DETACH), "umount data")
     os.rmdir(data)
     _pivot(root)
@@ -275,7 +277,7 @@ def _build_root(spec: dict) -> None:
 
 def _pivot(root: str) -> None:
     os.mkdir(f"{root}/.old")
-    pivot = _PIVOT_ROOT[platform.machine()]
+    pivot = _PIVOT_ROOT[_MACHINE]
     _check(LIBC.syscall(pivot, os.fsencode(root), os.fsencode(f"{root}/.old")), "pivot_root")
     os.chdir("/")
     _check(LIBC.umount2(b"/.old", _MNT_DETACH), "umount old root")
@@ -353,7 +355,7 @@ def _kill_descendants() -> None:
             for task in os.listdir("/proc/self/task"):
                 with open(f"/proc/self/task/{task}/children") as f:
                     for pid in f.read().split():
-                        os.kill(int(pid), signal.SIGKILL)
+                        os.kill(int(pid), _SIGKILL)
             os.wait()
         except ChildProcessError:
             return
@@ -367,7 +369,7 @@ def _fork_into(target, spec: dict, status_fd: int) -> int:
     if pid:
         return pid
     try:  # pragma: no cover - child
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, "set the parent-death signal")
+        _prctl(_PR_SET_PDEATHSIG, _SIGKILL, "set the parent-death signal")
         target(spec)
     except (SetupError, OSError) as e:  # pragma: no cover - child
         os.write(status_fd, f"{type(e).__name__}: {e}".encode()[:2000])
@@ -384,14 +386,19 @@ def _init(spec: dict) -> None:
     os._exit(_wait_for(pid))
 
 
-def main(argv: Sequence[str]) -> None:
-    """The launcher: `python -I -S confine.py SPEC` (SPEC is JSON written by `sandbox.py`)."""
-    spec = json.loads(argv[0])
+def encode_spec(spec: dict) -> str:
+    """The launcher's argument: `marshal` (plain values only), as hex; the same interpreter reads it."""
+    return marshal.dumps(spec).hex()
+
+
+def main(argv: list[str]) -> None:
+    """The launcher: `python -I -S confine.py SPEC` (SPEC from `encode_spec`, written by `sandbox.py`)."""
+    spec = marshal.loads(bytes.fromhex(argv[0]))
     status_fd = spec["status_fd"]
     os.set_inheritable(status_fd, False)  # the program's exec closes it: end of setup for the host
     _set_rlimits({"core": 0})
     try:
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, "set the parent-death signal")
+        _prctl(_PR_SET_PDEATHSIG, _SIGKILL, "set the parent-death signal")
         if os.getppid() != spec["host_pid"]:
             raise SetupError("the evaluator exited before the sandbox started")
         if spec["namespaces"]:
@@ -411,11 +418,13 @@ def main(argv: Sequence[str]) -> None:
         os.dup2(os.open(os.devnull, os.O_RDWR), fd)
     if spec["namespaces"]:  # SIGTERM or SIGKILL end the launcher, then init (parent-death signal), then all
         os._exit(_wait_for(pid))
-    signal.signal(signal.SIGTERM, _stop)
+    import signal  # only here: the namespace path needs no handler
+
+    signal.signal(_SIGTERM, _stop)
     try:
         code = _wait_for(pid)
     except _Stop:
-        code = 128 + signal.SIGKILL
+        code = 128 + _SIGKILL
     _kill_descendants()
     os._exit(code)
 

@@ -15,7 +15,6 @@ A layer the kernel offers is mandatory (fail closed); a layer it lacks is named 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -94,7 +93,7 @@ def _run_in(staging: Path, limits: Limits) -> SandboxResult:
     spec = _spec(staging, limits)
     status_r, status_w = os.pipe()
     spec["status_fd"] = status_w
-    launcher = [sys.executable, "-I", "-S", confine.__file__, json.dumps(spec)]
+    launcher = [sys.executable, "-I", "-S", confine.__file__, confine.encode_spec(spec)]
     try:
         proc = subprocess.Popen(
             launcher,
@@ -122,7 +121,7 @@ def _run_in(staging: Path, limits: Limits) -> SandboxResult:
 
 
 def _spec(staging: Path, limits: Limits) -> dict:
-    """What the launcher needs (JSON): identities, layers, paths, limits."""
+    """What the launcher needs (plain values): identities, layers, paths, limits."""
     layers = _layers(limits)
     as_root = os.geteuid() == 0
     uid, gid = _sandbox_ids(as_root)
@@ -307,7 +306,7 @@ def _layers(limits: Limits) -> dict[str, bool]:
         return {"namespaces": False, "network": False, "landlock": False}
     have = confine.available()
     for layer, missing in (
-        ("namespaces", "processes can outlive a sample and the host's files stay visible (read-only)"),
+        ("namespaces", "the host's files stay visible (read-only) and the folder has no size cap"),
         ("network_namespace", "generated code keeps network access"),
         ("landlock_fs", "generated code can write wherever the sandbox user may"),
     ):

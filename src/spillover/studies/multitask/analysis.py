@@ -1,4 +1,5 @@
-"""The multitask study's analysis (methods.md §3.5–3.7): pure functions from scores and core regions to tables.
+"""The multitask study's analysis (methods.md §3.5–3.7): pure functions from the finished jobs' results
+(scores, core regions, training runs) to tables; `analyse` is the study's entry point.
 
 Definitions (also in docs/multitask.md):
 - **Normalised score** of a model on task i: score_i / single_i, where single_i is the score on task i of
@@ -20,10 +21,13 @@ import numpy as np
 import pandas as pd
 from torch import Tensor
 
+from spillover.studies.contract import BASE, Analysis, Results
+from spillover.studies.multitask.plan import MultitaskAnalyseJob
+from spillover.studies.multitask.spec import SEQUENTIAL_METHODS, seq_label, single_label
+from spillover.training.cpi import stage_plan
 from spillover.training.masks import mask_size, top_p_mask
 from spillover.training.stages import group_tasks, jaccard_matrix
 
-BASE = "base"
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.(.+)$")
 
 
@@ -125,7 +129,7 @@ def score_matrix(scores: pd.DataFrame, order: Sequence[str], tasks: Sequence[str
 def comparison_table(scores: pd.DataFrame, tasks: Sequence[str], methods: Sequence[str]) -> pd.DataFrame:
     """Per model (base, each single-task fine-tune, each method): per-task scores, the raw mean, per-task
     normalised scores (`norm/<task>`) and the normalised average (see the module doc)."""
-    single = {t: f"single:{t}" for t in tasks}
+    single = {t: single_label(t) for t in tasks}
     m = score_matrix(scores, [BASE, *single.values(), *methods], tasks)
     ref = pd.Series({t: m.at[single[t], t] if single[t] in m.index else np.nan for t in tasks})
     ref = ref.where(ref != 0)
@@ -146,9 +150,9 @@ def forgetting_table(
     v = {(r.model, r.target): r.value for r in scores.itertuples()}
     rows = []
     for a, b in orders:
-        after = f"single:{a}"
+        after = single_label(a)
         for method in methods:
-            label = f"seq:{method}:{a}>{b}"
+            label = seq_label(method, a, b)
             if (label, a) not in v:
                 continue
             row = {
@@ -161,7 +165,7 @@ def forgetting_table(
                 "B_after_A": v.get((after, b)),
                 "A_final": v.get((label, a)),
                 "B_final": v.get((label, b)),
-                "B_single": v.get((f"single:{b}", b)),
+                "B_single": v.get((single_label(b), b)),
             }
             row["delta_A"] = _diff(row["A_final"], row["A_after_A"])
             row["delta_B"] = _diff(row["B_final"], row["B_after_A"])
@@ -178,3 +182,70 @@ def forgetting_summary(table: pd.DataFrame) -> pd.DataFrame:
 
 def _diff(a: Any, b: Any) -> float:
     return float(a) - float(b) if a is not None and b is not None else float("nan")
+
+
+def analyse(results: Results, p: MultitaskAnalyseJob) -> Analysis:
+    """Every table of the study from whatever finished (missing methods and cores are named in notes)."""
+    scores = results.long_scores(results.finished("eval"))
+    cores = next((results.result(j) for j in results.finished("cores")), None)
+    runs = [results.result(j) for kind in ("mt_train", "sequential") for j in results.finished(kind)]
+    tables, notes = {}, []
+    tables["comparison"] = comparison_table(scores, p.tasks, p.methods)
+    missing = [m for m in p.methods if m not in tables["comparison"].index]
+    if missing:
+        notes.append(f"methods without scores (failed or not run yet): {', '.join(missing)}")
+    tables["forgetting"] = forgetting_table(scores, p.orders, SEQUENTIAL_METHODS)
+    tables["forgetting_summary"] = forgetting_summary(tables["forgetting"])
+    tables["runs"] = pd.DataFrame([run_row(r) for r in runs])
+    if cores is None:
+        notes.append("the core-region job did not finish: no Jaccard matrix, groups or sweep")
+    else:
+        tables |= core_tables(cores, p.cpi.tau, p.seed)
+    return Analysis(tables, notes, footer=f"{len(scores)} scores")
+
+
+def core_tables(cores: dict[str, Any], tau: float, seed: int) -> dict[str, pd.DataFrame]:
+    """The cores job's result as tables: Jaccard, groups and stage orders at τ, sizes, location, sweep."""
+    tasks = cores["tasks"]
+    plan = stage_plan(cores["jaccard"], tasks, tau, seed)
+    groups = [
+        {"what": f"groups (τ = {tau:g})", "value": stages_text(plan.groups)},
+        *({"what": f"stages ({o})", "value": stages_text(s)} for o, s in plan.orders.items()),
+    ]
+    sizes = [
+        {"task": t, "n_core": n, "share_of_params": n / cores["n_params"]}
+        for t, n in cores["core_sizes"].items()
+    ]
+    return {
+        "jaccard": pd.DataFrame(cores["jaccard"], index=tasks, columns=tasks),
+        "groups": pd.DataFrame(groups),
+        "core_sizes": pd.DataFrame(sizes),
+        "core_location": pd.DataFrame(cores["location"]),
+        **location_tables(cores["location"]),
+        "sweep_groups": pd.DataFrame(cores["sweep"]["groups"]),
+        "sweep_jaccard": pd.DataFrame(cores["sweep"]["pairs"]),
+    }
+
+
+def stages_text(stages: list[list[str]]) -> str:
+    """[[a, b], [c]] → "[a, b] → [c]"."""
+    return " → ".join("[" + ", ".join(s) + "]" for s in stages)
+
+
+def run_row(r: dict[str, Any]) -> dict[str, Any]:
+    """One row of the `runs` table from an mt_train or sequential job's result."""
+    label = r["method"] if "first" not in r else seq_label(r["method"], r["first"], r["second"])
+    fusion = r.get("fusion") or {}
+    return {
+        "run": label,
+        "stages": stages_text(r["stages"]) if "stages" in r else f"[{r['first']}] → [{r['second']}]",
+        "n_steps": r["n_steps"],
+        "seconds": round(r["seconds"], 1),
+        "final_loss": r["final_loss"],
+        "frozen_elements": r.get(
+            "frozen", max((s.get("frozen", 0) for s in r.get("stage_runs", [])), default=0)
+        ),
+        "fusion_tensors_slerp": fusion.get("tensors_slerp"),
+        "fusion_tensors_lerp": fusion.get("tensors_lerp"),
+        "fusion_collisions": fusion.get("collisions"),
+    }

@@ -1,70 +1,72 @@
-"""Model states for CPI-FT: the trainable parameters as a plain dict (name → tensor), for full fine-tuning
-(every parameter of the model) and for LoRA (the adapter's lora_A/lora_B weights, names as in the
-training model, e.g. `base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight`).
+"""The study's models for CPI-FT, from the study's shared resources (`StudyContext`): θ0 and trained states
+(`training.cpi.State`: the trainable parameters as name → tensor), and the model a training run trains.
 
 - `initial_state`: θ0 — the base model's parameters (full; shared, never modified) or the freshly
   initialised adapter (LoRA; the init is seeded, so every run of these settings starts from it);
 - `trained_state`: θ of a finished run, read back from its saved artifact (model/ or adapter/);
-- `train_from`: the training loop started from a given state, with step hooks (exact freezing).
+- `train_run`: `training.cpi.train_from` on a fresh full copy, or on a fresh adapter over the shared base.
 
 States are read from the saved artifacts, never kept from memory, so a resumed job sees the same values.
 """
 
 from __future__ import annotations
 
-import shutil
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from torch import Tensor
 
 from spillover.config import TrainSettings
 from spillover.models.adapters import load_adapter
 from spillover.models.load import load_model
-from spillover.training.checkpoint import CHECKPOINTS
-from spillover.training.settings import prepare_for_training
-from spillover.training.types import TrainResult
-
-State = dict[str, Tensor]
-
-
-def _lora_weights(model) -> State:
-    return {n: p.detach().clone() for n, p in model.named_parameters() if ".lora_" in n}
+from spillover.studies.context import StudyContext
+from spillover.training.cpi import State, lora_state, model_state, train_from
+from spillover.training.settings import prepare_for_training, train_params
+from spillover.training.types import StepHook, TrainResult
 
 
-def initial_state(ctx, settings: TrainSettings) -> State:
+def initial_state(ctx: StudyContext, settings: TrainSettings) -> State:
     """θ0 of the trainable parameters under `settings.method`."""
     if settings.method == "full":
-        return {n: p.detach() for n, p in ctx.exact_base().named_parameters()}
+        return model_state(ctx.base_model())
     model = prepare_for_training(ctx.base_model(), settings)
     try:
-        return _lora_weights(model)
+        return lora_state(model)
     finally:
         model.unload()  # the same base object, without the adapter
 
 
-def trained_state(ctx, artifact: str | Path, settings: TrainSettings) -> State:
+def trained_state(ctx: StudyContext, artifact: str | Path, settings: TrainSettings) -> State:
     """The trainable parameters stored in a run's artifact folder."""
     if settings.method == "full":
         model, _ = load_model(str(artifact), ctx.precision)
-        return {n: p.detach() for n, p in model.named_parameters()}
+        return model_state(model)
     model = load_adapter(ctx.base_model(), artifact)
     try:
-        return _lora_weights(model)
+        return lora_state(model)
     finally:
         model.unload()
 
 
-def train_from(
-    ctx,
+def train_run(
+    ctx: StudyContext,
     sequences,
     settings: TrainSettings,
     out_dir: Path,
-    start: State | None = None,
-    hooks=(),
-    progress=None,
+    start: Mapping[str, Tensor] | None = None,
+    hooks: Sequence[StepHook] = (),
+    progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
-    """Train (resumably, in `out_dir`) from `start` (None: from θ0) with step `hooks`; the optimiser and
-    checkpoint files are deleted once the run is saved (its artifact is what later stages read)."""
-    result = ctx.train_sequences(sequences, settings, out_dir, progress, hooks=hooks, start=start)
-    shutil.rmtree(Path(out_dir) / CHECKPOINTS, ignore_errors=True)
-    return result
+    """Train from `start` (None: θ0) with step `hooks`: full fine-tuning on a fresh copy of the model,
+    LoRA on a fresh adapter over the shared base (unloaded afterwards)."""
+    params = train_params(settings, ctx.precision)
+    if settings.method == "full":
+        model, _ = load_model(ctx.spec.model, ctx.precision)
+        model = prepare_for_training(model, settings)
+        return train_from(model, ctx.tokenizer, sequences, params, out_dir, start, hooks, progress)
+    model = prepare_for_training(ctx.base_model(), settings)
+    try:
+        return train_from(model, ctx.tokenizer, sequences, params, out_dir, start, hooks, progress)
+    finally:
+        model.unload()  # the same base object, without the adapter
