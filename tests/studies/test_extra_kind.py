@@ -54,8 +54,10 @@ def count_job(ctx, plan, job):  # the kind's own job kind: rows in the target's 
 
 def analyse(results: Results, p: ZeroShotAnalyseJob) -> Analysis:
     scores = results.long_scores(results.finished("eval"))
-    rows = {results.result(j)["rows"]: j.params.target for j in results.finished("count")}
-    sizes = pd.DataFrame({"target": list(rows.values()), "rows": list(rows)})
+    counts = results.finished("count")
+    sizes = pd.DataFrame(
+        {"target": [j.params.target for j in counts], "rows": [results.result(j)["rows"] for j in counts]}
+    )
     return Analysis({"scores": scores, "sizes": sizes}, footer=f"{len(scores)} scores")
 
 
@@ -78,7 +80,7 @@ def zero_shot_kind() -> StudyKind:
 
 
 def test_a_kind_defined_outside_the_package_runs_end_to_end(tmp_path, tiny_model_dir):
-    study = write_toy_study(tmp_path, tiny_model_dir)
+    study = write_toy_study(tmp_path, tiny_model_dir, sources="[toy_a]")
     text = study.read_text().replace("study: transfer", "study: zero_shot")
     keep = [line for line in text.splitlines() if not line.startswith(("sources:", "train:", "stats:"))]
     study.write_text("\n".join(keep) + "\n")

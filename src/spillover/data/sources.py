@@ -15,6 +15,31 @@ from spillover.errors import SpilloverError
 Row = dict
 Located = tuple[str, Row]
 
+# Inputs are checked before any model work: one field of a row may hold at most this many characters
+# (a 50 MB field would be tokenised into gigabytes, long after training had started).
+MAX_FIELD_CHARS = 1_000_000
+
+
+class Where(str):
+    """A row's location ("path:17"), knowing whether its file was reached through a symbolic link. Rows of
+    a linked file may come from anywhere on disk, so error messages must not quote their content."""
+
+    linked: bool = False
+
+    @classmethod
+    def of(cls, text: str, linked: bool) -> Where:
+        where = cls(text)
+        where.linked = linked
+        return where
+
+
+def shown(where: str, value: object) -> str:
+    """`value` quoted for an error message about the row at `where` (hidden for a linked file's rows)."""
+    if getattr(where, "linked", False):
+        return "(not shown: the data file is a symbolic link)"
+    text = repr(value)
+    return text if len(text) <= 200 else text[:200] + "…"
+
 
 def read_rows(source: str, base_dir: Path, split: str) -> list[Located]:
     """Read every row of `source` (relative paths resolve against `base_dir`)."""
@@ -39,7 +64,26 @@ def read_rows(source: str, base_dir: Path, split: str) -> list[Located]:
         raise SpilloverError(f"{path}: cannot read the {split} data ({e.strerror or e})") from None
     if not rows:
         raise SpilloverError(f"{path}: the {split} split is empty (no rows)")
-    return rows
+    linked = path.resolve() != path.absolute()
+    for where, row in rows:
+        check_field_sizes(where, row)
+    return [(Where.of(where, linked), row) for where, row in rows]
+
+
+def check_field_sizes(where: str, row: Row) -> None:
+    """Every text value of the row (also inside lists and mappings) has at most MAX_FIELD_CHARS."""
+    stack = [(str(k), v) for k, v in row.items()]
+    while stack:
+        field, value = stack.pop()
+        if isinstance(value, str) and len(value) > MAX_FIELD_CHARS:
+            raise SpilloverError(
+                f"{where}: field '{field}' holds {len(value):,} characters; at most {MAX_FIELD_CHARS:,} "
+                "are allowed per field (split or shorten the example)"
+            )
+        if isinstance(value, dict):
+            stack += [(f"{field}.{k}", v) for k, v in value.items()]
+        elif isinstance(value, list):
+            stack += [(f"{field}[{i}]", v) for i, v in enumerate(value)]
 
 
 def _read_jsonl(path: Path) -> list[Located]:
@@ -65,6 +109,7 @@ def _read_jsonl(path: Path) -> list[Located]:
 
 def _read_csv(path: Path) -> list[Located]:
     rows: list[Located] = []
+    _refuse_nul(path)
     try:
         with path.open(newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
@@ -80,6 +125,16 @@ def _read_csv(path: Path) -> list[Located]:
     except csv.Error as e:  # NUL bytes, a field over csv.field_size_limit(), ...
         raise SpilloverError(f"{path}:{reader.line_num + 1}: malformed CSV ({e})") from None
     return rows
+
+
+def _refuse_nul(path: Path) -> None:
+    """A NUL byte in a CSV file is an error (Python's csv module reads it as a character since 3.11)."""
+    with path.open("rb") as f:
+        for lineno, line in enumerate(f, start=1):
+            if b"\0" in line:
+                raise SpilloverError(
+                    f"{path}:{lineno}: a NUL byte (\\0) in a CSV file; save the file as plain UTF-8 text"
+                )
 
 
 def _read_parquet(path: Path) -> list[Located]:

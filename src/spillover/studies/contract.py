@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from spillover.engine.plan import Job, JobParams, Plan
+from spillover.errors import SpilloverError
 
 if TYPE_CHECKING:
     from spillover.config import StudySpec
@@ -121,19 +122,32 @@ def handler_for(kind: StudyKind, job_kind: str) -> Handler:
 
 def report_job(kind: StudyKind, ctx: StudyContext, plan: Plan, job: Job) -> dict[str, Any]:
     """The `analyse` job of every kind: gather → analyse → tables/ (CSV + Parquet) → report.html.
-    Runs over whatever finished (a partial report beats none; see engine.executors)."""
+    Runs over whatever finished (a partial report beats none; see engine.scheduler). When the kind's
+    analysis cannot run on what finished (e.g. the base model's evaluations failed), a partial report with
+    every stored score and the reason is written, and the job then fails with that reason."""
+    from spillover.report.html import Section
+
+    results = gather(ctx.store, plan, ctx.spec, ctx.tasks)
+    try:
+        analysis = kind.analyse(results, job.params)
+        sections = kind.sections(analysis, results)
+    except (SpilloverError, ValueError, KeyError, IndexError) as e:
+        why = f"the {kind.name} analysis could not run on the finished jobs: {e}"
+        scores = results.scores.drop(columns=["extra"])
+        partial = Analysis({"scores": scores}, notes=[why], footer=f"{len(scores)} scores (partial)")
+        section = Section("partial", "Partial results", notes=[why], tables=[("Every stored score", scores)])
+        _write_outputs(kind, ctx, partial, [section])
+        raise SpilloverError(why) from e
+    return _write_outputs(kind, ctx, analysis, sections)
+
+
+def _write_outputs(kind: StudyKind, ctx: StudyContext, analysis: Analysis, sections: list[Section]) -> dict:
     from spillover.report.html import render_report, write_report
     from spillover.studies.tables import write_tables
 
-    results = gather(ctx.store, plan, ctx.spec, ctx.tasks)
-    analysis = kind.analyse(results, job.params)
     out = Path(ctx.spec.output_dir)
     names = write_tables(analysis.tables, out / "tables")
-    html = render_report(
-        f"{kind.title}: {ctx.spec.model}",
-        kind.sections(analysis, results),
-        ctx.spec.model_dump(mode="json"),
-        footer=analysis.footer,
-    )
+    settings = ctx.spec.model_dump(mode="json")
+    html = render_report(f"{kind.title}: {ctx.spec.model}", sections, settings, footer=analysis.footer)
     write_report(out / "report.html", html)
     return {"tables": names, "report": str(out / "report.html"), "notes": analysis.notes}
