@@ -17,12 +17,11 @@ from typing import Any
 
 from torch import Tensor
 
-from spillover.config import TrainSettings
 from spillover.models.adapters import load_adapter
 from spillover.models.load import load_model
 from spillover.studies.context import StudyContext
 from spillover.training.cpi import State, lora_state, model_state, train_from
-from spillover.training.settings import prepare_for_training, train_params
+from spillover.training.settings import TrainSettings, prepare_for_training, train_params
 from spillover.training.types import StepHook, TrainResult
 
 
