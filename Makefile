@@ -47,7 +47,6 @@ bench: setup
 	$(BIN)/python benchmarks/eval_vs_lm_eval.py
 	$(BIN)/python benchmarks/train_vs_trl.py
 	$(BIN)/python benchmarks/generation_vs_generate.py
-	$(BIN)/python benchmarks/attention_kernels.py
 	$(BIN)/python benchmarks/matmul_shapes.py
 
 clean:

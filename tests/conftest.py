@@ -49,19 +49,6 @@ def make_tiny_llama(vocab_size: int, seed: int = 0, hidden: int = 48, layers: in
     return LlamaForCausalLM(config).eval()
 
 
-@pytest.fixture(autouse=True)
-def _fresh_compile_state(monkeypatch):
-    """Every test starts like a new process: no training or scoring work done yet ("auto" compile's
-    hotness counters) and no failed compile behind it."""
-    from spillover.evaluation import scoring
-    from spillover.models import compile as compile_mod
-    from spillover.training import loop
-
-    monkeypatch.setattr(scoring.HOTNESS, "flop", 0.0)
-    monkeypatch.setattr(loop.HOTNESS, "flop", 0.0)
-    monkeypatch.setattr(compile_mod, "broken", False)
-
-
 @pytest.fixture(scope="session")
 def tokenizer():
     return make_tokenizer()

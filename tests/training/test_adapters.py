@@ -13,11 +13,11 @@ from spillover.models.adapters import (
     activate,
     apply_lora,
     base_only,
+    keep_adapter_sum_fp32,
     load_adapter,
     save_adapter,
     unload_adapter,
 )
-from spillover.models.load import Precision, store_frozen_linears
 
 IDS = torch.tensor([[5, 17, 99, 3, 42, 7], [8, 8, 120, 64, 2, 1]])
 
@@ -136,43 +136,49 @@ def test_fp32_sum_leaves_the_base_model_untouched(tiny_model):
         assert torch.equal(logits(model.unload()), expected)
 
 
-def _outputs_and_grads(model, train: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Logits under bf16 autocast, and with `train` the LoRA weights' gradients of their sum (dropout on)."""
-    model.train(train)
-    torch.manual_seed(0)  # the same dropout masks on both paths
-    with torch.autocast("cpu", dtype=torch.bfloat16), torch.set_grad_enabled(train):
+def _outputs_and_grads(model, autocast: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Logits (under bf16 autocast or not) and the LoRA weights' gradients of their sum."""
+    model.train()
+    torch.manual_seed(0)  # the same dropout masks on both models
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         out = model(input_ids=IDS).logits
-    if not train:
-        return out, []
     lora = [p for n, p in model.named_parameters() if "lora_" in n]
     return out.detach(), list(torch.autograd.grad(out.float().sum(), lora))
 
 
-@pytest.mark.parametrize(
-    "bf16_base, train, dropout",
-    [(False, False, 0.0), (True, False, 0.0), (False, True, 0.0), (True, True, 0.0), (False, True, 0.3)],
-)
-def test_direct_lora_path_is_bit_identical_to_peft(tiny_model, monkeypatch, bf16_base, train, dropout):
-    """Under autocast, adapted linears skip peft's forward (the base layer module is not even called) and
-    give bit-identical logits and LoRA gradients, with and without dropout; without autocast peft's
-    forward runs."""
-    import spillover.models.adapters as adapters
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_lora_is_peft_own_model(tiny_model, dropout):
+    """apply_lora is peft's `get_peft_model` with a seeded init: the same modules, classes and parameters,
+    and without autocast (where the fp32 sum does nothing) bit-identical logits and LoRA gradients."""
+    from peft import LoraConfig, get_peft_model
+    from peft.tuners.lora import Linear as LoraLinear
 
-    model = trained_adapter(tiny_model, seed=3, dropout=dropout)
-    if bf16_base:
-        store_frozen_linears(model, Precision(torch.device("cpu"), torch.bfloat16))
-    base_layer = model.get_base_model().model.layers[0].mlp.down_proj.get_base_layer()
-    calls = []
-    base_layer.register_forward_hook(lambda *a: calls.append(1))
-    direct = _outputs_and_grads(model, train)
-    assert not calls
-    monkeypatch.setattr(adapters, "_plain_adapter", lambda *a: None)  # every layer through peft's forward
-    through_peft = _outputs_and_grads(model, train)
-    assert calls
-    assert torch.equal(direct[0], through_peft[0])
-    assert all(torch.equal(a, b) for a, b in zip(direct[1], through_peft[1], strict=True))
-    if not bf16_base:  # without autocast: peft's forward (a bf16-stored base needs autocast)
-        monkeypatch.undo()
-        calls.clear()
-        logits(model)
-        assert calls
+    ours = apply_lora(copy.deepcopy(tiny_model), r=4, dropout=dropout, seed=7)
+    config = LoraConfig(
+        task_type="CAUSAL_LM", r=4, lora_alpha=16, lora_dropout=dropout, target_modules="all-linear"
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(7)
+        plain = get_peft_model(copy.deepcopy(tiny_model), config)
+    assert {type(m) for m in ours.modules()} == {type(m) for m in plain.modules()}
+    assert any(type(m) is LoraLinear for m in ours.modules())  # peft's own class, not a subclass
+    with torch.no_grad():
+        for (n, p), (m, q) in zip(ours.named_parameters(), plain.named_parameters(), strict=True):
+            assert n == m and torch.equal(p, q)
+            if "lora_B" in n:  # a trained adapter, not the identity
+                g = torch.Generator().manual_seed(len(n))
+                p.copy_(torch.randn(p.shape, generator=g))
+                q.copy_(p)
+    got, want = _outputs_and_grads(ours, False), _outputs_and_grads(plain, False)
+    assert torch.equal(got[0], want[0])
+    assert all(torch.equal(a, b) for a, b in zip(got[1], want[1], strict=True))
+
+
+def test_fp32_sum_is_idempotent(tiny_model):
+    """Calling keep_adapter_sum_fp32 again (load_adapter does, for every adapter) changes nothing."""
+    model = trained_adapter(tiny_model, seed=6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        before = logits(model)
+        keep_adapter_sum_fp32(model)
+        keep_adapter_sum_fp32(model)
+        assert torch.equal(logits(model), before)

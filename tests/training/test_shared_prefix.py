@@ -87,7 +87,7 @@ def test_same_logits_loss_and_gradients_as_the_padded_batch(tokenizer, toy_seque
     batch = pad_batch(prefixed(tokenizer, toy_sequences[:8]), 0)
     models = [make_model(), make_model()]
     for m in models:
-        m.config._attn_implementation = impl
+        m.set_attn_implementation(impl)  # the public switch (spillover chooses it at load time)
     lp, yp, op, gp, seen_p = forward_backward(models[0], batch, share=False)
     ls, ys, os_, gs, seen_s = forward_backward(models[1], batch, share=True)
     assert not seen_p and seen_s[0] is not None  # the padded run did not pack, the other did

@@ -9,8 +9,8 @@ one-token option adds no token at all); an option token sees the context and the
 option only, with `position_ids` that restart at len(context) for every option. When the contexts of a
 call start with the same tokens (a chat template's system prompt and the task's instruction: 41–52 tokens
 on the embedded model, 40–68% of a classification context), those are computed once for the whole call
-and every row reads their cached keys and values (`models.prefix_cache`): a row holds only its example's
-own tokens, positions continuing after the prefix. Every option is scored exactly as if it were appended
+and every row reads their keys and values as its KV cache (`models.prefix_cache`): a row holds
+only its example's own tokens, positions continuing after the prefix. Every option is scored exactly as if it were appended
 to its context alone (tested against separate forwards). Rows are right-padded into batches grouped by
 length: `batch_size` rows, or more when they are short, up to `batch_size` × `TOKENS_PER_ROW` padded tokens
 per forward pass (at most `MAX_ROWS_FACTOR` × `batch_size` rows), because small matmuls waste the CPU
@@ -18,13 +18,8 @@ per forward pass (at most `MAX_ROWS_FACTOR` × `batch_size` rows), because small
 tokens go through the LM head (`logits_to_keep` as a boolean (B, T) mask), so the (B, T, V) logits tensor
 is never built.
 
-Under bf16 autocast on a CPU, the decoder layers may run compiled (`models.compile`; Inductor fuses the
-elementwise ops and casts around the matmuls): 1.4× (base model) to 1.6× (LoRA adapter) faster once a
-compile is paid (~9 s with warm on-disk caches, ~20 s cold), which a process earns back after half a
-minute or so of scoring. `compile="auto"` therefore works like a JIT's hotness
-counter: it compiles once the scoring work done in this process, counting the current call, reaches 15 TFLOP
-(`HOTNESS`; a study's first evaluations run eagerly, the rest compiled; one big evaluation compiles at
-once). Compiled and eager scores agree within bf16 rounding, not bit for bit.
+`compile=True` runs the forward passes through `torch.compile` (`models.compile`); "auto" (the default) and
+False run them eagerly. Compiled and eager scores agree within bf16 rounding, not bit for bit.
 """
 
 from __future__ import annotations
@@ -41,8 +36,7 @@ from spillover.data.prompts import answer_prefix, render_context, uses_chat
 from spillover.data.tasks import Example, TaskSpec
 from spillover.errors import SpilloverError
 from spillover.models import prefix_cache
-from spillover.models.attention import attention_implementation
-from spillover.models.compile import CompiledLayers, Hotness, decoder_layers, eager_layers, running_layers
+from spillover.models.compile import Compiled, wants_compile
 from spillover.models.packing import PAD, common_prefix, model_mask, tree_attention_mask
 
 log = logging.getLogger(__name__)
@@ -139,11 +133,11 @@ def score_batch(
     model,
     rows: Sequence[PackedRow],
     pad_id: int = 0,
-    compiled: CompiledLayers | None = None,
+    compiled: Compiled | None = None,
     prefix: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> list[list[OptionScore]]:
     """One forward pass for a batch of packed rows; per row (an example), per option, its score.
-    `compiled`: run the decoder layers compiled. `prefix`: the cached keys and values (`prefix_cache`)
+    `compiled`: run the forward pass compiled. `prefix`: the cached keys and values (`prefix_cache`)
     of the context tokens the rows leave out (`pack_row`'s `n_cached`)."""
     if compiled is not None and len(rows) == 1:
         # a batch of one row would compile another graph (dynamo specialises size 1): score it twice
@@ -151,25 +145,16 @@ def score_batch(
     device = next(model.parameters()).device
     batch = _collate(rows, pad_id, device)
     mask = tree_attention_mask(batch["groups"], batch["branches"])  # (B, 1, T, T)
-    if prefix is not None:  # every token sees the whole prefix
-        mask = torch.cat([mask.new_ones((*mask.shape[:3], prefix[0][0].shape[2])), mask], dim=-1)
     inputs = {
         "input_ids": batch["input_ids"],
-        "attention_mask": model_mask(model, mask),
         "position_ids": batch["position_ids"],
         "logits_to_keep": batch["keep"],
     }
-    run = lambda: model(**inputs, use_cache=False)  # noqa: E731
-    layer_kwargs = None if prefix is None else prefix_cache.layer_kwargs(prefix)
-    impl = model.config._attn_implementation if prefix is None else prefix_cache.implementation(model)
-    with attention_implementation(model, impl):
-        if compiled is not None:
-            out = compiled.call(run, layer_kwargs)
-        elif layer_kwargs is None:
-            out = run()
-        else:
-            with running_layers(eager_layers(model), layer_kwargs):
-                out = run()
+    if prefix is not None:  # every token sees the whole prefix, read from the cache
+        mask = torch.cat([mask.new_ones((*mask.shape[:3], prefix[0][0].shape[2])), mask], dim=-1)
+        inputs["past_key_values"] = prefix_cache.prefix_cache(model, prefix, len(rows))
+    inputs["attention_mask"] = model_mask(model, mask)
+    out = (compiled or model)(**inputs, use_cache=False)
     logits = out.logits.float()  # (K, V): K = kept positions, row-major over (B, T)
     row_of = (batch["keep"].flatten().cumsum(0) - 1).view(batch["keep"].shape)  # (B, T) -> row of `logits`
     src = torch.cat([row_of[b, s] for b, r in enumerate(rows) for s in map(torch.tensor, r.sources)])  # (N,)
@@ -211,15 +196,14 @@ def score_requests(
     """Score every (context, options) request; batches hold requests of similar packed length.
 
     Contexts longer than `max_length` minus the longest option are cut from the left (the start of a
-    k-shot prompt matters least), with a warning. `compile`: run the decoder layers compiled (see the
-    module docstring for "auto").
+    k-shot prompt matters least), with a warning. `compile=True`: run the forward passes compiled.
     """
     fitted = [(_fit(ctx, opts, max_length), opts) for ctx, opts in requests]
-    prefix = _shared_prefix(model, [ctx for ctx, _ in fitted])
+    prefix = _shared_prefix([ctx for ctx, _ in fitted])
     states = prefix_cache.prefix_states(model, prefix) if prefix else None
     rows = [pack_row(ctx, opts, len(prefix)) for ctx, opts in fitted]
     lengths = [len(r.input_ids) for r in rows]
-    compiled = _compiled_layers(model, compile, sum(lengths))
+    compiled = Compiled(model, "scoring") if wants_compile(compile) else None
     order = sorted(range(len(rows)), key=lambda i: lengths[i], reverse=True)  # big batches first
     results: list[list[OptionScore]] = [[] for _ in requests]
     for chunk in _token_batches(order, lengths, batch_size):
@@ -230,27 +214,12 @@ def score_requests(
     return results
 
 
-def _shared_prefix(model, contexts: Sequence[list[int]]) -> list[int]:
+def _shared_prefix(contexts: Sequence[list[int]]) -> list[int]:
     """The tokens every context starts with, short of the shortest context (each keeps one of its own);
-    none when there is nothing to share or `model` cannot read a cached prefix."""
-    if len(contexts) < 2 or prefix_cache.implementation(model) is None or not decoder_layers(model):
+    none when there is nothing to share."""
+    if len(contexts) < 2:
         return []
     return contexts[0][: common_prefix(contexts, min(len(c) for c in contexts) - 1)]
-
-
-# auto: ~35 s of eager bf16 scoring on 2 cores; compiled, that much work takes ~9 s (base model) to ~18 s
-# (LoRA adapter) less, about one compile (~9 s with the on-disk caches warm, ~20 s cold)
-HOTNESS = Hotness(threshold=1.5e13)
-
-
-def _compiled_layers(model, want: Literal["auto"] | bool, n_tokens: int) -> CompiledLayers | None:
-    """Compiled decoder layers when `want` says so; "auto": on a CPU under bf16 autocast, once this
-    process's scoring work, this call's included, reaches HOTNESS's threshold."""
-    device = next(model.parameters()).device.type
-    bf16 = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16
-    if not HOTNESS.wants(want, model, n_tokens, cpu_bf16=device == "cpu" and bf16):
-        return None
-    return CompiledLayers(model, "scoring")
 
 
 TOKENS_PER_ROW = 128

@@ -9,25 +9,23 @@ freshly trained adapter's contribution is usually below half a bf16 ulp of that 
 (measured on the embedded model: one LoRA step lowered the loss from 2.20 to 1.67 in fp32, but only to 2.12
 under autocast). `apply_lora` and `load_adapter` therefore make every adapted layer's base output fp32
 under autocast (`keep_adapter_sum_fp32`): the matmuls stay bf16, the sum is fp32. Outside autocast it is a
-no-op.
+no-op. This uses torch's public module hooks around peft's own layers; peft's forward runs unmodified.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import cache
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from spillover.atomic import atomic_dir
 from spillover.errors import SpilloverError
-from spillover.models.load import linears_in_fp32
 
 log = logging.getLogger(__name__)
 DEFAULT = "default"
@@ -60,7 +58,7 @@ def apply_lora(
     config = LoraConfig(
         task_type="CAUSAL_LM", r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules
     )
-    with torch.random.fork_rng(devices=[]), linears_in_fp32(model):  # fp32 init also on a bf16-stored base
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         peft_model = get_peft_model(model, config)
     keep_adapter_sum_fp32(peft_model)
@@ -110,122 +108,52 @@ def load_adapter(base_model: nn.Module, directory: str | Path, name: str | None 
     return model
 
 
+class _Fp32Sum:
+    """The fp32 adapter sum of one base layer: `enter`/`leave` (hooks on the LoRA layers wrapping it) mark
+    when an adapter is being added; meanwhile `upcast` (a forward hook on the base layer) returns its output
+    in fp32 under autocast. peft then adds the adapter's contribution to an fp32 tensor and keeps the
+    result in that dtype."""
+
+    def __init__(self) -> None:
+        self.inside = False
+
+    def enter(self, module: nn.Module, args) -> None:
+        self.inside = not module.disable_adapters and not module.merged
+
+    def leave(self, module: nn.Module, args, output) -> None:
+        self.inside = False
+
+    def upcast(self, module: nn.Module, args, output: torch.Tensor) -> torch.Tensor | None:
+        if self.inside and output.dtype != torch.float32 and torch.is_autocast_enabled(output.device.type):
+            return output.float()
+        return None  # unchanged
+
+
+# which base layers and LoRA layers carry the hooks already (weak: freed with their modules)
+_SUMS: weakref.WeakKeyDictionary[nn.Module, _Fp32Sum] = weakref.WeakKeyDictionary()
+_HOOKED: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+
+
 def keep_adapter_sum_fp32(model: nn.Module) -> None:
     """Under autocast, make the base output of every LoRA-adapted layer fp32 while an adapter is being
     added, so peft adds the adapter's (bf16-computed) contribution in fp32 instead of rounding it away.
 
-    Idempotent. Leaves no trace on the plain base model: with adapters disabled (`base_only`) or unloaded
-    (`unload()`), the base layers compute exactly as without peft. peft's `lora.Linear` layers become
-    `_Fp32SumLinear` (a subclass, see there); other LoRA layer types get the fp32 sum from hooks.
+    Idempotent, and only public module hooks: peft's layers and their forward are untouched. Leaves no
+    trace on the plain base model: with adapters disabled (`base_only`) or unloaded (`unload()`), the base
+    layers compute exactly as without peft (their hook changes nothing outside an adapter's forward).
     """
-    from peft.tuners.lora import Linear as LoraLinear
     from peft.tuners.lora import LoraLayer
 
     for module in model.modules():
-        if not isinstance(module, LoraLayer) or getattr(module, "_spillover_fp32_sum", False):
+        if not isinstance(module, LoraLayer) or module in _HOOKED:
             continue
         base = module.get_base_layer()
-        if not getattr(base, "_spillover_fp32_hook", False):  # one hook per base layer, however many wrappers
-            base.register_forward_hook(_upcast_inside_adapter)
-            base._spillover_fp32_hook = True
-        if type(module) is LoraLinear:
-            module.__class__ = _fp32_sum_linear()
-        else:
-            module.register_forward_pre_hook(_enter_adapter)
-            module.register_forward_hook(_leave_adapter, always_call=True)
-        module._spillover_fp32_sum = True
-
-
-@cache
-def _fp32_sum_linear() -> type:
-    """peft's `lora.Linear` with the fp32 adapter sum built in. A class, not per-layer hooks or a per-layer
-    bound forward: `torch.compile` of a decoder layer then traces one function for every layer instead of
-    recompiling per layer (it guards on hook and function identities). Built on first use because importing
-    peft takes seconds; module `__getattr__` below lets pickle find it."""
-    from peft.tuners.lora import Linear as LoraLinear
-
-    class _Fp32SumLinear(LoraLinear):
-        def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-            name = _plain_adapter(self, x, args, kwargs)
-            if name is not None:
-                return _plain_forward(self, name, x)
-            _enter_adapter(self, ())
-            try:
-                return super().forward(x, *args, **kwargs)
-            finally:
-                _leave_adapter(self, (), None)
-
-    _Fp32SumLinear.__module__, _Fp32SumLinear.__qualname__ = __name__, "_Fp32SumLinear"
-    return _Fp32SumLinear
-
-
-def __getattr__(name: str):
-    if name == "_Fp32SumLinear":
-        return _fp32_sum_linear()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _plain_forward(module: nn.Module, name: str, x: torch.Tensor) -> torch.Tensor:
-    """A plain LoRA linear layer under autocast, computed directly: the same operations and roundings as
-    peft's forward with the fp32 sum (bit-identical outputs and gradients, tested), minus what peft adds
-    around them: an fp32 up-cast and bf16 down-cast of an input that is already bf16, a mixed-dtype add,
-    and three hook calls. Without gradients one bf16 copy of the input feeds both matmuls; with them each
-    path casts its own, as under peft, so the two input gradients are summed in the input's dtype."""
-    base, lora_a, lora_b = module.get_base_layer(), module.lora_A[name], module.lora_B[name]
-    dropout = module.lora_dropout[name]
-    dev = x.device.type
-    cd = torch.get_autocast_dtype(dev)
-    # Every matmul input is cast to `cd` explicitly, so autocast (still on) has nothing left to cast. Not
-    # turning it off here matters: an autocast region inside a compiled graph makes AOTAutograd bypass its
-    # on-disk cache, and every process would re-trace the layer (~15 s) instead of loading it.
-    xb = x.to(cd)  # what autocast feeds the base layer
-    y = F.linear(xb, base.weight.to(cd), _to(base.bias, cd))
-    if not isinstance(dropout, nn.Identity):  # peft's dropout sees the input in the adapter's dtype
-        xa = dropout(x.to(lora_a.weight.dtype)).to(cd)
-    else:
-        xa = x.to(cd) if torch.is_grad_enabled() else xb
-    t = F.linear(
-        F.linear(xa, lora_a.weight.to(cd), _to(lora_a.bias, cd)),
-        lora_b.weight.to(cd),
-        _to(lora_b.bias, cd),
-    )
-    return y.float().add_(t * module.scaling[name])  # bf16 product, exact up-cast inside the fp32 add
-
-
-def _plain_adapter(module: nn.Module, x: torch.Tensor, args, kwargs) -> str | None:
-    """The active adapter's name when `_plain_forward` may compute the layer (else peft's forward does)."""
-    if args or kwargs or not torch.is_autocast_enabled(x.device.type):
-        return None
-    if module.disable_adapters or module.merged or module.fan_in_fan_out or len(module.active_adapters) != 1:
-        return None
-    name = module.active_adapters[0]
-    if (
-        name not in module.lora_A
-        or name in module.lora_variant
-        or not getattr(module, "cast_input_dtype_enabled", True)
-        or not isinstance(module.get_base_layer(), nn.Linear)
-    ):
-        return None
-    return name
-
-
-def _to(bias: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
-    return None if bias is None else bias.to(dtype)
-
-
-def _enter_adapter(module: nn.Module, args) -> None:
-    module.get_base_layer()._spillover_inside = not module.disable_adapters and not module.merged
-
-
-def _leave_adapter(module: nn.Module, args, output) -> None:
-    module.get_base_layer()._spillover_inside = False
-
-
-def _upcast_inside_adapter(module: nn.Module, args, output: torch.Tensor) -> torch.Tensor | None:
-    inside = getattr(module, "_spillover_inside", False)
-    if inside and output.dtype != torch.float32 and torch.is_autocast_enabled(output.device.type):
-        return output.float()
-    return None  # unchanged
+        if base not in _SUMS:  # one hook per base layer, however many LoRA layers wrap it over time
+            _SUMS[base] = _Fp32Sum()
+            base.register_forward_hook(_SUMS[base].upcast)
+        module.register_forward_pre_hook(_SUMS[base].enter)
+        module.register_forward_hook(_SUMS[base].leave, always_call=True)
+        _HOOKED.add(module)
 
 
 def activate(model: nn.Module, name: str) -> None:

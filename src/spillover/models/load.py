@@ -14,8 +14,6 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,13 +148,17 @@ def load_tokenizer(name: str):
     return tok
 
 
-def load_model(name: str, precision: Precision | None = None, frozen: bool = False):
+def load_model(
+    name: str, precision: Precision | None = None, frozen: bool = False, attn_implementation: str = "sdpa"
+):
     """(model, tokenizer) in eval mode on `precision.device`, weights in `precision.param_dtype`.
 
     `frozen=True` promises that the base weights will not be trained (evaluation, LoRA): every parameter
-    gets requires_grad=False and, under autocast, the linear layers are then stored in the compute dtype
-    once (`store_frozen_linears`) instead of being re-cast on every forward pass. Full fine-tuning must load
-    with `frozen=False`.
+    gets requires_grad=False. The weights stay in `param_dtype` (fp32): under bf16 autocast the matmuls
+    run in bf16 while the model holds one exact copy of its weights, which weight arithmetic (WiSE-FT,
+    CPI-FT's |θ − θ0|) reads directly. `attn_implementation` is transformers' attention kernel, chosen
+    here once: spillover's packed rows and cached prefixes pass 4-D masks, which `sdpa` (the default) and
+    `eager` take.
     """
     from transformers import AutoModelForCausalLM
 
@@ -164,7 +166,7 @@ def load_model(name: str, precision: Precision | None = None, frozen: bool = Fal
     path = resolve_model_path(name)
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=precision.param_dtype, attn_implementation="sdpa"
+            path, dtype=precision.param_dtype, attn_implementation=attn_implementation
         )
     except OSError as e:
         raise SpilloverError(
@@ -173,66 +175,7 @@ def load_model(name: str, precision: Precision | None = None, frozen: bool = Fal
     model.to(precision.device).eval()
     if frozen:
         model.requires_grad_(False)
-        store_frozen_linears(model, precision)
     return model, load_tokenizer(name)
-
-
-@torch.no_grad()
-def store_frozen_linears(model: torch.nn.Module, precision: Precision) -> int:
-    """Under autocast, store the weight and bias of every frozen `nn.Linear` in `precision.compute_dtype`.
-
-    Autocast rounds a linear layer's fp32 weight to bf16 on every call, and caches that copy only for
-    weights that require a gradient: a frozen base pays the cast (≈ 1.5 GB of memory traffic for the
-    embedded model's 106 M linear weights) on every forward pass and every decoding step, and keeps the
-    bf16 copies alive for backward. Storing them rounded once gives bit-identical results under autocast
-    (the same round-to-nearest-even) at a third of the weight memory. A linear layer whose weight is shared
-    with a non-linear module (an output head tied to the input embeddings) gets its own rounded copy and the
-    module keeps the original: the embedded model's head is 28 M weights, a 26 ms cast per forward pass
-    otherwise (3% of a LoRA training step, more of a decoding step), for 56 MB. Everything else stays in
-    `param_dtype`: embeddings and norms (so the residual stream stays fp32) and trainable parameters (LoRA
-    A/B keep fp32 values and gradients). Outside autocast such a model needs bf16 inputs, so every
-    forward pass of spillover runs under `torch.autocast` when `precision.autocast`.
-
-    Without autocast (fp32) nothing changes. Returns how many layers were converted.
-    """
-    if not precision.autocast:
-        return 0
-    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    shared = {
-        id(p) for m in model.modules() if not isinstance(m, torch.nn.Linear) for p in m.parameters(False)
-    }
-    converted = 0
-    for layer in linears:
-        params = [p for p in (layer.weight, layer.bias) if p is not None]
-        trainable = any(p.requires_grad for p in params)
-        if trainable or layer.weight.dtype != precision.param_dtype:
-            continue
-        for name, p in list(layer.named_parameters(recurse=False)):
-            if id(p) in shared:  # the layer's own rounded copy; the other module keeps the original
-                own = torch.nn.Parameter(p.detach().to(precision.compute_dtype), requires_grad=False)
-                setattr(layer, name, own)
-        layer.to(precision.compute_dtype)
-        converted += 1
-    return converted
-
-
-@contextmanager
-def linears_in_fp32(model: torch.nn.Module) -> Iterator[None]:
-    """Within the block, linear layers stored in a low-precision dtype are fp32; afterwards they are cast back
-    (exactly: bf16 → fp32 → bf16 is lossless). peft creates a new adapter in its base layer's dtype before
-    upcasting it, which would round a fresh LoRA init to bf16: `apply_lora` attaches adapters in here."""
-    low = [
-        (m, m.weight.dtype)
-        for m in model.modules()
-        if isinstance(m, torch.nn.Linear) and m.weight.dtype in (torch.bfloat16, torch.float16)
-    ]
-    for m, _ in low:
-        m.to(torch.float32)
-    try:
-        yield
-    finally:
-        for m, dtype in low:
-            m.to(dtype)
 
 
 def list_models() -> list[dict[str, str]]:

@@ -9,8 +9,10 @@ seen by each of its options), other branches see only themselves. `position_ids`
 at the position it would have on its own. The model's output at every position is then that of the
 sequence alone (tested against separate forwards), while the shared tokens are computed once.
 
-transformers passes a ready 4-D mask through unchanged (`masking_utils._preprocess_mask_arguments`);
-`sdpa` takes it as booleans (True = attend), `eager` adds it, so it gets an additive float mask.
+transformers passes a ready 4-D mask through unchanged (documented for `attention_mask` of 4 dimensions);
+both `sdpa` and `eager` attention (the implementations spillover loads models with, `models.load`) take it
+in additive form (0 = attend, the dtype's minimum = masked), so that is the form `model_mask` builds, and
+spillover never needs to ask the model which implementation it runs.
 """
 
 from __future__ import annotations
@@ -19,10 +21,7 @@ from collections.abc import Sequence
 
 import torch
 
-from spillover.errors import SpilloverError
-
 PAD = -1  # group id of padding
-IMPLEMENTATIONS = ("sdpa", "eager")  # attention implementations that take the custom 4-D masks
 # Attention score pairs (query × key, all heads) that cost about as much as one token through the linear
 # layers (training's rows, `training.shared_prefix`). FLOPs alone say ~3,000 on the embedded model
 # (2 · 3.5M layer weights vs 4 · 576 per pair), but the mask add, softmax and bmm of attention run well
@@ -61,22 +60,8 @@ def tree_attention_mask(groups: torch.Tensor, branches: torch.Tensor | None = No
 
 
 def model_mask(model, mask: torch.Tensor) -> torch.Tensor:
-    """The 4-D boolean `mask` in the form the model's current attention implementation reads: as is for
-    `sdpa`, additive (0 / dtype minimum, in the input embeddings' dtype, as transformers builds it) for
-    `eager`."""
-    impl = getattr(model.config, "_attn_implementation", "sdpa")
-    if not accepts_packed(model):
-        raise SpilloverError(
-            f"packed rows need attn_implementation {' or '.join(map(repr, IMPLEMENTATIONS))} (custom 4-D "
-            f"masks); got '{impl}'"
-        )
-    if impl == "sdpa":
-        return mask
-    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None  # eager
+    """The 4-D boolean `mask` in additive form (0 / dtype minimum, in the input embeddings' dtype, as
+    transformers builds it), which `sdpa` and `eager` attention both read."""
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     dtype = embeddings.weight.dtype if embeddings is not None else next(model.parameters()).dtype
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
-
-
-def accepts_packed(model) -> bool:
-    """Whether the model's attention implementation takes the custom 4-D masks packed rows need."""
-    return getattr(model.config, "_attn_implementation", "sdpa") in IMPLEMENTATIONS

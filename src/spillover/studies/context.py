@@ -46,7 +46,6 @@ class StudyContext:
         self.tracker = Tracker(spec.report_to, spec.output_dir)
         self.precision = resolve_precision(spec.precision, spec.device)
         self._model = None
-        self._exact = None
         self._tokenizer = None
         self._embedder: Any = ...  # ... = not loaded yet; None = unavailable
         self._parser: Any = ...
@@ -59,18 +58,10 @@ class StudyContext:
 
     def base_model(self):
         if self._model is None:
-            # frozen: LoRA and evaluation only (full fine-tuning loads its own copy)
+            # frozen: LoRA and evaluation only (full fine-tuning loads its own copy); its weights stay exact
+            # (param_dtype), so weight arithmetic (WiSE-FT, CPI-FT) reads θ0 from it
             self._model, self._tokenizer = load_model(self.spec.model, self.precision, frozen=True)
         return self._model
-
-    def exact_base(self):
-        """The base model with every weight in `param_dtype`, for arithmetic on weights (WiSE-FT of a full
-        fine-tune, CPI-FT's update magnitudes): `base_model()` stores frozen linears rounded to the compute
-        dtype, exact under autocast but not as θ0 (the rounding, ~2⁻⁹ relative, can exceed a fine-tune's
-        whole update). Loaded on first use, then kept."""
-        if self._exact is None:
-            self._exact, _ = load_model(self.spec.model, self.precision)
-        return self._exact
 
     def examples(
         self, task: str, split: str, limit: int | None, transforms: list[dict] = ()
@@ -144,7 +135,7 @@ class StudyContext:
             return model, restore
         model, _ = load_model(artifact, self.precision)
         if alpha != 1.0:
-            interpolate_(model, self.exact_base(), alpha)
+            interpolate_(model, self.base_model(), alpha)
         return model, lambda: None
 
     def embedder(self):

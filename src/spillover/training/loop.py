@@ -34,9 +34,8 @@ from torch import Tensor, nn
 from spillover.atomic import atomic_write_text
 from spillover.data.collate import IGNORE, Sequence_, pad_batch
 from spillover.errors import SpilloverError
-from spillover.models.attention import attention_implementation, training_attention
-from spillover.models.compile import CompiledLayers, Hotness
-from spillover.models.packing import accepts_packed, model_mask, tree_attention_mask
+from spillover.models.compile import Compiled, wants_compile
+from spillover.models.packing import model_mask, tree_attention_mask
 from spillover.training import checkpoint as ckpt
 from spillover.training.artifacts import LOG_FILE, RESULT_FILE, read_result, save_final
 from spillover.training.batches import BatchPlan
@@ -112,8 +111,7 @@ def train(
     world.check_agree(fingerprint, state.step)
     weights = [p for group in optimizer.param_groups for p in group["params"]]
     world.broadcast_from_main(weights)
-    n_planned = plan.n_steps * params.batch_size * params.grad_accum * sum(lengths) / len(lengths)
-    forward = _forward_fn(model, params, _compiled_layers(model, params, n_planned))
+    forward = _forward_fn(model, params, _compiled(model, params))
     pad_id = _pad_id(tokenizer)
     n_tokens, loss, started = state.n_tokens, state.last_loss, time.perf_counter() - state.seconds
     model.train()
@@ -218,25 +216,25 @@ def _accumulate(
 
 
 def _forward_fn(
-    model: nn.Module, params: TrainParams, compiled: CompiledLayers | None = None, share_prefix: bool = True
+    model: nn.Module, params: TrainParams, compiled: Compiled | None = None, share_prefix: bool = True
 ) -> Forward:
     """batch (B, T) → (logits: (B, K, V), labels: (B, K)), K ≤ T the last positions covering every target.
 
     Skipping the lm_head on prompt positions (transformers' `logits_to_keep`) is exact, since it acts per
     position, and saves most of its cost and memory when targets are short. With `share_prefix`, a batch
     whose sequences start with the same tokens (a chat template's system prompt and the instruction) runs
-    packed, the shared tokens once (`training.shared_prefix`; same logits up to rounding). Short CPU
-    batches run eager attention (`models.attention`: its backward is much faster there than CPU flash
-    attention's). With `compiled`, the decoder layers run compiled (`models.compile`); a batch of one row
-    (the remainder of an epoch in batches of several) then runs as two equal rows and keeps the first
-    one's logits (same loss and gradients), as packing keeps ≥ 2 rows: dynamo specialises size 1 and would
-    compile graphs of their own for that one step (~65 s on a new machine). With `batch_size: 1` every
-    batch has one row and the size-1 graphs pay off.
+    packed, the shared tokens once (`training.shared_prefix`; same logits up to rounding; the model's
+    attention must take 4-D masks: `sdpa` or `eager`, as `models.load` loads it). With `compiled`, the
+    forward pass runs through `torch.compile` (`models.compile`); a batch of one row (the remainder of an
+    epoch in batches of several) then runs as two equal rows and keeps the first one's logits (same loss
+    and gradients), as packing keeps ≥ 2 rows: dynamo specialises size 1 and would compile graphs of their
+    own for that one step. With `batch_size: 1` every batch has one row and the size-1 graphs pay off.
     """
     device, prec = params.precision.device, params.precision
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     trim = "logits_to_keep" in inspect.signature(base.forward).parameters
-    share_prefix = share_prefix and trim and accepts_packed(model)
+    share_prefix = share_prefix and trim
+    call = compiled or model
 
     def autocast():
         if prec.autocast:
@@ -244,13 +242,11 @@ def _forward_fn(
         return contextlib.nullcontext()
 
     def run_model(inputs: dict[str, Tensor]) -> Tensor:
-        impl = training_attention(device, *inputs["input_ids"].shape, model.config._attn_implementation)
-        with autocast(), attention_implementation(model, impl):
+        with autocast():
             groups = inputs.pop("groups", None)
-            if groups is not None:  # packed rows: their mask in the form this attention kernel reads
+            if groups is not None:  # packed rows: their additive 4-D mask
                 inputs["attention_mask"] = model_mask(model, tree_attention_mask(groups))
-            run = lambda: model(**inputs, use_cache=False).logits  # noqa: E731
-            return run() if compiled is None else compiled.call(run)
+            return call(**inputs, use_cache=False).logits
 
     def forward(batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         labels = batch["labels"].to(device)
@@ -281,20 +277,12 @@ def _forward_fn(
     return forward
 
 
-# auto: ~3 TFLOP repay the ~6 s compile of a process with warm on-disk caches, ~20 TFLOP the ~65 s first
-# compile on a machine (docs/training.md); 4 TFLOP is near the common, warm case
-HOTNESS = Hotness(threshold=4e12)
-
-
-def _compiled_layers(model: nn.Module, params: TrainParams, n_tokens: float) -> CompiledLayers | None:
-    """Compiled decoder layers when `params.compile` says so; "auto": on a CPU under bf16 autocast, once the
-    training work of this process, this run's planned forward passes included, reaches HOTNESS's threshold
-    (2 · parameters · tokens ≥ 4 TFLOP: 15k tokens for the 135M embedded model, in one run or several)."""
-    prec = params.precision
-    if not HOTNESS.wants(params.compile, model, n_tokens, prec.device.type == "cpu" and prec.autocast):
+def _compiled(model: nn.Module, params: TrainParams) -> Compiled | None:
+    """The model's forward through `torch.compile` when `params.compile` is True (`models.compile`)."""
+    if not wants_compile(params.compile):
         return None
-    log.info("compiling the decoder layers for training (compile=%s)", params.compile)
-    return CompiledLayers(model)
+    log.info("compiling the model's forward pass for training")
+    return Compiled(model)
 
 
 def _n_keep(labels: Tensor) -> int:
