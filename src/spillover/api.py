@@ -156,7 +156,7 @@ def run_evaluation(
     json_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate a model (optionally with a PEFT adapter) on tasks; per-example predictions go to out_dir.
-    `compile`: scoring runs the decoder layers compiled (`evaluation.scoring`)."""
+    `compile=True`: scoring runs its forward passes compiled (`evaluation.scoring`)."""
     specs = resolve_tasks(tasks, tasks_file)
     for task in specs:
         _check_eval_data(task, limit, shots)

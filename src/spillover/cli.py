@@ -136,8 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--compile",
         choices=["auto", "on", "off"],
         default="auto",  # models.compile.COMPILE_CHOICES
-        help="torch.compile the decoder layers for log-likelihood scoring (~9 s, ~20 s the first time; then 1.4-1.6x faster); "
-        "auto: on a CPU in bf16 once the process has scored >= 15 TFLOP (docs/evaluation.md) (default: auto)",
+        help="torch.compile the forward passes of log-likelihood scoring: on compiles, auto and off score "
+        "eagerly (docs/evaluation.md) (default: auto)",
     )
     ev.add_argument(
         "--out", default=None, help="folder for per-example predictions (default: a temp-free ./eval-out)"

@@ -89,8 +89,8 @@ class EvalSettings(BaseModel):
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
     compile: Literal["auto"] | bool = Field(
         default="auto",
-        description="torch.compile the decoder layers for log-likelihood scoring: auto (CPU bf16, once the "
-        "process has scored >= 15 TFLOP), true or false (docs/evaluation.md)",
+        description="torch.compile the forward passes of log-likelihood scoring: true compiles, auto and "
+        "false score eagerly (docs/evaluation.md)",
     )
 
     def job_params(self) -> dict[str, Any]:

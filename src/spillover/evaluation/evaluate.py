@@ -65,7 +65,7 @@ def evaluate_task(
     compile: Literal["auto"] | bool = "auto",
 ) -> TaskResult:
     """Evaluate `model` on the test split of `task` (first `limit` rows) with `shots` train demos.
-    `compile`: run scoring's decoder layers compiled (`evaluation.scoring`; generation stays eager)."""
+    `compile=True`: run scoring's forward passes compiled (`evaluation.scoring`; generation stays eager)."""
     metric = get_metric(task.metric)
     run = _RUNNERS[REQUEST_KIND[task.type]]
     examples = load_examples(task, "test", limit)

@@ -65,8 +65,8 @@ class TrainSettings(BaseModel):
     log_every: int = Field(default=1, ge=1)
     compile: Literal["auto"] | bool = Field(
         default="auto",
-        description="torch.compile the decoder layers for training: auto (CPU bf16, once the process has "
-        "trained >= 4 TFLOP), true or false (docs/training.md)",
+        description="torch.compile the training forward pass: true compiles, auto and false run eagerly "
+        "(docs/training.md)",
     )
     mixture: MixtureSettings | None = Field(
         default=None, description="weighted task mixture (docs/mixture.md)"

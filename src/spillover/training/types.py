@@ -49,7 +49,7 @@ class TrainParams:
     regularizers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     log_every: int = 1
     checkpoint_every: int = 0
-    compile: bool | str = "auto"  # compile the decoder layers (models.compile): True, False or "auto"
+    compile: bool | str = "auto"  # torch.compile the forward (models.compile): only True compiles
     precision: Precision = field(default_factory=lambda: Precision(torch.device("cpu"), torch.float32))
 
     def __post_init__(self) -> None:
