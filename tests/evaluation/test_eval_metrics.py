@@ -17,6 +17,7 @@ from spillover.evaluation.metrics import (
     last_number,
     metrics_for,
     normalize_answer,
+    register_metric,
     rouge_l_f,
 )
 
@@ -99,6 +100,11 @@ def test_registry_kinds_aliases_and_aggregation():
     assert get_metric("exact_match").aggregate([1.0, 0.0, 0.0, 1.0]) == 0.5
     with pytest.raises(SpilloverError, match=r"unknown metric 'bleu' available: accuracy, exact_match"):
         get_metric("bleu")
+    with pytest.raises(ValueError, match="'rougeL' already names a metric"):  # nothing registered
+        register_metric("rouge_2", kinds=("generation",), aliases=("rougeL",))
+    with pytest.raises(ValueError, match="kinds must be loglikelihood and/or generation"):
+        register_metric("bleu", kinds=("translation",))
+    assert "rouge_2" not in METRICS and "bleu" not in METRICS
 
 
 def test_accuracy_classification_and_generation():

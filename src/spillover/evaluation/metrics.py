@@ -104,6 +104,10 @@ def register_metric(
         raise ValueError(
             f"metric '{name}': kinds must be loglikelihood and/or generation, got {sorted(kinds)}"
         )
+    taken = set(METRICS.names()) | {a for known in METRICS for a in METRICS.get(known).aliases}
+    clash = sorted(taken & set(aliases)) or ([name] if name in taken - set(METRICS.names()) else [])
+    if clash:  # a name twice is refused by the registry itself
+        raise ValueError(f"metric '{name}': '{clash[0]}' already names a metric")
 
     def add(fn: Scorer) -> Scorer:
         metric = Metric(
