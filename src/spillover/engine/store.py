@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from spillover.engine.owners import Owner, current_owner, is_stale
-from spillover.engine.plan import Job
+from spillover.engine.plan import Job, params_json
 
 log = logging.getLogger(__name__)
 LEASE_S = 120.0  # a claim of another host's process without a heartbeat for this long is stale
@@ -142,7 +142,7 @@ class Store:
                 job.id,
                 job.kind,
                 job.name,
-                json.dumps(job.params, sort_keys=True, default=str),
+                json.dumps(params_json(job.params), sort_keys=True),  # typed (pydantic) or a mapping
                 now,
                 owner,
                 now,
