@@ -176,8 +176,8 @@ def test_a_failed_mixture_leaves_a_partial_report(mixture_study, monkeypatch):
 
 
 def test_speed_settings_leave_job_ids_alone():
-    """compile / log_every / checkpoint_every are cache-neutral; a training setting re-trains every mixture
-    but keeps the base probe; the probed slice changes every job."""
+    """compile / log_every / checkpoint_every are cache-neutral; a training setting or the probe interval
+    re-trains every mixture but keeps the base probe; the probed slice changes every job."""
     from spillover.studies import STUDIES
     from spillover.studies.mixture.spec import MixtureStudySpec
 
@@ -195,3 +195,5 @@ def test_speed_settings_leave_job_ids_alone():
     lr = ids(train={"learning_rate": 0.1})
     assert lr[0] == base[0] and lr[1] != base[1]
     assert all(a != b for a, b in zip(ids(eval={"limit": 3}), base, strict=True))
+    every = ids(checkpoints={"every": 3})  # probes at other steps: the base probe (step 0) is kept
+    assert every[0] == base[0] and every[1] != base[1]

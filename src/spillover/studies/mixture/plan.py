@@ -34,6 +34,8 @@ class MixtureJob(ModelJob):
 class ProbeBaseJob(MixtureJob):
     """Probe the untuned model on every task's held-out slice: step 0 of every curve."""
 
+    cache_neutral = EVAL_NEUTRAL + ("checkpoints.every",)  # step 0 alone: the interval changes nothing
+
 
 class TrainMixtureJob(MixtureJob):
     """Train on the tasks mixed by `train.mixture`, probing every task at checkpoints."""
