@@ -114,6 +114,9 @@ def test_cpi_freezes_the_first_tasks_core_exactly(tmp_path, tiny_model_dir):
     import torch
     from safetensors.torch import load_file
 
+    from spillover.models.deltas import DeltaState
+    from spillover.models.load import load_model
+
     study = write_multitask_study(tmp_path, tiny_model_dir, extra="baselines: []")
     summary, out = run_study(*load_study(study))
     assert summary.ok, summary.failed
@@ -125,9 +128,12 @@ def test_cpi_freezes_the_first_tasks_core_exactly(tmp_path, tiny_model_dir):
     store = Store(out)
     try:
         rows = {j["name"]: j["id"] for j in store.jobs()}
-        probe_a = load_file(str(jobs / rows["probe toy_a"] / "model" / "model.safetensors"))
-        seq = load_file(str(jobs / rows["sequential cpi toy_a > toy_b"] / "model" / "model.safetensors"))
-        sft = load_file(str(jobs / rows["sequential sft toy_a > toy_b"] / "model" / "model.safetensors"))
+        # full fine-tunes are stored as bf16 deltas against θ0 (models.deltas): read θ0 + Δ back
+        theta0 = dict(load_model(str(tiny_model_dir))[0].named_parameters())
+        probe_a, seq, sft = (
+            DeltaState(jobs / rows[name] / "model", theta0)
+            for name in ("probe toy_a", "sequential cpi toy_a > toy_b", "sequential sft toy_a > toy_b")
+        )
     finally:
         store.close()
     moved_elsewhere = False

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from torch import Tensor
+
 from spillover.config import StudySpec, TrainSettings
 from spillover.data.tasks import Example, TaskSpec, load_examples
 from spillover.data.transforms import apply_transforms
@@ -23,6 +25,7 @@ from spillover.engine.store import Store
 from spillover.engine.tracking import RunSpec, Tracker, base_run
 from spillover.merging.wise import interpolate_, scale_adapter_
 from spillover.models.adapters import is_peft, load_adapter
+from spillover.models.deltas import compact_model_dir, is_delta_dir, load_delta_into_
 from spillover.models.load import load_model, load_tokenizer, resolve_precision
 from spillover.training.loop import train
 from spillover.training.params import load_trainable_
@@ -88,7 +91,10 @@ class StudyContext:
             model, _ = load_model(self.spec.model, self.precision)
             model = prepare_for_training(model, settings)
             load_trainable_(model, start)
-            return train(model, self.tokenizer, sequences, params, out_dir, progress, hooks, plan)
+            result = train(model, self.tokenizer, sequences, params, out_dir, progress, hooks, plan)
+            del model  # before the base is read for the delta: one trained copy in memory at a time
+            self.compact(result.artifact)
+            return result
         model = prepare_for_training(self.base_model(), settings)
         try:
             load_trainable_(model, start)
@@ -133,10 +139,28 @@ class StudyContext:
                 self._model = model.unload() if is_peft(model) else model
 
             return model, restore
-        model, _ = load_model(artifact, self.precision)
+        model = self.full_model(artifact)
         if alpha != 1.0:
             interpolate_(model, self.base_model(), alpha)
         return model, lambda: None
+
+    def full_model(self, artifact: str | Path):
+        """A full fine-tune from its artifact folder: a fresh copy of the base plus its stored Δ (studies keep
+        full fine-tunes as bf16 deltas, `models.deltas`), or a plain saved model."""
+        if is_delta_dir(artifact):
+            model, _ = load_model(self.spec.model, self.precision)
+            return load_delta_into_(model, artifact)
+        model, _ = load_model(str(artifact), self.precision)
+        return model
+
+    def base_state(self) -> dict[str, Tensor]:
+        """θ0 by parameter name (the shared base model's own tensors, not copies)."""
+        return {n: p.detach() for n, p in self.base_model().named_parameters()}
+
+    def compact(self, artifact: str | Path) -> None:
+        """Store a finished full fine-tune as its bf16 delta against θ0 (`models.deltas`); adapters as they are."""
+        if not (Path(artifact) / "adapter_config.json").exists():
+            compact_model_dir(artifact, self.base_state())
 
     def embedder(self):
         if self._embedder is ...:

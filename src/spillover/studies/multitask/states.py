@@ -3,7 +3,8 @@
 
 - `initial_state`: θ0 — the base model's parameters (full; shared, never modified) or the freshly
   initialised adapter (LoRA; the init is seeded, so every run of these settings starts from it);
-- `trained_state`: θ of a finished run, read back from its saved artifact (model/ or adapter/);
+- `trained_state`: θ of a finished run, read back from its saved artifact (model/ — a bf16 delta against θ0,
+  read lazily — or adapter/);
 - `train_run`: `training.cpi.train_from` on a fresh full copy, or on a fresh adapter over the shared base.
 
 States are read from the saved artifacts, never kept from memory, so a resumed job sees the same values.
@@ -18,6 +19,7 @@ from typing import Any
 from torch import Tensor
 
 from spillover.models.adapters import load_adapter
+from spillover.models.deltas import DeltaState, is_delta_dir
 from spillover.models.load import load_model
 from spillover.studies.context import StudyContext
 from spillover.training.cpi import State, lora_state, model_state, train_from
@@ -38,9 +40,12 @@ def initial_state(ctx: StudyContext, settings: TrainSettings) -> State:
 
 def trained_state(ctx: StudyContext, artifact: str | Path, settings: TrainSettings) -> State:
     """The trainable parameters stored in a run's artifact folder."""
-    if settings.method == "full":
-        model, _ = load_model(str(artifact), ctx.precision)
-        return model_state(model)
+    if settings.method == "full":  # θ0 + the stored Δ, read tensor by tensor (models.deltas)
+        return (
+            DeltaState(artifact, ctx.base_state())
+            if is_delta_dir(artifact)
+            else model_state(ctx.full_model(artifact))
+        )
     model = load_adapter(ctx.base_model(), artifact)
     try:
         return lora_state(model)
@@ -63,7 +68,10 @@ def train_run(
     if settings.method == "full":
         model, _ = load_model(ctx.spec.model, ctx.precision)
         model = prepare_for_training(model, settings)
-        return train_from(model, ctx.tokenizer, sequences, params, out_dir, start, hooks, progress)
+        result = train_from(model, ctx.tokenizer, sequences, params, out_dir, start, hooks, progress)
+        del model  # one trained copy in memory at a time
+        ctx.compact(result.artifact)
+        return result
     model = prepare_for_training(ctx.base_model(), settings)
     try:
         return train_from(model, ctx.tokenizer, sequences, params, out_dir, start, hooks, progress)
