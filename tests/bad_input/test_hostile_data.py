@@ -113,4 +113,4 @@ def test_more_labels_than_allowed_are_refused(base_dir, capsys):
     tasks = read_yaml(folder / "tasks.yaml")
     tasks["tasks"][0]["labels"] = ["negative", "positive", *(f"l{i}" for i in range(MAX_LABELS))]
     write_yaml(folder / "tasks.yaml", tasks)
-    _study(folder, capsys, "tasks.yaml", "labels", f"{MAX_LABELS:,}")
+    _study(folder, capsys, "tasks.yaml", "labels", f"at most {MAX_LABELS}")

@@ -14,13 +14,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from spillover.data.sources import read_rows
+from spillover.data.sources import read_rows, shown
 from spillover.errors import SpilloverError, unknown_name_message
 from spillover.evaluation.metrics import check_task_metric, get_metric
 from spillover.yamlio import load_yaml, validate
 
 BUILTIN_FILE = Path(__file__).parent / "builtin" / "tasks.yaml"
 _FIELD = re.compile(r"{(\w+)}")
+# A classification task scores every label per row; more labels than this is a data mistake (a label per
+# example) that would only surface as an out-of-memory error after training (20,002 labels: 95 GB).
+MAX_LABELS = 1000
 
 
 class TaskSpec(BaseModel):
@@ -34,7 +37,7 @@ class TaskSpec(BaseModel):
     test: str = Field(min_length=1)
     input: str = "input"
     target: str = "output"
-    labels: list[str] | None = None
+    labels: list[str] | None = Field(default=None, max_length=MAX_LABELS)
     choices: str | None = None
     metric: str
     instruction: str | None = None
@@ -54,6 +57,13 @@ class TaskSpec(BaseModel):
     description: str | None = None
 
     _base_dir: Path = PrivateAttr(default=Path("."))
+
+    @field_validator("name")
+    @classmethod
+    def _not_a_path_step(cls, v: str) -> str:
+        if v in (".", ".."):  # task names become file and folder names (tables, job folders)
+            raise ValueError("a task name cannot be '.' or '..'")
+        return v
 
     @field_validator("metric")
     @classmethod
@@ -172,6 +182,8 @@ def _to_example(task: TaskSpec, where: str, row: dict[str, Any], index: int) -> 
     for field in filter(None, needed):
         if field not in row or row[field] is None:
             have = ", ".join(sorted(row)) or "(none)"
+            if getattr(where, "linked", False):  # field names of a CSV are its first line: never quote it
+                have = f"{len(row)} other fields (not shown: the data file is a symbolic link)"
             raise SpilloverError(
                 f"{where}: missing field '{field}' (task '{task.name}'); the row has: {have}"
             )
@@ -188,7 +200,7 @@ def _options_and_gold(
         options = tuple(task.labels or ())
         if gold_value not in options:
             raise SpilloverError(
-                f"{where}: label '{gold_value}' is not one of the task's labels: {', '.join(options)}"
+                f"{where}: label {shown(where, gold_value)} is not one of the task's labels: {', '.join(options)}"
             )
         return options, options.index(gold_value)
     if task.type == "multiple_choice":
@@ -208,4 +220,6 @@ def _gold_index(value: Any, options: tuple[str, ...], where: str) -> int:
         return options.index(value)
     if isinstance(value, str) and len(value) == 1 and 0 <= ord(value.upper()) - 65 < len(options):
         return ord(value.upper()) - 65
-    raise SpilloverError(f"{where}: gold answer {value!r} is neither an option, its index, nor its letter")
+    raise SpilloverError(
+        f"{where}: gold answer {shown(where, value)} is neither an option, its index, nor its letter"
+    )
