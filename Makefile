@@ -7,7 +7,7 @@ BIN       := $(VENV)/bin
 TORCH_PIP_ARGS ?=
 STAMP     := $(VENV)/.spillover-setup
 
-.PHONY: setup demo test test-slow test-crash lint format bench clean
+.PHONY: setup demo test test-fast test-integration test-slow test-crash lint format bench clean
 
 setup: $(STAMP)
 
@@ -23,8 +23,21 @@ $(STAMP): pyproject.toml constraints.txt
 demo: setup
 	$(BIN)/spillover run studies/quickstart.yaml
 
+# Test tiers (markers in pyproject.toml). `make test` is what CI runs (.ci/run): the fast tier, then the
+# integration tier (Ray, torch.compile, subprocesses, concurrency, crash recovery); both must pass.
+FAST        := -m "not slow and not integration"
+INTEGRATION := -m "integration and not slow"
+
 test: setup
-	$(BIN)/pytest
+	$(BIN)/pytest $(FAST)
+	$(BIN)/pytest $(INTEGRATION)
+
+# the edit-test loop: tiny models, in-process, no Ray / compile / subprocess tests
+test-fast: setup
+	$(BIN)/pytest $(FAST)
+
+test-integration: setup
+	$(BIN)/pytest $(INTEGRATION)
 
 test-slow: setup
 	$(BIN)/pytest -m slow -p no:cacheprovider

@@ -87,6 +87,7 @@ def test_models_lists_embedded(capsys):
     assert code == 0 and "embedded" in out
 
 
+@pytest.mark.integration
 def test_console_script_exit_code_and_no_traceback(tmp_path):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text("tasks: [sst2]\n")

@@ -126,6 +126,7 @@ def test_a_bug_in_a_job_stops_the_run_and_leaves_its_job_pending(tmp_path):
     store.close()
 
 
+@pytest.mark.integration
 def test_the_ray_study_glue_does_not_import_the_study_runner():
     code = (
         "import sys, spillover.studies.ray_run\n"

@@ -21,6 +21,8 @@ from spillover.engine.owners import current_owner, is_stale, owner_of
 from spillover.engine.plan import Job, Plan
 from spillover.engine.store import Heartbeat, Store
 
+pytestmark = pytest.mark.integration
+
 WORKER = Path(__file__).with_name("claim_worker.py")
 N_JOBS = 14  # claim_worker.make_plan()
 

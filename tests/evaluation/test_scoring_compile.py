@@ -13,6 +13,8 @@ from spillover.evaluation import scoring
 from spillover.evaluation.scoring import score_requests
 from spillover.models import compile as compile_mod
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture()
 def requests(tokenizer):

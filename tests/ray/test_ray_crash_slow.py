@@ -15,6 +15,8 @@ from tests.studies.crash_support import assert_same_results, done, running
 
 from spillover.studies.run import load_study, prepare
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.mark.slow
 def test_sigkill_of_a_ray_run_then_rerun_equals_the_local_run(make_study):

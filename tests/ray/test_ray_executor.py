@@ -20,6 +20,8 @@ from spillover.engine.ray_executor import MARKER, RayOptions, StoreView, Worker,
 from spillover.engine.store import Store
 from spillover.errors import SpilloverError
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(autouse=True)
 def _jobs_pickled_by_value(ray_cluster):

@@ -12,12 +12,15 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
 import torch
 from tests.studies.crash_support import assert_same_results
 
 from spillover.cli import main
 from spillover.engine.ray_executor import RayOptions
 from spillover.studies.run import load_study, prepare, run_study
+
+pytestmark = pytest.mark.integration
 
 # two sources x two targets (+ the base model), 4 training steps each
 SETTINGS = {

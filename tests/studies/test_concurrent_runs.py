@@ -7,7 +7,10 @@ import re
 import subprocess
 from collections import Counter
 
+import pytest
 from tests.studies.crash_support import SETTINGS, assert_same_results, command, env, plan_of, run_reference
+
+pytestmark = pytest.mark.integration
 
 
 def test_two_concurrent_runs_split_the_jobs_and_end_with_the_reference_results(make_study):

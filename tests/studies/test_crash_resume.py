@@ -29,6 +29,8 @@ from tests.studies.crash_support import (
     running,
 )
 
+pytestmark = pytest.mark.integration
+
 TRIALS = 20
 AIMED = ("train", "eval", "analyse")  # job kinds the trials aim at, in turn
 

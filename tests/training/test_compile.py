@@ -16,6 +16,8 @@ from spillover.models.load import Precision
 from spillover.training import loop
 from spillover.training.loop import train
 
+pytestmark = pytest.mark.integration
+
 BF16 = Precision(torch.device("cpu"), torch.bfloat16)
 
 

@@ -139,6 +139,7 @@ def _losses(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", CASES)
 def test_two_processes_train_what_one_process_trains(two_ranks, tmp_path, name):
     one = _run(CASES[name], tmp_path / name)
@@ -160,6 +161,7 @@ def test_two_processes_train_what_one_process_trains(two_ranks, tmp_path, name):
     assert diff.norm() / norm < 1e-5 and diff.abs().max() < 1e-4, (diff.norm() / norm, diff.abs().max())
 
 
+@pytest.mark.integration
 def test_talr_and_regulariser_are_not_trivially_equal(two_ranks):
     """The regulariser contributes (a double count would show), and TALR's τ varies between steps."""
     log = _losses(two_ranks / "runs" / "lora_talr_l2")
@@ -167,6 +169,7 @@ def test_talr_and_regulariser_are_not_trivially_equal(two_ranks):
     assert len({round(r["talr/tau"], 6) for r in log}) > 1
 
 
+@pytest.mark.integration
 def test_only_rank_0_writes(two_ranks):
     rank0 = json.loads((two_ranks / "rank0-writes.json").read_text())
     rank1 = json.loads((two_ranks / "rank1-writes.json").read_text())
@@ -178,6 +181,7 @@ def test_only_rank_0_writes(two_ranks):
     assert (two_ranks / "runs" / "full" / "model").is_dir()
 
 
+@pytest.mark.integration
 def test_resume_with_dropout_is_exact_across_ranks(two_ranks):
     """A crash at step 6 (checkpoint at 4), then a restart: the same weights and log as one go."""
     whole, resumed = (load_file(two_ranks / f"rank0-dropout-{k}.safetensors") for k in ("whole", "resumed"))
