@@ -11,6 +11,7 @@ import fcntl
 import os
 import socket
 import struct
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -282,6 +283,33 @@ def test_a_timed_out_sample_leaves_no_daemon():
     result = run_program(program, Limits(timeout=1.0))
     assert result.reason == "timeout"
     time.sleep(0.2)
+    assert alive_with(token) == []
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not LAYERS["namespaces"], reason="without a PID namespace, daemons outlive a killed host")
+def test_killing_the_evaluator_ends_the_sample_and_its_daemons(tmp_path):
+    token = _token()
+    program = LEAVE_DAEMON.format(token=token) + "import time\ntime.sleep(60)\n"
+    evaluator = (
+        "import sys\nfrom spillover.evaluation.sandbox import Limits, run_program\n"
+        "run_program(sys.stdin.read(), Limits(timeout=60.0))\n"
+    )
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # a SIGKILLed evaluator leaves its staging folder
+    proc = subprocess.Popen([sys.executable, "-c", evaluator], stdin=subprocess.PIPE, text=True, env=env)
+    try:
+        proc.stdin.write(program)
+        proc.stdin.close()
+        deadline = time.monotonic() + 30
+        while not alive_with(token) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert alive_with(token), "the daemon never started"
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 5
+    while alive_with(token) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert alive_with(token) == []
 
 

@@ -99,20 +99,28 @@ def landlock_abi() -> int:
 
 
 def available() -> dict[str, bool]:
-    """Which layers this machine can apply (namespaces probed in throw-away children)."""
+    """Which layers this machine can apply. Namespaces are probed once per process, in a fresh
+    interpreter (`confine.py --probe`), so the evaluator, threads and all, is never forked."""
+    if not _probed:
+        _probed.update(_probe_in_subprocess())
     return {
-        "namespaces": _probe(_NAMESPACES),
-        "network_namespace": _probe(_CLONE_NEWNET),
+        "namespaces": _probed[_NAMESPACES],
+        "network_namespace": _probed[_CLONE_NEWNET],
         "landlock_fs": landlock_abi() >= 1,
         "landlock_net": landlock_abi() >= 4,
         "landlock_scope": landlock_abi() >= 6,
     }
 
 
-def _probe(flags: int) -> bool:
-    if flags not in _probed:
-        _probed[flags] = _try_in_child(flags)
-    return _probed[flags]
+def _probe_in_subprocess() -> dict[int, bool]:
+    import subprocess  # not at the top: the launcher imports this module on every sample
+
+    if LIBC is None:
+        return dict.fromkeys((_NAMESPACES, _CLONE_NEWNET), False)
+    command = [sys.executable, "-I", "-S", __file__, "--probe"]
+    done = subprocess.run(command, capture_output=True, text=True, env={}, timeout=60, check=False)
+    answers = done.stdout.split() if done.returncode == 0 else []
+    return {flags: f"{flags}:1" in answers for flags in (_NAMESPACES, _CLONE_NEWNET)}
 
 
 def _try_in_child(flags: int) -> bool:
@@ -317,12 +325,16 @@ def _drop_privileges(uid: int, gid: int, as_root: bool) -> None:
 
 def _start_program(spec: dict) -> None:
     """Runs in the program's process: limits, Landlock, no privileges, exec. Never returns."""
+    parent = os.getppid()
     os.chdir(spec["workdir"])
     _set_rlimits(spec["rlimits"])
     _prctl(_PR_SET_NO_NEW_PRIVS, 1, "set no_new_privs")
     if spec["landlock"] and not restrict_writes([spec["workdir"], *spec["writable"], *spec["scratch"]]):
         raise SetupError("could not apply the Landlock ruleset")
     _drop_privileges(spec["uid"], spec["gid"], spec["as_root"])
+    _prctl(_PR_SET_PDEATHSIG, _SIGKILL, "set the parent-death signal")  # a uid change cleared it
+    if os.getppid() != parent:
+        raise SetupError("the launcher exited before the program started")
     python = spec["python"]
     try:
         os.execve(python, [python, "-I", "program.py"], os.environ)
@@ -379,7 +391,14 @@ def _fork_into(target, spec: dict, status_fd: int) -> int:
 def _init(spec: dict) -> None:
     """PID 1 of the sandbox: build the root, start the program, exit with it (the kernel then kills the
     rest of the namespace)."""
-    status_fd = spec["status_fd"]
+    status_fd, (lifeline, launcher_end) = spec["status_fd"], spec["lifeline"]
+    os.close(launcher_end)
+    os.set_blocking(lifeline, False)
+    try:  # EOF: the launcher died before our parent-death signal was set
+        if os.read(lifeline, 1) == b"":
+            os._exit(SETUP_FAILED)
+    except BlockingIOError:
+        pass
     _build_root(spec)
     pid = _fork_into(_start_program, spec, status_fd)
     os.close(status_fd)
@@ -393,6 +412,9 @@ def encode_spec(spec: dict) -> str:
 
 def main(argv: list[str]) -> None:
     """The launcher: `python -I -S confine.py SPEC` (SPEC from `encode_spec`, written by `sandbox.py`)."""
+    if argv == ["--probe"]:
+        print(*(f"{flags}:{int(_try_in_child(flags))}" for flags in (_NAMESPACES, _CLONE_NEWNET)))
+        return
     spec = marshal.loads(bytes.fromhex(argv[0]))
     status_fd = spec["status_fd"]
     os.set_inheritable(status_fd, False)  # the program's exec closes it: end of setup for the host
@@ -404,6 +426,7 @@ def main(argv: list[str]) -> None:
         if spec["namespaces"]:
             if not _unshare(_NAMESPACES, spec["uid"], spec["gid"]):
                 raise SetupError(f"could not enter new namespaces: {os.strerror(ctypes.get_errno())}")
+            spec["lifeline"] = os.pipe()  # the launcher holds the write end until it dies
             pid = _fork_into(_init, spec, status_fd)
         else:
             if spec["network"] and not isolate_network():
