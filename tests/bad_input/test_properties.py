@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from tests.bad_input.conftest import (
@@ -28,6 +29,8 @@ from tests.bad_input.conftest import (
     train_config,
     write_yaml,
 )
+
+pytestmark = pytest.mark.integration
 
 # ---- bad values ------------------------------------------------------------------------------------------
 

@@ -65,6 +65,7 @@ def test_size_shots_narrow_the_evaluations_of_the_smaller_sizes_only(gen_study):
     assert len(evals) == (1 + 4) * 4 * 2 + 4 * 4 * 1  # base + main-size models: 2 settings; others: 1
 
 
+@pytest.mark.integration
 def test_study_writes_labelled_tables_and_report(gen_study, tmp_path):
     summary, out = run_study(*load_study(gen_study))
     assert summary.ok

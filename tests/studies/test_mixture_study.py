@@ -38,6 +38,7 @@ def mixture_study(tmp_path, tiny_model_dir):
     return write_mixture_study(tmp_path, tiny_model_dir)
 
 
+@pytest.mark.integration
 def test_mixture_study_runs_and_reports(mixture_study, tmp_path):
     summary, out = run_study(*load_study(mixture_study))
     assert summary.ok, summary.failed
@@ -154,6 +155,7 @@ def test_degradation_and_main_task_tables_by_hand():
     assert row["largest_gain"] == pytest.approx(0.4) and row["style_votes"] == "a: 2"
 
 
+@pytest.mark.integration
 def test_a_failed_mixture_leaves_a_partial_report(mixture_study, monkeypatch):
     from spillover.studies.mixture import handlers
 

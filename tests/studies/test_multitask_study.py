@@ -40,6 +40,7 @@ sequential: {sequential}
     return study
 
 
+@pytest.mark.integration
 def test_multitask_study_runs_and_reports(tmp_path, tiny_model_dir):
     study = write_multitask_study(tmp_path, tiny_model_dir)
     summary, out = run_study(*load_study(study))
@@ -109,6 +110,7 @@ def test_multitask_study_runs_and_reports(tmp_path, tiny_model_dir):
     assert groups["groups (τ = 1)"] == "[toy_a] → [toy_b] → [toy_gen]"
 
 
+@pytest.mark.integration
 def test_cpi_freezes_the_first_tasks_core_exactly(tmp_path, tiny_model_dir):
     """seq:cpi:A>B leaves every element of A's core at A's probe values, bit for bit."""
     import torch
@@ -143,6 +145,7 @@ def test_cpi_freezes_the_first_tasks_core_exactly(tmp_path, tiny_model_dir):
     assert moved_elsewhere  # without isolation the same elements move
 
 
+@pytest.mark.integration
 def test_multitask_study_with_lora(tmp_path, tiny_model_dir):
     train = "{method: lora, lora: {r: 2}, limit: 8, batch_size: 4, max_steps: 2, learning_rate: 0.05}"
     study = write_multitask_study(

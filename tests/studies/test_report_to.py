@@ -45,6 +45,7 @@ def _run_crashing_at_step_5_then_resume(study):
     return out, losses, score, base
 
 
+@pytest.mark.integration
 def test_tensorboard_gets_one_clean_curve_across_a_resume_and_the_scores(make_study):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -69,6 +70,7 @@ def test_tensorboard_gets_one_clean_curve_across_a_resume_and_the_scores(make_st
     assert at_start.step == 0 and at_start.value == pytest.approx(base["value"])
 
 
+@pytest.mark.integration
 def test_mlflow_gets_one_run_per_model_with_params_curves_and_scores(make_study, tmp_path, monkeypatch):
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
@@ -143,6 +145,7 @@ def test_flatten_run_folder_and_compose():
     assert seen == [{"step": 1}, 10]
 
 
+@pytest.mark.integration
 def test_spillover_train_reports_to_tensorboard(sentiment_task_file, tiny_model_dir, tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

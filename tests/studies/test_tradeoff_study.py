@@ -69,6 +69,7 @@ def tradeoff_file(tmp_path, tiny_model_dir):
     return write_tradeoff_study(tmp_path, tiny_model_dir)
 
 
+@pytest.mark.integration
 def test_tradeoff_study_end_to_end(tradeoff_file, tmp_path):
     kind, spec = load_study(tradeoff_file)
     summary, out = run_study(kind, spec)

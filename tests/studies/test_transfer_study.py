@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 
 from spillover.cli import main
 from spillover.engine.store import Store
@@ -13,6 +14,7 @@ from spillover.studies import context
 from spillover.studies.run import load_study, run_study, study_status
 
 
+@pytest.mark.integration
 def test_transfer_study_runs_skips_and_extends(study_file, tmp_path, monkeypatch):
     loads = []
     real_load = context.load_model

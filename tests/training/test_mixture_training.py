@@ -89,6 +89,7 @@ def _losses(out):
     return [json.loads(line)["loss"] for line in (out / "train_log.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.integration
 def test_probes_change_nothing_in_training_and_resume_exactly(setup, tmp_path):
     plain, _ = setup(tmp_path / "plain", probes=False)
     full, ev = setup(tmp_path / "full")
