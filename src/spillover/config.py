@@ -113,3 +113,8 @@ class StudySpec(BaseModel):
     train: TrainSettings = Field(default_factory=TrainSettings)
     eval: EvalSettings = Field(default_factory=EvalSettings)
     report_to: list[Literal["tensorboard", "mlflow"]] = Field(default_factory=list)
+    keep_models: bool = Field(
+        default=False,
+        description="keep every full fine-tune's model folder; by default one is deleted once every job "
+        "that reads it is done (LoRA adapters are always kept; docs/studies.md)",
+    )

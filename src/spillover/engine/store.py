@@ -185,6 +185,12 @@ class Store:
                 (time.time(), error, job.id),
             )
 
+    def forget(self, job_id: str) -> None:
+        """Drop a job's record and scores: it is pending again (its files are the caller's to clear)."""
+        with self._tx() as c:
+            c.execute("DELETE FROM scores WHERE job_id = ?", (job_id,))
+            c.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
     def result(self, job_id: str) -> dict[str, Any]:
         row = self._conn.execute(
             "SELECT result FROM jobs WHERE id = ? AND status = 'done'", (job_id,)

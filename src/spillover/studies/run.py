@@ -24,6 +24,7 @@ from spillover.errors import SpilloverError, unknown_name_message
 from spillover.studies import STUDIES
 from spillover.studies.context import StudyContext
 from spillover.studies.contract import StudyKind, handler_for, report_job
+from spillover.studies.pruning import prune_done, restore_needed
 from spillover.yamlio import load_yaml, validate
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,9 @@ def run_study(
         atomic_write_text(out / SPEC_FILE, dump_spec(spec))
     store = Store(out)
     try:
+        if not spec.keep_models:
+            restore_needed(plan, store)
+            on_job = _pruning(plan, store, on_job)
         runner = study_runner(kind, spec, tasks, plan, store, progress)
         if executor == "ray":  # Ray glue imported only here; it never imports this module
             from spillover.studies.ray_run import run_study_on_ray
@@ -119,9 +123,25 @@ def run_study(
             summary = run_study_on_ray(spec, plan, store, on_worker, runner, on_job, ray)
         else:
             summary = run_local(plan, store, runner, on_job)
+        if not spec.keep_models:  # also what another run on the folder finished meanwhile
+            prune_done(plan, store, list(plan))
     finally:
         store.close()
     return summary, out
+
+
+def _pruning(
+    plan: Plan, store: Store, on_job: Callable[[Job, str], None] | None
+) -> Callable[[Job, str], None]:
+    """`on_job` that also prunes the models a finished job was the last to need (studies/pruning.py)."""
+
+    def event(job: Job, what: str) -> None:
+        if what == "done":
+            prune_done(plan, store, [plan.jobs[d] for d in job.deps] + [job])
+        if on_job is not None:
+            on_job(job, what)
+
+    return event
 
 
 def check_executor(executor: str, ray: RayOptions | None, spec: StudySpec) -> RayOptions | None:

@@ -87,8 +87,10 @@ def probe_job(ctx: StudyContext, plan: Plan, job: Job) -> JobOutput:
     return {"task": p.task, **_out(_train(ctx, job, seqs, p.train, ctx.store.job_dir(job.id)))}, []
 
 
-def _probe_artifacts(ctx: StudyContext, plan: Plan) -> dict[str, str]:
-    return {j.params.task: ctx.store.result(j.id)["artifact"] for j in plan.by_kind("probe")}
+def _probe_artifacts(ctx: StudyContext, plan: Plan, job: Job) -> dict[str, str]:
+    """The saved models of the probes `job` depends on, by task (a job reads only its dependencies)."""
+    probes = [plan.jobs[d] for d in job.deps if plan.jobs[d].kind == "probe"]
+    return {j.params.task: ctx.store.result(j.id)["artifact"] for j in probes}
 
 
 def cores_job(ctx: StudyContext, plan: Plan, job: Job) -> JobOutput:
@@ -96,7 +98,7 @@ def cores_job(ctx: StudyContext, plan: Plan, job: Job) -> JobOutput:
     saved as indices under masks/."""
     p: CoresJob = job.params
     init = initial_state(ctx, p.train)
-    artifacts = _probe_artifacts(ctx, plan)
+    artifacts = _probe_artifacts(ctx, plan, job)
     mags = {t: update_magnitudes(trained_state(ctx, artifacts[t], p.train), init) for t in p.tasks}
     masks = core_regions(mags, p.p, p.scope)
     folder = ctx.store.job_dir(job.id) / MASKS
@@ -179,7 +181,7 @@ def _cpi(
     cfg, settings = p.cpi, p.train
     order = [t for stage in stages for t in stage]
     init = initial_state(ctx, settings)
-    artifacts = _probe_artifacts(ctx, plan)
+    artifacts = _probe_artifacts(ctx, plan, job)
     probes = [trained_state(ctx, artifacts[t], settings) for t in order]
     masks = load_masks(ctx, plan, order, {n: v.shape for n, v in init.items()})
     cores = [masks[t] for t in order]
@@ -222,7 +224,7 @@ def sequential_job(ctx: StudyContext, plan: Plan, job: Job) -> JobOutput:
     """Start from the first task's probe (= trained on A), train on B's data; `cpi`: A's core frozen."""
     p: SequentialJob = job.params
     a, b, settings = p.first, p.second, p.train
-    start = trained_state(ctx, _probe_artifacts(ctx, plan)[a], settings)
+    start = trained_state(ctx, _probe_artifacts(ctx, plan, job)[a], settings)
     hooks, frozen = [], 0
     if p.method == "cpi":
         mask = load_masks(ctx, plan, [a], {n: v.shape for n, v in start.items()})[a]

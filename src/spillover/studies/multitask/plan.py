@@ -140,7 +140,10 @@ def build_plan(spec: MultitaskStudySpec, fingerprints: dict[str, Fingerprint]) -
             tau=spec.cpi.tau if m.startswith("multistage_") else None,  # τ only here and in cpi
             cpi=CpiMethodSettings(**spec.cpi.model_dump(exclude={"sweep"})) if m == "cpi" else None,
         )
-        run = plan.add("mt_train", f"train {m}", params, deps=[] if m == "joint" else [cores])
+        # every job lists what it reads: CPI-FT fuses the probes (their models must outlive pruning, and a
+        # Ray worker sees only its dependencies' results)
+        deps = [] if m == "joint" else [cores, *probes.values()] if m == "cpi" else [cores]
+        run = plan.add("mt_train", f"train {m}", params, deps=deps)
         runs.append(run)
         done += evals(m, spec.tasks, [run])
     analyse = MultitaskAnalyseJob(
