@@ -93,11 +93,6 @@ class EvalSettings(BaseModel):
         "false score eagerly (docs/evaluation.md)",
     )
 
-    def job_params(self) -> dict[str, Any]:
-        """What an evaluation job's id covers: every field but `compile`, a speed setting (compiled and
-        eager scores agree within bf16 rounding), so switching it re-runs nothing."""
-        return self.model_dump(mode="json", exclude={"compile"})
-
 
 class StudySpec(BaseModel):
     """Fields every study kind shares; each kind (studies/*.py) extends it with its own."""

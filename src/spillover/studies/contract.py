@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from spillover.analysis.transfer import BASE  # noqa: F401 - the untuned model's label in every study's tables
 from spillover.engine.plan import Job, JobParams, Plan
 from spillover.errors import SpilloverError
 
@@ -32,8 +33,6 @@ if TYPE_CHECKING:
     from spillover.report.html import Section
     from spillover.studies.context import StudyContext
 
-# The label of the untuned model in every study's tables (rows, legends, comparisons).
-BASE = "base"
 
 # A job's output for the store: its result (JSON-ready) and its score rows.
 JobOutput = tuple[dict[str, Any], list[dict[str, Any]]]

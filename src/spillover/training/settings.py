@@ -20,7 +20,7 @@ from spillover.models.load import Precision
 from spillover.registry import check_params
 from spillover.training.objectives import OBJECTIVES, check_objective_params
 from spillover.training.regularizers import REGULARIZERS
-from spillover.training.types import NOT_RESULT_AFFECTING, TrainParams
+from spillover.training.types import TrainParams
 
 Strict = ConfigDict(extra="forbid", allow_inf_nan=False)
 MAX_SEED = 2**32 - 1  # numpy's limit; torch and random take the same range
@@ -71,21 +71,6 @@ class TrainSettings(BaseModel):
     mixture: MixtureSettings | None = Field(
         default=None, description="weighted task mixture (docs/mixture.md)"
     )
-
-    def job_params(self) -> dict[str, Any]:
-        """What a study's training job id covers: the settings, JSON-ready, with the NOT_RESULT_AFFECTING
-        ones at their defaults (not dropped: study folders made before keep their job ids). The job then
-        runs with the study's current values of those (`for_job`)."""
-        defaults = {name: type(self).model_fields[name].default for name in NOT_RESULT_AFFECTING}
-        return self.model_copy(update=defaults).model_dump(mode="json")
-
-    @classmethod
-    def for_job(cls, params: dict[str, Any], study: TrainSettings) -> TrainSettings:
-        """A training job's settings: its `params` (see `job_params`) with the NOT_RESULT_AFFECTING values
-        of the study's `train:` section as it is now."""
-        return cls.model_validate(params).model_copy(
-            update={n: getattr(study, n) for n in NOT_RESULT_AFFECTING}
-        )
 
     @field_validator("objective")
     @classmethod
