@@ -16,10 +16,10 @@ from spillover.errors import SpilloverError
 
 # the `train:` section and its pieces live with the training code (training/settings.py); re-exported here
 from spillover.training.settings import MAX_SEED as MAX_SEED
-from spillover.training.settings import NOT_RESULT_AFFECTING as NOT_RESULT_AFFECTING
 from spillover.training.settings import LoraSpec as LoraSpec
 from spillover.training.settings import Strict as Strict
 from spillover.training.settings import TrainSettings as TrainSettings
+from spillover.training.types import NOT_RESULT_AFFECTING as NOT_RESULT_AFFECTING
 from spillover.yamlio import load_yaml, validate
 
 DEVICE = r"^(auto|cpu|mps|cuda(:\d+)?)$"
