@@ -43,6 +43,7 @@ def test_transfer_study_runs_skips_and_extends(study_file, tmp_path, monkeypatch
     assert kinds == ["analyse", "eval", "eval", "eval", "stats", "train"]
 
 
+@pytest.mark.integration
 def test_status_and_report_commands(study_file, tmp_path, capsys):
     kind, spec = load_study(study_file)
     run_study(kind, spec)
@@ -56,6 +57,7 @@ def test_status_and_report_commands(study_file, tmp_path, capsys):
     assert "done" in capsys.readouterr().out
 
 
+@pytest.mark.integration
 def test_failed_job_is_recorded_and_the_rest_completes(study_file, tmp_path, monkeypatch):
     from spillover.studies import jobs
 
