@@ -50,9 +50,9 @@ def test_plan_has_one_training_per_source_method_and_size(gen_study):
     _, plan = prepare(kind, spec)
     trains = plan.by_kind("train")
     assert len(trains) == 2 * 2 * 2
-    fticl = [j for j in trains if j.params["train"]["shots"] == 1]
-    assert len(fticl) == 4 and all(j.params["train"]["demos"] == "fixed" for j in fticl)
-    assert sorted({j.params["train"]["limit"] for j in trains}) == [8, 16]
+    fticl = [j for j in trains if j.params.train.shots == 1]
+    assert len(fticl) == 4 and all(j.params.train.demos == "fixed" for j in fticl)
+    assert sorted({j.params.train.limit for j in trains}) == [8, 16]
     assert len(plan.by_kind("eval")) == (1 + 8) * 4 * 2  # (base + models) × targets × shot settings
 
 
@@ -60,7 +60,7 @@ def test_size_shots_narrow_the_evaluations_of_the_smaller_sizes_only(gen_study):
     kind, spec = load_study(gen_study, ["size_shots=[0]"])
     _, plan = prepare(kind, spec)
     evals = plan.by_kind("eval")
-    by_size = {n: {j.params["shots"] for j in evals if j.params["size"] == n} for n in (8, 16)}
+    by_size = {n: {j.params.shots for j in evals if j.params.size == n} for n in (8, 16)}
     assert by_size == {8: {0}, 16: {0, 1}}  # the main size (the largest) keeps every shot setting
     assert len(evals) == (1 + 4) * 4 * 2 + 4 * 4 * 1  # base + main-size models: 2 settings; others: 1
 
