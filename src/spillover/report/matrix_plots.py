@@ -23,6 +23,7 @@ from spillover.report.style import (
 )
 
 _CELL_PX, _MAX_CELL_PX = 34, 46
+FADED = 0.35  # opacity of cells that are not significant
 
 
 def _cell_text(z: np.ndarray, fmt: str) -> list[list[str]]:
@@ -34,18 +35,47 @@ def _z(frame: pd.DataFrame | pd.Series) -> np.ndarray:
     return np.atleast_2d(np.asarray(frame, dtype=float))
 
 
-def _heat_trace(z: np.ndarray, x: list, y: list, fmt: str, coloraxis: str, label: str) -> go.Heatmap:
+def _heat_trace(
+    z: np.ndarray,
+    x: list,
+    y: list,
+    fmt: str,
+    coloraxis: str,
+    label: str,
+    text: list[list[str]] | None = None,
+    **style,
+) -> go.Heatmap:
     return go.Heatmap(
         z=np.where(np.isfinite(z), z, None).tolist(),
         x=x,
         y=y,
-        text=_cell_text(z, fmt),
+        text=_cell_text(z, fmt) if text is None else text,
         texttemplate="%{text}",
         coloraxis=coloraxis,
         xgap=2,
         ygap=2,
         hovertemplate=f"%{{y}} → %{{x}}<br>{esc(label)}: %{{z:.6g}}<extra></extra>",
+        **style,
     )
+
+
+def _marked_traces(
+    z: np.ndarray, marks: np.ndarray, x: list, y: list, fmt: str, label: str
+) -> list[go.Heatmap]:
+    """Two layers for a significance mask: every cell faded, then the marked cells at full colour with
+    a "*" after the value (that layer has gaps elsewhere and no hover on them)."""
+    text = np.array(_cell_text(z, fmt), dtype=object).reshape(z.shape)
+    faded = _heat_trace(z, x, y, fmt, "coloraxis", label, np.where(marks, "", text).tolist(), opacity=FADED)
+    full = _heat_trace(
+        np.where(marks, z, np.nan), x, y, fmt, "coloraxis", label, np.where(marks, text + "*", "").tolist()
+    )
+    faded.update(name="not significant", hovertemplate=_hover_note(faded, "not significant"))
+    full.update(name="significant", hovertemplate=_hover_note(full, "significant"), hoverongaps=False)
+    return [faded, full]
+
+
+def _hover_note(trace: go.Heatmap, note: str) -> str:
+    return trace.hovertemplate.replace("<extra>", f"<br>{note}<extra>")
 
 
 def _color_range(values: np.ndarray, diverging: bool, zmid: float) -> tuple[float, float]:
@@ -71,6 +101,7 @@ def heatmap(
     x_title: str = "",
     y_title: str = "",
     value_label: str = "value",
+    significant: pd.DataFrame | None = None,
 ) -> go.Figure:
     """Annotated heatmap of `frame` (rows top to bottom as in the frame, columns left to right).
 
@@ -78,6 +109,10 @@ def heatmap(
     (for M) a sequential scale over the data range. `base_row` (indexed like the columns) is drawn as a
     separate row above the matrix: on the same colour scale for M, in neutral grey for Δ (it holds base
     scores, not differences). Cells show `format(v, fmt)`, NaN as "–"; hover shows 6 significant digits.
+
+    `significant` (booleans aligned to `frame` by row and column labels; missing or NaN = False) marks
+    cells: marked ones are drawn at full colour with a "*" after the value, the rest faded (opacity
+    `FADED`); hover says which. Say what the mark means (e.g. "* = BH q < 0.05") in the title.
     """
     z = _z(frame)
     x, y = escape_all(frame.columns), escape_all(frame.index)
@@ -92,7 +127,11 @@ def heatmap(
         cmax=cmax,
         colorbar=dict(title=dict(text=esc(value_label), side="top"), thickness=14, len=1, y=0.5),
     )
-    main = _heat_trace(z, x, y, fmt, "coloraxis", value_label)
+    if significant is None:
+        main = [_heat_trace(z, x, y, fmt, "coloraxis", value_label)]
+    else:
+        marks = significant.reindex(index=frame.index, columns=frame.columns).eq(True).to_numpy()
+        main = _marked_traces(z, marks, x, y, fmt, value_label)
     if base_row is None:
         fig, bottom = go.Figure(main), {}
         fig.update_yaxes(autorange="reversed")
@@ -117,7 +156,7 @@ def heatmap(
 
 
 def _with_base_row(
-    main: go.Heatmap, base: pd.Series, x: list, fmt: str, diverging: bool, n_rows: int, label: str
+    main: list[go.Heatmap], base: pd.Series, x: list, fmt: str, diverging: bool, n_rows: int, label: str
 ) -> go.Figure:
     """Two stacked panels sharing the x axis: the base row on top, the matrix below, a gap between."""
     fig = make_subplots(
@@ -125,7 +164,8 @@ def _with_base_row(
     )
     axis = "coloraxis2" if diverging else "coloraxis"
     fig.add_trace(_heat_trace(_z(base), x, [esc(label)], fmt, axis, label), row=1, col=1)
-    fig.add_trace(main, row=2, col=1)
+    for trace in main:
+        fig.add_trace(trace, row=2, col=1)
     fig.update_yaxes(autorange="reversed", row=2, col=1)
     fig.update_yaxes(tickfont=dict(color=MUTED), row=1, col=1)
     if diverging:
