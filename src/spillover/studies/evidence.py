@@ -1,8 +1,8 @@
 """Paired evidence for every study kind, written once (architecture principle 8): per-row scores of finished
 evaluation jobs, and the paired comparison of two evaluated models on the same test rows.
 
-Both sides of a comparison are read from the jobs' `predictions.jsonl` (field `correct`: the row's score
-under the task's metric) and aligned by example id, so only rows both models scored are compared. The
+Both sides of a comparison are read from the jobs' `predictions.jsonl` (the row's score under the task's
+metric: field `correct` for log-likelihood tasks, `score` for generation) and aligned by example id, so only rows both models scored are compared. The
 statistics themselves (paired bootstrap CI, exact McNemar or paired permutation p, BH q-values, seeds then
 rows for replicates) are `analysis.paired`'s.
 """
@@ -10,6 +10,7 @@ rows for replicates) are `analysis.paired`'s.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,9 +28,15 @@ N_PERM = 9999  # permutations per continuous-metric comparison (smallest p: 1e-4
 
 def row_scores(results: Results, job: Job | str) -> pd.Series:
     """One finished evaluation job's per-row scores (float), indexed by example id."""
-    rows = read_predictions(results.job_dir(job) / PREDICTIONS)
+    return file_scores(results.job_dir(job) / PREDICTIONS)
+
+
+def file_scores(path: Path) -> pd.Series:
+    """The per-row scores (float) of one predictions file, indexed by example id (e.g. a mixture probe's
+    `probes/step-NNNNNN/<task>/predictions.jsonl`)."""
+    rows = read_predictions(path)
     return pd.Series(
-        [float(r["correct"]) for r in rows], index=pd.Index([str(r["id"]) for r in rows], name="id")
+        [float(r["correct"] if "correct" in r else r["score"]) for r in rows], index=pd.Index([str(r["id"]) for r in rows], name="id")
     )
 
 
@@ -47,6 +54,14 @@ def compare_jobs(
     bootstrap (`analysis.paired.hierarchical_difference`)."""
     side_a = [row_scores(results, j) for j in a]
     side_b = [row_scores(results, j) for j in b]
+    return compare_scores(side_a, side_b, seed=seed, n_boot=n_boot)
+
+
+def compare_scores(
+    side_a: Sequence[pd.Series], side_b: Sequence[pd.Series], *, seed: int = 0, n_boot: int = N_BOOT
+) -> PairedResult:
+    """`compare_jobs` on per-row score series (indexed by example id; one per training seed per side)
+    already read, e.g. from `file_scores`: aligned on the ids every series holds."""
     common = sorted(set.intersection(*(set(s.index) for s in side_a + side_b)))
     per_a = [s.loc[common].to_numpy() for s in side_a]
     per_b = [s.loc[common].to_numpy() for s in side_b]
@@ -72,6 +87,57 @@ def significance_sentence(table: pd.DataFrame, what: str = "comparisons") -> str
     )
 
 
+def comparison_grid(table: pd.DataFrame, index: str, columns: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A comparisons table pivoted for a heatmap: (diff, significant), both `index` × `columns` (first
+    row of each pair, in table order)."""
+    rows = list(dict.fromkeys(table[index]))
+    cols = list(dict.fromkeys(table[columns]))
+    grid = table.pivot_table(index=index, columns=columns, values=["diff", "significant"], aggfunc="first")
+    diff = grid["diff"].reindex(index=rows, columns=cols).astype(float)
+    significant = grid["significant"].reindex(index=rows, columns=cols).fillna(False).astype(bool)
+    return diff, significant
+
+
 def mask_insignificant(values: pd.DataFrame, significant: pd.DataFrame) -> pd.DataFrame:
     """`values` with the cells that are not significant set to NaN (for a faded overlay)."""
     return values.where(significant.reindex_like(values).fillna(False).astype(bool), np.nan)
+
+
+SIGNIFICANCE_NOTE = (
+    "Each row compares a with b on the test rows both scored: diff = mean(a) − mean(b) under the target's "
+    "metric, a paired bootstrap 95% interval (rows resampled jointly), p from the exact McNemar test (0/1 "
+    "scores) or a paired sign-flip permutation test (continuous scores), and q the Benjamini–Hochberg "
+    "q-value over this table. Significant: q < 0.05. The heatmap colours significant differences only; "
+    "the faded cells (–) are not significant, whatever their size."
+)
+
+
+def comparisons_section(table: pd.DataFrame, intro: str, what: str = "comparisons", fmt: str = "+.1f"):
+    """The report section of a kind's `comparisons` table: `intro`, the `significance_sentence`, a heatmap
+    of diff (points: ×100) per comparison (rows 'a − b') × target with only the significant cells coloured,
+    and the table itself."""
+    from spillover.report import plots
+    from spillover.report.html import Section
+
+    figures = []
+    if not table.empty:
+        pairs = table.assign(pair=[f"{a} − {b}" for a, b in zip(table["a"], table["b"], strict=True)])
+        diff, significant = comparison_grid(pairs, "pair", "target")
+        figures.append(
+            plots.heatmap(
+                mask_insignificant(diff, significant) * 100,
+                "Significant differences (points; faded – : not significant)",
+                diverging=True,
+                fmt=fmt,
+                x_title="target",
+                y_title="a − b",
+                value_label="diff (points)",
+            )
+        )
+    return Section(
+        "comparisons",
+        "Paired comparisons",
+        f"{intro}\n\n{significance_sentence(table, what)}\n\n{SIGNIFICANCE_NOTE}",
+        figures=figures,
+        tables=[(f"Every paired comparison ({what})", table)],
+    )
