@@ -8,6 +8,7 @@ from spillover.analysis import generalization as g
 from spillover.report import plots
 from spillover.report.html import Section
 from spillover.studies.contract import Analysis, Results
+from spillover.studies.evidence import comparisons_section
 from spillover.studies.generalization.plan import GeneralizationAnalyseJob
 
 
@@ -65,6 +66,7 @@ def generalization_sections(t: dict[str, pd.DataFrame], p: GeneralizationAnalyse
             figures=_size_lines(t["size_curves"], p),
             tables=[("Score and Δ vs training size", t["size_curves"])],
         ),
+        comparisons_section(t["comparisons"], _COMPARISONS_INTRO, "cell comparisons"),
     ]
 
 
@@ -137,3 +139,6 @@ bootstrap 95% intervals in the table."""
 _FTICL_INTRO = """Positive bars: fine-tuning with in-context demonstrations generalises better than plain \
 fine-tuning in that setting."""
 _SIZE_INTRO = """Mean score per setting as the training set grows (nested subsets: the first N rows)."""
+_COMPARISONS_INTRO = """Every cell against its reference on the same test rows and shot count: FT and \
+FTICL vs the base model, FTICL vs FT (same source and training size), and in-context learning alone (the \
+base model with k demonstrations vs 0). Rows name the model, its training size and the number of shots."""
