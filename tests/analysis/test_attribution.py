@@ -55,11 +55,29 @@ def test_attribute_off_diagonal_by_default():
     delta.loc["a", "a"], delta.loc["b", "b"] = 5.0, -5.0
     table = attribute(delta, {"semantic_cosine": sim, "none": sim * np.nan}, n_boot=200)
     row = table.loc["semantic_cosine"]
-    assert row["rho"] == pytest.approx(1.0) and row["n_pairs"] == 14
+    assert row["rho"] == pytest.approx(1.0) and row["n_pairs"] == 14 and row["n_sources"] == 4
+    # every resample of sources keeps Δ monotone in similarity: the interval is the point
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((1.0, 1.0))
     assert table.loc["none", "n_pairs"] == 0 and np.isnan(table.loc["none", "rho"])
     with_diag = attribute(delta, {"semantic_cosine": sim}, include_diagonal=True, n_boot=200)
     assert with_diag.loc["semantic_cosine", "n_pairs"] == 16
     assert with_diag.loc["semantic_cosine", "rho"] < 1.0
+
+
+def test_attribute_interval_resamples_sources_by_hand():
+    # Source a: Δ rises with similarity (rho 1 on its own); source b: Δ falls (rho −1). Both together:
+    # centred ranks (−3, −1, 1, 3, −3, −1, 1, 3) and (−3, −1, 1, 3, 3, 1, −1, −3) are orthogonal, rho = 0.
+    # Resampling the two sources gives {a, a} (rho 1), {b, b} (−1) or one of each (0) with probabilities
+    # 1/4, 1/4, 1/2, so the 95% interval is (−1, 1); resampling the 8 cells would be much narrower.
+    targets = ["t1", "t2", "t3", "t4"]
+    delta = pd.DataFrame([[1, 2, 3, 4], [1, 2, 3, 4]], index=["a", "b"], columns=targets, dtype=float)
+    sim = pd.DataFrame([[1, 2, 3, 4], [4, 3, 2, 1]], index=["a", "b"], columns=targets, dtype=float)
+    row = attribute(delta, {"semantic_cosine": sim}, n_boot=2000, seed=0).loc["semantic_cosine"]
+    assert row["rho"] == pytest.approx(0.0, abs=1e-12) and row["p"] == pytest.approx(1.0)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((-1.0, 1.0))
+    assert (row["n_pairs"], row["n_sources"]) == (8, 2)
+    _, cell_low, cell_high, _ = spearman_ci(delta.to_numpy().ravel(), sim.to_numpy().ravel(), n_boot=2000)
+    assert cell_high - cell_low < 2.0
 
 
 def test_anomalies_find_the_outlier_and_say_why():

@@ -1,7 +1,8 @@
 """Attribution (methods §1.4): relate transfer Δ_ij to source–target similarities.
 
 - `spearman_ci`: Spearman's rho with a deterministic percentile bootstrap CI over (x, y) pairs.
-- `attribute`: one rho / CI / p per similarity measure over the matrix cells (off-diagonal by default).
+- `attribute`: one rho / CI / p per similarity measure over the matrix cells (off-diagonal by default);
+  the CI resamples sources (rows), not cells, since one source's cells are correlated.
 - `anomalies`: an OLS of Δ on the similarity measures; cells ranked by |internally studentised residual|
   (r_i / (s·sqrt(1 − h_ii)), falling back to |r_i| when the fit leaves no degrees of freedom).
 - `length_shift_table`: tuned-minus-base mean output length per cell, next to Δ.
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from spillover.analysis.paired import row_bootstrap
 from spillover.analysis.transfer import BASE, diagonal_mask, score_matrix
 from spillover.data.stats import DatasetStats, pair_similarities
 
@@ -73,6 +75,15 @@ def _aligned(delta: pd.DataFrame, sim: pd.DataFrame) -> np.ndarray:
     return sim.reindex(index=delta.index, columns=delta.columns).to_numpy(dtype=float)
 
 
+def _spearman_cells(d: np.ndarray, s: np.ndarray, use: np.ndarray) -> float:
+    """Spearman rho over the cells in `use` where Δ `d` and similarity `s` (I, N) are both known; NaN with
+    fewer than 3 such cells or when either side is constant on them."""
+    ok = use & ~np.isnan(d) & ~np.isnan(s)
+    if ok.sum() < 3 or np.ptp(d[ok]) == 0 or np.ptp(s[ok]) == 0:
+        return float("nan")
+    return float(sps.spearmanr(d[ok], s[ok]).statistic)
+
+
 def attribute(
     delta: pd.DataFrame,
     similarities: Mapping[str, pd.DataFrame],
@@ -81,17 +92,29 @@ def attribute(
     seed: int = 0,
     alpha: float = 0.05,
 ) -> pd.DataFrame:
-    """Spearman(Δ_ij, similarity_ij) per measure: columns rho, ci_low, ci_high, p, n_pairs."""
+    """Spearman(Δ_ij, similarity_ij) per measure: columns rho, ci_low, ci_high, p, n_pairs, n_sources.
+
+    rho and p (scipy.stats.spearmanr) over the cells used (off-diagonal by default). The CI resamples
+    whole sources (rows of Δ with their similarity rows; `analysis.paired.row_bootstrap`): one source's
+    cells share its training run and are not independent draws, so resampling cells would give intervals
+    too narrow. p treats the cells as independent and is optimistic for the same reason; read the CI.
+    n_sources: the rows with at least one usable cell.
+    """
     use = _cells(delta, include_diagonal)
     d = delta.to_numpy(dtype=float)
     rows = {}
     for name, sim in similarities.items():
         s = _aligned(delta, sim)
         ok = use & ~np.isnan(d) & ~np.isnan(s)
-        rho, low, high, p = spearman_ci(d[ok], s[ok], n_boot=n_boot, seed=seed, alpha=alpha)
+        rho = _spearman_cells(d, s, use)
+        p = float(sps.spearmanr(d[ok], s[ok]).pvalue) if np.isfinite(rho) else float("nan")
+        low, high = (float("nan"),) * 2
+        if np.isfinite(rho):
+            low, high = row_bootstrap(_spearman_cells, [d, s, use], n_boot=n_boot, seed=seed, alpha=alpha)
         rows[name] = {"rho": rho, "ci_low": low, "ci_high": high, "p": p, "n_pairs": int(ok.sum())}
-    frame = pd.DataFrame.from_dict(rows, orient="index", columns=["rho", "ci_low", "ci_high", "p", "n_pairs"])
-    return frame.rename_axis("measure")
+        rows[name]["n_sources"] = int(ok.any(axis=1).sum())
+    columns = ["rho", "ci_low", "ci_high", "p", "n_pairs", "n_sources"]
+    return pd.DataFrame.from_dict(rows, orient="index", columns=columns).rename_axis("measure")
 
 
 def _select_measures(d: np.ndarray, sims: dict[str, np.ndarray], use: np.ndarray) -> list[str]:
