@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spillover.analysis.traits import TransferPCA
+from spillover.analysis.traits import TransferPCA, fit_held_out
 
 R2 = math.sqrt(2)
 
@@ -35,6 +35,20 @@ def test_pca_3x2_by_hand():
     # projections = Z @ Vᵀ: PC1 = (2+0, 0+2, -2-2)/√2, PC2 = (2-0, 0-2, -2+2)/√2
     np.testing.assert_allclose(pca.projections_.to_numpy(), [[R2, R2], [R2, -R2], [-2 * R2, 0]], atol=1e-12)
     np.testing.assert_allclose(pca.transform(x).to_numpy(), pca.projections_.to_numpy(), atol=1e-12)
+
+
+def test_held_out_rows_are_projected_not_fitted():
+    # The 3x2 example above plus a control row (12, 5): the fit is the same as without it, and the control
+    # is centred by the fitted mean (10, 5) → z = (2, 0) → projections (2/√2, 2/√2) = (√2, √2).
+    x = _frame(np.array([[2, 0], [0, 2], [-12, -2], [-2, -2]]) + [10, 5], cols=["a", "b"])
+    x.iloc[2] = [12, 5]
+    proj = fit_held_out(pca := TransferPCA(), x, held_out=["m2"])
+    np.testing.assert_allclose(pca.mean_.to_numpy(), [10, 5])
+    np.testing.assert_allclose(pca.explained_variance_ratio_, [0.75, 0.25])
+    assert list(proj.index) == ["m0", "m1", "m2", "m3"]
+    np.testing.assert_allclose(proj.to_numpy(), [[R2, R2], [R2, -R2], [R2, R2], [-2 * R2, 0]], atol=1e-12)
+    with pytest.raises(ValueError, match="every row is held out"):
+        fit_held_out(TransferPCA(), x, held_out=list(x.index))
 
 
 def test_sign_convention_largest_loading_positive():

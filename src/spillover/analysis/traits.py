@@ -17,12 +17,15 @@ positive; projections flip with it, so results are deterministic across LAPACK b
 Default number of components: min(I − 1, N) (at least 1): after centring, the rank is at most I − 1 and
 further components would carry zero variance and arbitrary directions. Missing cells (NaN) are replaced
 by their column mean, i.e. they contribute 0 after centring; a warning names how many.
+
+`fit_held_out` fits on some rows only (the transfer study leaves its control sources out of the fit) and
+projects the rest onto the fitted components.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -112,6 +115,20 @@ class TransferPCA:
             side = lambda xs: " / ".join(dict.fromkeys(xs))  # noqa: E731
             labels.append(f"{side(pos)} vs {side(neg)}" if pos and neg else side(pos or neg))
         return labels
+
+
+def fit_held_out(pca: TransferPCA, delta: pd.DataFrame, held_out: Sequence[str]) -> pd.DataFrame:
+    """Fit `pca` on the rows of `delta` not in `held_out` and project every row: (I, k) in `delta`'s order.
+
+    Fitted rows get their `projections_`; held-out rows (e.g. control sources) go through `transform`,
+    so they are placed by the fitted means, scales and components without shaping them.
+    """
+    fitted = delta.loc[[r for r in delta.index if r not in set(held_out)]]
+    if fitted.empty:
+        raise ValueError("fit_held_out: every row is held out; nothing to fit on")
+    pca.fit(fitted)
+    rest = delta.loc[[r for r in delta.index if r in set(held_out)]]
+    return pd.concat([pca.projections_, pca.transform(rest)]).loc[delta.index]
 
 
 def _fix_signs(components: np.ndarray) -> np.ndarray:
