@@ -1,5 +1,5 @@
 """The multitask (CPI-FT) study end to end on the tiny local model (toy tasks from conftest.py): comparison,
-forgetting, cores, sweeps, tables and report; LoRA; skipping finished work; bad input rejected before
+forgetting, cores, sweeps, tables and report; LoRA refused; skipping finished work; bad input rejected before
 anything is written."""
 
 from __future__ import annotations
@@ -146,19 +146,17 @@ def test_cpi_freezes_the_first_tasks_core_exactly(tmp_path, tiny_model_dir):
     assert moved_elsewhere  # without isolation the same elements move
 
 
-@pytest.mark.integration
-def test_multitask_study_with_lora(tmp_path, tiny_model_dir):
+def test_multitask_study_refuses_lora(tmp_path, tiny_model_dir, capsys):
+    """CPI-FT on a LoRA adapter would select, transplant and SLERP A and B separately (cross-terms in B·A):
+    refused at validation, nothing written (tests/bad_input/test_cpi_lora.py covers the default method)."""
     train = "{method: lora, lora: {r: 2}, limit: 8, batch_size: 4, max_steps: 2, learning_rate: 0.05}"
     study = write_multitask_study(
         tmp_path, tiny_model_dir, train=train, tasks="[toy_a, toy_b]", extra="baselines: [joint]"
     )
-    summary, out = run_study(*load_study(study))
-    assert summary.ok, summary.failed
-    loc = pd.read_csv(out / "tables" / "core_location.csv")
-    assert loc["parameter"].str.contains(".lora_").all()
-    assert set(loc["module"].str.rsplit(".", n=1).str[-1]) <= {"lora_A", "lora_B"}
-    comp = pd.read_csv(out / "tables" / "comparison.csv", index_col=0)
-    assert {"joint", "cpi"} <= set(comp.index)
+    assert main(["run", str(study)]) == 2
+    err = capsys.readouterr().err
+    assert "train.method = 'lora'" in err and "method: full" in err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(

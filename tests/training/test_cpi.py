@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from spillover.errors import SpilloverError
 from spillover.training.cpi import (
     core_regions,
     cpi_stages,
@@ -81,7 +82,7 @@ def test_cpi_ft_end_to_end_without_a_study(tmp_path, make_model, tokenizer, toy_
     fused, stats = fuse_probes(
         init, [probes[t] for t in order], [cores[t] for t in order], "last_probe", 0.5, 1e-4
     )
-    assert stats.n_slerp + stats.n_lerp == 2 * len(init)
+    assert stats.n_slerp + stats.n_lerp == len(init)  # one merge per tensor (towards the probes' mean)
     first = order[0]
     for name, m in cores[first].items():  # the first task's core is transplanted where no other claims it
         only = m & ~cores[order[1]][name]
@@ -131,3 +132,15 @@ def test_train_from_starts_from_the_given_state(tmp_path, make_model, tokenizer,
             tmp_path / "bad",
             {"x": T([1.0])},
         )
+
+
+def test_cpi_ft_refuses_lora_factors():
+    """A and B of a LoRA adapter must never be cored, transplanted or SLERPed separately."""
+    lora = {
+        "layers.0.q_proj.lora_A.default.weight": T([1.0, 2.0]),
+        "layers.0.q_proj.lora_B.default.weight": T([3.0]),
+    }
+    with pytest.raises(SpilloverError, match="CPI-FT needs full fine-tuning.*lora_A"):
+        core_regions({"a": {n: v.abs() for n, v in lora.items()}}, p=50.0)
+    with pytest.raises(SpilloverError, match="method: full"):
+        fuse_probes(lora, [lora], [{}], "base", 0.5, 1e-4)

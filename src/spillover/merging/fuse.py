@@ -2,14 +2,20 @@
 
 Inputs are parameter dicts (name → tensor) over the same names and shapes: θ0 (`init`, the model the
 probes started from), θ_base (`base`, where fusion starts: the last stage's probe or θ0), the task probes
-θ⁽ⁱ⁾ (`tuned`, in stage order) and their core masks C_i. For every tensor:
+θ⁽ⁱ⁾ (`tuned`) and their core masks C_i. For every tensor:
 
-1. Non-core positions: θ ← θ_base, then for each task in order θ ← slerp(θ, θ⁽ⁱ⁾; ω) over the whole
-   flattened tensor (`merging.ops.slerp`, LERP below the angle threshold ε); positions outside every core
-   keep this value.
+1. Non-core positions: θ ← slerp(θ_base, θ̄; ω) over the whole flattened tensor, where θ̄ = (1/n) Σ_i θ⁽ⁱ⁾
+   is the equal-weight mean of the probes (θ0 plus the mean task vector; `merging.ops.slerp`, LERP below
+   the angle threshold ε); positions outside every core keep this value. Every task weighs 1/n, so the
+   result does not depend on the order of the tasks (a chain of pairwise SLERPs would weigh three tasks
+   0.125 / 0.25 / 0.625 and let the stage order decide the merge).
 2. Core transplant: every position j in some C_i takes θ⁽ⁱ⁾_j. **Collision rule**: when j lies in several
-   cores, the task with the largest update magnitude |θ⁽ⁱ⁾_j − θ0_j| wins; on an exact tie the earlier task
-   in stage order wins.
+   cores, the task with the largest update magnitude |θ⁽ⁱ⁾_j − θ0_j| wins; on an exact tie the tied tasks'
+   values are averaged (again independent of task order).
+
+Only θ_base can make the result depend on which task is "last" (`fusion_base: last_probe`); for a given
+θ_base, permuting `tuned` together with `cores` leaves the fused tensors unchanged (up to fp32 rounding of
+the mean, which is taken in float64).
 """
 
 from __future__ import annotations
@@ -20,13 +26,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from spillover.merging.ops import check_interpolation, slerp
+from spillover.merging.ops import check_interpolation, mean_tensor, slerp
 
 
 @dataclass
 class FusionStats:
-    """Per fused model: how many tensors used SLERP vs the LERP fallback (over all task merges), and how
-    many core positions each task contributed after collisions (task order)."""
+    """Per fused model: how many tensors used SLERP vs the LERP fallback (one merge per tensor), how many
+    core positions each task contributed after collisions (a position shared by an exact tie counts for
+    every tied task), and how many positions lie in more than one core."""
 
     n_slerp: int = 0
     n_lerp: int = 0
@@ -44,29 +51,46 @@ def fuse_tensor(
     stats: FusionStats | None = None,
 ) -> Tensor:
     """One parameter: all tensors of one shape; cores: bool of that shape. Returns base's dtype."""
-    merged = base
-    for t in tuned:
-        merged, spherical = slerp(merged, t, omega, epsilon)
-        if stats is not None:
-            stats.n_slerp += int(spherical)
-            stats.n_lerp += int(not spherical)
-    out = merged.clone()
+    merged, spherical = slerp(base, mean_tensor(tuned), omega, epsilon)
+    if stats is not None:
+        stats.n_slerp += int(spherical)
+        stats.n_lerp += int(not spherical)
+    return transplant_cores(init, merged, tuned, cores, stats)
+
+
+def transplant_cores(
+    init: Tensor,
+    merged: Tensor,
+    tuned: Sequence[Tensor],
+    cores: Sequence[Tensor],
+    stats: FusionStats | None = None,
+) -> Tensor:
+    """`merged` with every core position j set to the winning task's θ⁽ⁱ⁾_j (largest |θ⁽ⁱ⁾_j − θ0_j|; an
+    exact tie averages the tied values). Two passes over the tasks, so at most a few tensors of one
+    parameter's size are alive at once. Returns merged's dtype."""
+    cores = [c.to(init.device) for c in cores]
+
+    def magnitude(t: Tensor) -> Tensor:
+        return (t.float() - init.float()).abs()
+
     best = torch.full(init.shape, -1.0, dtype=torch.float32, device=init.device)
-    owner = torch.full(init.shape, -1, dtype=torch.long, device=init.device)
-    n_claims = torch.zeros(init.shape, dtype=torch.long, device=init.device)
-    for i, (t, core) in enumerate(zip(tuned, cores, strict=True)):
-        core = core.to(init.device)
-        mag = (t.float() - init.float()).abs()
-        take = core & (mag > best)  # strict: an exact tie keeps the earlier task
-        out = torch.where(take, t.to(out.dtype), out)
-        best = torch.where(take, mag, best)
-        owner = torch.where(take, i, owner)
-        n_claims += core.long()
+    for t, core in zip(tuned, cores, strict=True):
+        best = torch.maximum(best, torch.where(core, magnitude(t), -1.0))
+    total = torch.zeros(init.shape, dtype=torch.float64, device=init.device)
+    n_winners = torch.zeros(init.shape, dtype=torch.int32, device=init.device)
+    n_claims = torch.zeros(init.shape, dtype=torch.int32, device=init.device)
+    wins = []
+    for t, core in zip(tuned, cores, strict=True):
+        win = core & (magnitude(t) == best)
+        total += torch.where(win, t.double(), 0.0)
+        n_winners += win
+        n_claims += core
+        wins.append(int(win.sum()))
+    out = torch.where(n_winners > 0, (total / n_winners.clamp(min=1)).to(merged.dtype), merged)
     if stats is not None:
         if not stats.transplanted:
             stats.transplanted = [0] * len(tuned)
-        for i in range(len(tuned)):
-            stats.transplanted[i] += int((owner == i).sum())
+        stats.transplanted = [a + b for a, b in zip(stats.transplanted, wins, strict=True)]
         stats.collisions += int((n_claims > 1).sum())
     return out
 

@@ -1,4 +1,5 @@
-"""Interpolation between two parameter tensors: linear (LERP) and spherical (SLERP). Pure tensor maths.
+"""Interpolation between two parameter tensors, linear (LERP) and spherical (SLERP), and the equal-weight
+mean of several (`mean_tensor`). Pure tensor maths.
 
 SLERP treats each tensor as one flattened vector (mergekit's `merge_methods/slerp.py` convention: the angle
 is measured between the normalised vectors, the weights are applied to the original ones):
@@ -16,6 +17,7 @@ angles (fine-tuned weights vs their start: often 1e-4 to 1e-2 rad) are measured 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -48,6 +50,19 @@ def slerp(a: Tensor, b: Tensor, omega: float, epsilon: float = 1e-4) -> tuple[Te
     s = math.sin(theta)
     wa, wb = math.sin((1.0 - omega) * theta) / s, math.sin(omega * theta) / s
     return (wa * a.double() + wb * b.double()).to(a.dtype), True
+
+
+def mean_tensor(tensors: Sequence[Tensor]) -> Tensor:
+    """(1/n) Σ_i tᵢ in float64, any shape (all alike). Every tensor weighs 1/n; the float64 sum of a few
+    fp32 / bf16 values is exact unless their magnitudes differ by ~2^29, so the order does not matter."""
+    if not tensors:
+        raise SpilloverError("mean of no tensors: give at least one")
+    total = torch.zeros(tensors[0].shape, dtype=torch.float64, device=tensors[0].device)
+    for t in tensors:
+        if t.shape != total.shape:
+            raise SpilloverError(f"mean: shapes differ, {tuple(total.shape)} vs {tuple(t.shape)}")
+        total += t.detach().double()
+    return total / len(tensors)
 
 
 def check_interpolation(omega: float, epsilon: float) -> None:

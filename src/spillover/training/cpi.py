@@ -11,14 +11,19 @@ The method, in the order a caller runs it (the multitask study is one such calle
    stages 1..k−1 is frozen exactly (`training.masks.FreezeHook`), each stage starting from the previous
    stage's saved weights.
 
-A state (`State`) is the trainable parameters as a dict name → tensor: every parameter for full fine-tuning
-(`model_state`), the lora_A / lora_B weights for LoRA (`lora_state`), names as `named_parameters()` gives them.
+A state (`State`) is a model's parameters as a dict name → tensor (`model_state`), names as
+`named_parameters()` gives them. CPI-FT needs full fine-tuning: its cores, transplant, SLERP and freezing
+act on the weights W, and a LoRA adapter's update is the product B·A — selecting, transplanting or SLERPing
+A and B separately puts one task's B next to another's A (cross-terms), which is not the method.
+`core_regions` and `fuse_probes` therefore refuse states holding LoRA factors (`check_full_state`); the
+multitask study refuses `train.method: lora` at validation. (`lora_state` reads an adapter's factors for
+other uses.)
 """
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +31,7 @@ from typing import Any, Literal
 import numpy as np
 from torch import Tensor, nn
 
+from spillover.errors import SpilloverError
 from spillover.merging.fuse import FusionStats, fuse_models
 from spillover.training.checkpoint import CHECKPOINTS
 from spillover.training.loop import train
@@ -44,15 +50,29 @@ def model_state(model: nn.Module) -> State:
 
 
 def lora_state(model: nn.Module) -> State:
-    """Copies of the LoRA weights (lora_A / lora_B) of a peft model: they outlive the adapter's unloading."""
+    """Copies of the LoRA weights (lora_A / lora_B) of a peft model: they outlive the adapter's unloading.
+    Not a CPI-FT state: `core_regions` and `fuse_probes` refuse it (module doc)."""
     return {n: p.detach().clone() for n, p in model.named_parameters() if ".lora_" in n}
+
+
+def check_full_state(names: Iterable[str]) -> None:
+    """Refuse LoRA factors (names with `.lora_A` / `.lora_B`): CPI-FT works on full weights (module doc)."""
+    lora = next((n for n in names if ".lora_A" in n or ".lora_B" in n), None)
+    if lora is not None:
+        raise SpilloverError(
+            f"CPI-FT needs full fine-tuning, got the LoRA factor '{lora}': cores, transplant and SLERP of A "
+            "and B separately are not the method (B·A gains cross-terms); fine-tune with method: full"
+        )
 
 
 def core_regions(
     magnitudes: Mapping[str, Mapping[str, Tensor]], p: float, scope: str = "global"
 ) -> dict[str, ParamMask]:
     """Per task, its core region: the top-p% of its update magnitudes (`training.masks.top_p_mask`).
-    `magnitudes[task]`: |θ⁽ᵗᵃˢᵏ⁾ − θ0| per parameter (`training.masks.update_magnitudes`)."""
+    `magnitudes[task]`: |θ⁽ᵗᵃˢᵏ⁾ − θ0| per parameter (`training.masks.update_magnitudes`); full weights
+    only (`check_full_state`)."""
+    for m in magnitudes.values():
+        check_full_state(m)
     return {task: top_p_mask(m, p, scope) for task, m in magnitudes.items()}
 
 
@@ -87,8 +107,11 @@ def fuse_probes(
     epsilon: float,
 ) -> tuple[State, FusionStats]:
     """The fused start of staged training (`merging.fuse.fuse_models`): probes and their cores in stage
-    order; fusion starts from the last probe (`last_probe`) or from θ0 (`base`)."""
+    order; fusion starts from the last probe (`last_probe`) or from θ0 (`base`). Full weights only
+    (`check_full_state`). The merge weighs every task alike (`merging.fuse`), so only the choice of the
+    last probe as the start depends on the order."""
     assert fusion_base in FUSION_BASES, fusion_base
+    check_full_state(init)
     base = probes[-1] if fusion_base == "last_probe" else init
     return fuse_models(init, base, probes, cores, omega, epsilon)
 

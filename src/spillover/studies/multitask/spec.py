@@ -13,6 +13,12 @@ from spillover.errors import SpilloverError
 
 BASELINES = ("joint", "multistage_random", "multistage_heuristic")
 SEQUENTIAL_METHODS = ("sft", "cpi")
+LORA_REFUSED = (
+    "train.method = 'lora' (also the default when `method` is not set) is not allowed in a multitask study: "
+    "CPI-FT's cores, transplant, SLERP and freezing act on the weights W; applied to a LoRA adapter's A "
+    "and B separately they are not the method (one task's B next to another's A creates cross-terms in "
+    "B·A); set `train: {method: full}`"
+)
 
 
 class SweepSettings(BaseModel):
@@ -80,6 +86,8 @@ class MultitaskStudySpec(StudySpec):
             raise ValueError(f"baselines has duplicates: {self.baselines}")
         if self.train.mixture is not None:
             raise ValueError("a multitask study mixes its tasks itself; remove `train.mixture`")
+        if self.train.method != "full":
+            raise ValueError(LORA_REFUSED)
         seen = set()
         for i, pair in enumerate(self.sequential):
             if len(pair) != 2 or pair[0] == pair[1]:
