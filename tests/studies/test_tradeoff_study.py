@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from tests.conftest import write_jsonl
 from tests.studies.conftest import TASKS, write_toy_study
+from tests.studies.evidence_support import COLUMNS
 
 from spillover.cli import main
 from spillover.engine.plan import JobParams
@@ -123,6 +124,10 @@ def test_wise_alpha_evaluations_and_rerun_skips(tradeoff_file):
     assert summary.ok
     runs = pd.read_csv(out / "tables" / "runs.csv")
     assert sorted(runs["alpha"]) == [0.5, 1.0, 1.0]
+    paired = pd.read_csv(out / "tables" / "comparisons.csv")
+    assert list(paired.columns) == COLUMNS
+    assert len(paired) == 2 * 3 and set(paired["b"]) == {"base"}  # the run and its WiSE point × 3 targets
+    assert "Paired comparisons" in (out / "report.html").read_text()
     again, _ = run_study(kind, spec)
     assert not again.done and len(again.skipped) == len(summary.done)
 

@@ -1,5 +1,6 @@
 """The tradeoff study's analysis: runs (domain vs general score, ΔCL, Pareto), code length, token
-probabilities and TALR weight curves, from the finished jobs' results. Pure over `Results`; no model needed.
+probabilities, TALR weight curves and the paired comparisons (`comparisons.py`), from the finished jobs'
+results. Pure over `Results`; no model needed.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from spillover.analysis.pareto import pareto_mask
 from spillover.analysis.tokens import code_length_table, empirical_cdf, probability_summary
 from spillover.engine.plan import Job
 from spillover.studies.contract import BASE, Analysis, Results
+from spillover.studies.tradeoff.comparisons import comparisons
 from spillover.studies.tradeoff.plan import TradeoffAnalyseJob
 from spillover.training.artifacts import LOG_FILE
 
@@ -25,7 +27,8 @@ def analyse(results: Results, p: TradeoffAnalyseJob) -> Analysis:
     """All tables from whatever finished (missing values are NaN); `extra`: the token section's example
     sequences."""
     scores = score_rows(results, results.finished("eval"))
-    runs = runs_table(scores, p.domains, p.general)
+    own = scores["metric"] == scores["target"].map(lambda t: results.tasks[t].metric)
+    runs = runs_table(scores[own], p.domains, p.general)  # each task's own metric (not macro-F1 beside it)
     cl_results = {j.params.label: results.result(j)["code_length"] for j in results.finished("codelen")}
     cl = code_lengths(cl_results, runs, p.domains, p.cl_general)
     if len(cl) and len(runs):
@@ -33,12 +36,15 @@ def analyse(results: Results, p: TradeoffAnalyseJob) -> Analysis:
             cl[["model", "domain", "dCL_domain", "dCL_general"]], on=["model", "domain"], how="left"
         )
     token_results = [results.result(j) for j in results.finished("tokens")]
+    paired, matched = comparisons(results, runs, p.general)
     tables = {
         "runs": runs,
         "scores": scores,
         "pareto_front": runs[runs["on_front"]] if len(runs) else runs,
         "code_length": cl,
         "talr_weights": talr_curves(results, results.finished("train")),
+        "comparisons": paired,
+        "matched_pairs": matched,
     }
     tables |= token_tables(token_results, p.tokens.thresholds, p.tokens.bins)
     examples = [dict(e, domain=r["task"], format=r["format"]) for r in token_results for e in r["examples"]]
@@ -46,7 +52,8 @@ def analyse(results: Results, p: TradeoffAnalyseJob) -> Analysis:
 
 
 def score_rows(results: Results, evals: list[Job]) -> pd.DataFrame:
-    """One row per finished evaluation: model label, run keys (base: method 'base'), target, value, CI."""
+    """One row per finished evaluation score: model label, run keys (base: method 'base'), target, metric,
+    value, CI."""
     jobs = {j.id: j.params for j in evals}
     rows = []
     for s in results.scores_of(evals).itertuples(index=False):

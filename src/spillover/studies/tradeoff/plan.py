@@ -128,7 +128,9 @@ def build_plan(
     for t in [*spec.domains, *spec.general]:
         params = TradeoffEvalJob(**model, label=BASE, target=t, data=fingerprints[t], eval=spec.eval)
         needed.append(plan.add("eval", f"eval base -> {t}", params))
-    base_cl = _codelen(spec, model, BASE, spec.task_names(), fingerprints)
+    base_cl = _codelen(
+        spec, model, BASE, list(dict.fromkeys([*spec.domains, *spec.cl_general(tasks)])), fingerprints
+    )
     needed.append(plan.add("codelen", "code length base", base_cl))
     for d in spec.domains:
         for fmt in spec.formats:
@@ -137,7 +139,7 @@ def build_plan(
                     run = RunKey(domain=d, format=fmt, method=m.label, lr=lr)
                     needed += _run_jobs(plan, spec, tasks, model, run, m, fingerprints)
     analyse = TradeoffAnalyseJob(
-        domains=spec.domains, general=spec.general, cl_general=spec.cl_general(), tokens=spec.tokens
+        domains=spec.domains, general=spec.general, cl_general=spec.cl_general(tasks), tokens=spec.tokens
     )
     plan.add("analyse", "analyse + report", analyse, deps=needed)
     return plan
@@ -190,6 +192,8 @@ def _run_jobs(
                 **model, label=label, target=t, data=fingerprints[t], eval=spec.eval, run=run, alpha=alpha
             )
             ids.append(plan.add("eval", f"eval {label} -> {t}", params, deps=[train_id]))
-        params = _codelen(spec, model, label, [d, *spec.cl_general()], fingerprints, run=run, alpha=alpha)
+        params = _codelen(
+            spec, model, label, [d, *spec.cl_general(tasks)], fingerprints, run=run, alpha=alpha
+        )
         ids.append(plan.add("codelen", f"code length {label}", params, deps=[train_id]))
     return ids

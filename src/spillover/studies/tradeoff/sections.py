@@ -8,6 +8,7 @@ import pandas as pd
 from spillover.report import plots
 from spillover.report.html import ColouredText, Section
 from spillover.studies.contract import BASE, Analysis, Results
+from spillover.studies.evidence import comparisons_section
 
 
 def sections(a: Analysis, results: Results) -> list[Section]:
@@ -24,6 +25,7 @@ def tradeoff_sections(t: dict[str, pd.DataFrame], examples: list[dict]) -> list[
             figures=_pareto_figures(runs),
             tables=[("Every model: domain score, general score (mean and per task), ΔCL, Pareto", runs)],
         ),
+        _comparisons(t),
         Section("lr", "Scores over the learning rate", _LR_INTRO, columns=2, figures=_lr_figures(runs)),
         Section(
             "codelength",
@@ -59,6 +61,12 @@ def tradeoff_sections(t: dict[str, pd.DataFrame], examples: list[dict]) -> list[
             tables=[("Scores", t["scores"])],
         ),
     ]
+
+
+def _comparisons(t: dict[str, pd.DataFrame]) -> Section:
+    section = comparisons_section(t["comparisons"], _COMPARISONS_INTRO)
+    section.tables.append(("Matched domain score: each pair and its domain scores", t["matched_pairs"]))
+    return section
 
 
 def _pareto_figures(runs: pd.DataFrame) -> list:
@@ -169,3 +177,7 @@ _TALR_INTRO = (
     "Weights rising over training mean formerly hard tokens became easier and gained weight (the curriculum). "
     "Values are averages over the step's micro-batches, weighted by their target tokens."
 )
+_COMPARISONS_INTRO = """Every run against the base model per target; methods against each other at the \
+same learning rate per target; and methods at matched domain score: each run of one method paired with the \
+run of the other whose domain score is closest (ties: the lower learning rate), compared on the general \
+tasks' test rows pooled (target "general"). All paired on the same test rows."""

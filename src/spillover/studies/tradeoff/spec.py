@@ -4,6 +4,7 @@ supervision formats, and the token / code-length settings; and the checks every 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
@@ -13,6 +14,9 @@ from spillover.data.tasks import TaskSpec
 from spillover.errors import SpilloverError
 
 FORMATS = ("target", "label_only")
+# general text for ΔCL_general when no general task is a generation task: SciTLDR's one-sentence summaries
+# (built-in, human-written English). Label tokens of classification tasks are not general text.
+DEFAULT_CL_TEXT = "scitldr"
 
 
 class MethodSpec(BaseModel):
@@ -59,7 +63,9 @@ class TokenSettings(BaseModel):
 class CodeLengthSettings(BaseModel):
     model_config = Strict
     tasks: list[str] | None = Field(
-        default=None, description="general data for ΔCL_general (default: general)"
+        default=None,
+        description=f"general text for ΔCL_general (default: the generation tasks of `general`, else "
+        f"the built-in {DEFAULT_CL_TEXT})",
     )
     limit: int | None = Field(default=64, ge=1, description="test examples per task scored (first N)")
     batch_size: int = Field(default=8, ge=1, le=4096)
@@ -103,11 +109,15 @@ class TradeoffStudySpec(StudySpec):
         return self
 
     def task_names(self) -> list[str]:
-        return list(dict.fromkeys(self.domains + self.general + self.cl_general()))
+        """Every task the study reads (the default code-length text included: it is resolved before the
+        general tasks' types are known)."""
+        return list(dict.fromkeys(self.domains + self.general + (self.codelength.tasks or [DEFAULT_CL_TEXT])))
 
-    def cl_general(self) -> list[str]:
-        """The general data of the code-length view: `codelength.tasks`, else the general tasks."""
-        return self.codelength.tasks or self.general
+    def cl_general(self, tasks: Mapping[str, TaskSpec]) -> list[str]:
+        """The general text of the code-length view: `codelength.tasks`, else the generation tasks among
+        `general` (their targets are text), else the built-in `DEFAULT_CL_TEXT`."""
+        generation = [t for t in self.general if tasks[t].type == "generation"]
+        return self.codelength.tasks or generation or [DEFAULT_CL_TEXT]
 
 
 def run_settings(spec: TradeoffStudySpec, method: MethodSpec, lr: float) -> TrainSettings:

@@ -1,0 +1,124 @@
+"""The tradeoff study's paired comparisons (`tables/comparisons.csv`, issue 24): every model vs the base,
+methods vs each other at the same learning rate, and methods vs each other at matched domain score.
+
+- **vs base**: each run (and WiSE-FT point) against the base model, per target (its domain and every
+  general task), on the test rows both scored.
+- **same learning rate**: for each domain, format and learning rate, every pair of methods trained there
+  (e.g. talr vs cross_entropy), per target.
+- **matched domain score** (target `general`): for each pair of methods (X before Y in the study's order)
+  on a domain and format, each trained run of X is paired with the run of Y whose domain score is closest,
+  and each run of Y with the closest run of X (ties: the lower learning rate; a pair found both ways is
+  kept once). The two are compared on the general tasks' test rows pooled (ids prefixed by task), so
+  `diff` is the difference of the row-weighted mean general score (the `general_score` difference when the
+  general tasks score the same number of rows). `matched_pairs` lists each pair's domain scores.
+
+One BH family: q over the whole table. WiSE-FT points enter only the vs-base rows.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from itertools import combinations
+
+import pandas as pd
+
+from spillover.analysis.paired import comparisons_table
+from spillover.engine.plan import Job
+from spillover.studies.contract import BASE, Results
+from spillover.studies.evidence import compare_jobs, compare_scores, comparison_row, row_scores
+
+GENERAL = "general"  # the target of a matched-domain-score comparison (the general tasks' rows pooled)
+
+
+def eval_jobs(results: Results) -> dict[tuple[str, str], list[Job]]:
+    """(model label, target) -> its finished evaluation jobs (one per training seed)."""
+    jobs: dict[tuple[str, str], list[Job]] = defaultdict(list)
+    for j in results.finished("eval"):
+        jobs[(j.params.label, j.params.target)].append(j)
+    return jobs
+
+
+def trained_runs(results: Results) -> dict[str, object]:
+    """Model label -> RunKey of every trained run (WiSE-FT points left out), in plan order."""
+    return {
+        j.params.label: j.params.run for j in results.finished("eval") if j.params.run and j.params.alpha == 1
+    }
+
+
+def vs_base_pairs(jobs: dict[tuple[str, str], list[Job]]) -> list[tuple[str, str, str]]:
+    return [(m, BASE, t) for m, t in jobs if m != BASE and (BASE, t) in jobs]
+
+
+def same_lr_pairs(
+    jobs: dict[tuple[str, str], list[Job]], runs: dict[str, object]
+) -> list[tuple[str, str, str]]:
+    """(a, b, target) for every pair of methods at the same domain, format and learning rate."""
+    groups: dict[tuple, list[str]] = defaultdict(list)
+    for label, r in runs.items():
+        groups[(r.domain, r.format, r.lr)].append(label)
+    targets = list(dict.fromkeys(t for _, t in jobs))
+    return [
+        (a, b, t)
+        for labels in groups.values()
+        for a, b in combinations(labels, 2)
+        for t in targets
+        if (a, t) in jobs and (b, t) in jobs
+    ]
+
+
+def matched_pairs(runs: dict[str, object], domain_score: dict[str, float]) -> pd.DataFrame:
+    """a, b, domain, format, domain_score_a, domain_score_b: each run paired with the closest-domain-score
+    run of every other method (see the module docstring)."""
+    by_method: dict[tuple, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for label, r in sorted(runs.items(), key=lambda kv: kv[1].lr):
+        if label in domain_score and domain_score[label] == domain_score[label]:  # not NaN
+            by_method[(r.domain, r.format)][r.method].append(label)
+    rows, seen = [], set()
+    for (domain, fmt), methods in by_method.items():
+        for x, y in combinations(methods, 2):
+            for mine, other, flip in ((methods[x], methods[y], False), (methods[y], methods[x], True)):
+                for a in mine:
+                    b = min(other, key=lambda o: abs(domain_score[o] - domain_score[a]))
+                    pair = (b, a) if flip else (a, b)
+                    if pair not in seen:
+                        seen.add(pair)
+                        rows.append({"a": pair[0], "b": pair[1], "domain": domain, "format": fmt})
+    out = pd.DataFrame(rows, columns=["a", "b", "domain", "format"])
+    out["domain_score_a"] = out["a"].map(domain_score)
+    out["domain_score_b"] = out["b"].map(domain_score)
+    return out
+
+
+def _pooled(results: Results, jobs: dict, label: str, general: list[str]) -> list[pd.Series]:
+    """One series per seed: the model's per-row scores on every general task, ids prefixed by task."""
+    per_task = {t: jobs[(label, t)] for t in general if (label, t) in jobs}
+    n_seeds = min((len(js) for js in per_task.values()), default=0)
+    return [
+        pd.concat([_prefixed(row_scores(results, js[i]), t) for t, js in per_task.items()])
+        for i in range(n_seeds)
+    ]
+
+
+def _prefixed(scores: pd.Series, task: str) -> pd.Series:
+    return scores.set_axis([f"{task}/{i}" for i in scores.index])
+
+
+def comparisons(
+    results: Results, runs_table: pd.DataFrame, general: list[str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(`comparisons` table, `matched_pairs`) from the finished evaluations; `runs_table` gives domain
+    scores (the `runs` table)."""
+    jobs, runs = eval_jobs(results), trained_runs(results)
+    metric = {t: results.tasks[t].metric for t in results.tasks}
+    rows = [
+        comparison_row(a, b, t, metric[t], compare_jobs(results, jobs[(a, t)], jobs[(b, t)]))
+        for a, b, t in [*vs_base_pairs(jobs), *same_lr_pairs(jobs, runs)]
+    ]
+    scores = runs_table.drop_duplicates("model").set_index("model")["domain_score"] if len(runs_table) else {}
+    pairs = matched_pairs(runs, dict(scores))
+    general_metric = "/".join(dict.fromkeys(metric[t] for t in general))
+    for a, b in zip(pairs["a"], pairs["b"], strict=True):
+        side_a, side_b = _pooled(results, jobs, a, general), _pooled(results, jobs, b, general)
+        if side_a and side_b:
+            rows.append(comparison_row(a, b, GENERAL, general_metric, compare_scores(side_a, side_b)))
+    return comparisons_table(rows), pairs
