@@ -7,6 +7,9 @@ Definitions (also in docs/multitask.md):
   single_i is 0. The **normalised average** of a method is the mean over tasks of its normalised scores.
 - **Sequential forgetting** (train A, then B): ΔA = A(after A→B) − A(after A) (negative = forgetting),
   ΔB = B(after A→B) − B(after A) (learning during the B stage). "After A" is A's probe.
+- **Paired comparisons** (`comparisons`): each method vs the base model and CPI-FT vs each baseline per
+  task; per sequential method and ordered pair (A, B): ΔA (A after A→B vs A after A), ΔB (B after A→B vs B
+  after A) and CPI-FT vs SFT on A after A→B — each on the same test rows (q: Benjamini–Hochberg over the table).
 - **Where the cores live**: core elements per layer and per module type (the parameter name without the
   layer prefix, `.weight`/`.bias` and the LoRA adapter name), as counts and as the share of the task's core.
 """
@@ -21,7 +24,10 @@ import numpy as np
 import pandas as pd
 from torch import Tensor
 
+from spillover.analysis.paired import comparisons_table
+from spillover.engine.plan import Job
 from spillover.studies.contract import BASE, Analysis, Results
+from spillover.studies.evidence import compare_jobs, comparison_row
 from spillover.studies.multitask.plan import MultitaskAnalyseJob
 from spillover.studies.multitask.spec import SEQUENTIAL_METHODS, seq_label, single_label
 from spillover.training.cpi import stage_plan
@@ -187,6 +193,7 @@ def _diff(a: Any, b: Any) -> float:
 def analyse(results: Results, p: MultitaskAnalyseJob) -> Analysis:
     """Every table of the study from whatever finished (missing methods and cores are named in notes)."""
     scores = results.long_scores(results.finished("eval"))
+    scores = scores[scores["metric"] == scores["target"].map(lambda t: results.tasks[t].metric)]  # own metric
     cores = next((results.result(j) for j in results.finished("cores")), None)
     runs = [results.result(j) for kind in ("mt_train", "sequential") for j in results.finished(kind)]
     tables, notes = {}, []
@@ -197,11 +204,38 @@ def analyse(results: Results, p: MultitaskAnalyseJob) -> Analysis:
     tables["forgetting"] = forgetting_table(scores, p.orders, SEQUENTIAL_METHODS)
     tables["forgetting_summary"] = forgetting_summary(tables["forgetting"])
     tables["runs"] = pd.DataFrame([run_row(r) for r in runs])
+    tables["comparisons"] = comparisons(results, p)
     if cores is None:
         notes.append("the core-region job did not finish: no Jaccard matrix, groups or sweep")
     else:
         tables |= core_tables(cores, p.cpi.tau, p.seed)
     return Analysis(tables, notes, footer=f"{len(scores)} scores")
+
+
+def comparison_pairs(
+    tasks: Sequence[str], methods: Sequence[str], orders: Sequence[Sequence[str]]
+) -> list[tuple[str, str, str]]:
+    """(a, b, target) model-label pairs of the `comparisons` table (see the module doc)."""
+    pairs = [(m, BASE, t) for m in methods for t in tasks]
+    pairs += [("cpi", m, t) for m in methods if m != "cpi" and "cpi" in methods for t in tasks]
+    for a, b in orders:
+        for m in SEQUENTIAL_METHODS:
+            pairs += [(seq_label(m, a, b), single_label(a), a), (seq_label(m, a, b), single_label(a), b)]
+        pairs.append((seq_label("cpi", a, b), seq_label("sft", a, b), a))
+    return pairs
+
+
+def comparisons(results: Results, p: MultitaskAnalyseJob) -> pd.DataFrame:
+    """`tables/comparisons.csv`: every pair of `comparison_pairs` whose evaluations both finished."""
+    jobs: dict[tuple[str, str], list[Job]] = {}
+    for j in results.finished("eval"):
+        jobs.setdefault((j.params.label, j.params.target), []).append(j)
+    rows = [
+        comparison_row(a, b, t, results.tasks[t].metric, compare_jobs(results, jobs[(a, t)], jobs[(b, t)]))
+        for a, b, t in comparison_pairs(p.tasks, p.methods, p.orders)
+        if (a, t) in jobs and (b, t) in jobs
+    ]
+    return comparisons_table(rows)
 
 
 def core_tables(cores: dict[str, Any], tau: float, seed: int) -> dict[str, pd.DataFrame]:

@@ -7,12 +7,13 @@ import pandas as pd
 from spillover.report import plots
 from spillover.report.html import Section
 from spillover.studies.contract import Analysis, Results
+from spillover.studies.evidence import comparisons_section
 
 
 def sections(a: Analysis, results: Results) -> list[Section]:
     """Methods compared; then, when there are rows for them, forgetting, core regions and the sweeps."""
     t = a.tables
-    out = [_comparison(t, a.notes, list(results.spec.tasks))]
+    out = [_comparison(t, a.notes, list(results.spec.tasks)), comparisons_section(t["comparisons"], _PAIRED)]
     if not t["forgetting"].empty:
         out.append(_forgetting(t))
     if "jaccard" in t:
@@ -140,3 +141,7 @@ _SWEEP_INTRO = (
     "The same core and grouping computation for every p and τ of the sweep, from the probes alone (no extra "
     "training; only the configured p and τ are trained with CPI-FT)."
 )
+_PAIRED = """Each method against the base model and CPI-FT against each baseline, per task; and for \
+every sequential run A→B: ΔA (A after A→B vs A after A's own fine-tune), ΔB (B after A→B vs B after A) and \
+CPI-FT vs SFT on A after A→B. Model labels as in the tables above (single:<task> is the task's \
+fine-tune, seq:<method>:A>B the sequential run)."""
