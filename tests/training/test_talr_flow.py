@@ -1,5 +1,6 @@
 """TALR and FLOW against hand-computed values: τ from a batch (odd and even sequence counts), the floor,
-detached weights (gradient = Σ w·∂ℓ), FLOW's dataset-normalised weights, the loop seam and its cache."""
+the normalised variant (mean-1 weights), detached weights (gradient = Σ w·∂ℓ), FLOW's dataset-normalised
+weights, the loop seam and its cache."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 from tests.training.test_objectives import hand_logits
 
+from spillover.data.collate import IGNORE
 from spillover.errors import SpilloverError
 from spillover.training import flow as flow_module
 from spillover.training.flow import WEIGHTS_FILE, flow_weights
@@ -18,6 +20,7 @@ from spillover.training.objectives import (
     OBJECTIVES,
     check_objective_params,
     flow,
+    normalize_weights,
     talr,
     talr_weights,
     target_nll,
@@ -59,6 +62,51 @@ def test_talr_loss_by_hand():
     floored = talr(logits, labels, floor=0.6)  # both weights (0.46, 0.30) are below 0.6
     assert floored.loss_sum.item() == pytest.approx(0.6 * math.log(6), rel=1e-5)
     assert floored.stats["talr/frac_floor"] == 1.0
+
+
+def _three_token_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    """hand_logits' row 0 (p = 1/2, 1/3) plus a row 1 with one target of p = 3/5."""
+    logits, labels = hand_logits()
+    logits[1] = 0.0
+    logits[1, 0] = torch.tensor([math.log(3.0), 0.0, 0.0])  # p(label 0) = 3 / (3 + 1 + 1)
+    labels[1] = torch.tensor([IGNORE, 0, IGNORE])
+    return logits, labels
+
+
+def test_normalize_weights_by_hand():
+    assert normalize_weights(torch.tensor([1.0, 3.0])).tolist() == [0.5, 1.5]
+    assert normalize_weights(torch.tensor([0.0, 0.0])).tolist() == [1.0, 1.0]
+    assert normalize_weights(torch.tensor([])).numel() == 0
+
+
+def test_talr_normalized_weights_have_mean_one_by_hand():
+    logits, labels = _three_token_batch()
+    # τ = 1: raw weights w = p = 1/2, 1/3, 3/5 (sum 43/30); rescaled by N / Σw = 3 · 30/43 = 90/43
+    out = talr(logits, labels, tau=1.0, normalize=True)
+    w = [45 / 43, 30 / 43, 54 / 43]
+    nll = [math.log(2), math.log(3), math.log(5 / 3)]
+    assert out.n_tokens == 3
+    assert out.loss_sum.item() == pytest.approx(sum(a * b for a, b in zip(w, nll, strict=True)), rel=1e-5)
+    assert out.stats["talr/w_mean"] == pytest.approx(1.0)
+    assert out.stats["talr/w_raw_mean"] == pytest.approx(43 / 90, rel=1e-6)
+    assert out.stats["talr/w_p50"] == pytest.approx(45 / 43, rel=1e-5)
+    # unnormalised `talr` is unchanged: Σ p_i ℓ_i, mean weight 43/90 < 1
+    plain = talr(logits, labels, tau=1.0)
+    assert plain.loss_sum.item() == pytest.approx(0.5 * nll[0] + nll[1] / 3 + 0.6 * nll[2], rel=1e-5)
+    assert "talr/w_raw_mean" not in plain.stats
+    # weights all at the floor: normalised they are all 1, i.e. plain cross-entropy
+    floored = talr(logits, labels, tau=1.0, floor=0.9, normalize=True)
+    assert floored.loss_sum.item() == pytest.approx(sum(nll), rel=1e-5)
+    assert floored.stats["talr/frac_floor"] == 1.0
+
+
+def test_talr_normalized_gradient_uses_detached_rescaled_weights():
+    logits, labels = _three_token_batch()
+    got = _grad(talr, logits, labels, tau=1.0, normalize=True)
+    x = logits.clone().requires_grad_()
+    t = target_nll(x, labels)
+    (torch.tensor([45 / 43, 30 / 43, 54 / 43]) * t.nll).sum().backward()
+    assert torch.allclose(got, x.grad, atol=1e-6)
 
 
 def _grad(fn, logits, labels, **kw) -> torch.Tensor:
@@ -109,6 +157,9 @@ def test_flow_weights_by_hand():
 
 def test_objective_params_are_checked():
     check_objective_params("talr", {"tau": 0.5, "floor": 0.01})
+    check_objective_params("talr", {"normalize": True})
+    with pytest.raises(SpilloverError, match="normalize"):
+        check_objective_params("talr", {"normalize": "yes"})
     with pytest.raises(SpilloverError, match="allowed: tau, floor"):
         check_objective_params("talr", {"temperature": 1})
     with pytest.raises(SpilloverError, match="tau=0 is not allowed"):

@@ -11,8 +11,11 @@ positions: the (B, T, V) logits are never copied to fp32 as a whole (the vocabul
 
 Reweighted objectives (methods.md §4.3–4.4) keep that contract: `talr` weights each target token's NLL by
 a detached `p ** (1/τ)`, `flow` each sequence's tokens by a weight fixed before training (`training.flow`).
-Both return `Σ w_i ℓ_i`, so after the loop's division the step loss is `Σ w_i ℓ_i / Σ 1` — the weights are
-*not* renormalised to sum to the token count, and a step whose tokens are all hard has a small loss.
+Both return `Σ w_i ℓ_i`, so after the loop's division the step loss is `Σ w_i ℓ_i / Σ 1` — by default the
+TALR weights are *not* renormalised to sum to the token count, and a step whose tokens are all hard has a
+small loss (mean weight < 1: a smaller effective step than cross-entropy at the same learning rate).
+`talr` with `normalize: true` rescales its weights to mean 1 over the batch's target tokens, so TALR only
+redistributes the step across tokens and "TALR vs CE at lr" compares reweighting alone.
 An objective that declares a `sequence_weights` parameter receives its micro-batch's (B,) weights from
 the loop.
 """
@@ -111,17 +114,35 @@ def _check_params(name: str, tau: float | None, floor: float = 0.0) -> None:
         raise SpilloverError(f"objective {name}: floor={floor!r} is not allowed; use a number in [0, 1]")
 
 
+def normalize_weights(w: Tensor) -> Tensor:
+    """w (N,) rescaled to mean 1: w · N / Σ w (unchanged when empty; all-zero weights become all ones,
+    the only mean-1 rescaling of a constant)."""
+    if not w.numel():
+        return w
+    total = w.sum()
+    return w * (w.numel() / total) if float(total) > 0 else torch.ones_like(w)
+
+
 @OBJECTIVES.register("talr")
-def talr(logits: Tensor, labels: Tensor, tau: float | None = None, floor: float = 0.0) -> ObjectiveOutput:
+def talr(
+    logits: Tensor, labels: Tensor, tau: float | None = None, floor: float = 0.0, normalize: bool = False
+) -> ObjectiveOutput:
     """Token-adaptive loss reweighting: loss_sum = Σ w_i ℓ_i with w from `talr_weights` (no gradient
     through w, so ∂loss/∂θ = Σ w_i ∂ℓ_i/∂θ). τ is per call, i.e. per micro-batch when grad_accum > 1.
+    `normalize`: rescale the weights (after the floor) to mean 1 over this call's N target tokens,
+    w_i ← w_i · N / Σ_j w_j (`normalize_weights`), so Σ w_i = N, as for cross-entropy; per micro-batch too.
 
-    Stats (token means over the step): `talr/tau`, `talr/w_mean`, `talr/w_p10|p50|p90` (weight quantiles),
-    `talr/frac_floor` (tokens at the floor), `talr/nll` (the unweighted loss), `token_acc`.
+    Stats (token means over the step): `talr/tau`, `talr/w_mean` (1 when normalised),
+    `talr/w_p10|p50|p90` (weight quantiles), `talr/frac_floor` (tokens at the floor), `talr/nll` (the
+    unweighted loss), `token_acc`; with `normalize`, also `talr/w_raw_mean` (mean weight before rescaling).
     """
     _check_params("talr", tau, floor)
     t = target_nll(logits, labels)
     w, tau_used = talr_weights(t.nll, t.rows, tau, floor)
+    raw_mean = w.mean().item() if w.numel() else 0.0
+    at_floor = (w <= floor).float().mean().item() if floor > 0 and w.numel() else 0.0
+    if normalize:
+        w = normalize_weights(w)
     stats = _token_acc(t)
     if t.nll.numel():
         q = torch.quantile(w, torch.tensor([0.1, 0.5, 0.9], device=w.device)).tolist()
@@ -131,9 +152,11 @@ def talr(logits: Tensor, labels: Tensor, tau: float | None = None, floor: float 
             "talr/w_p10": q[0],
             "talr/w_p50": q[1],
             "talr/w_p90": q[2],
-            "talr/frac_floor": (w <= floor).float().mean().item() if floor > 0 else 0.0,
+            "talr/frac_floor": at_floor,
             "talr/nll": t.nll.detach().mean().item(),
         }
+        if normalize:
+            stats["talr/w_raw_mean"] = raw_mean
     return ObjectiveOutput((w * t.nll).sum(), int(t.nll.numel()), stats)
 
 
