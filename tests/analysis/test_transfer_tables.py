@@ -62,3 +62,13 @@ def test_missing_base_and_duplicates_are_errors():
     dup = pd.concat([SCORES, SCORES.head(1)])
     with pytest.raises(SpilloverError, match="several values"):
         transfer_tables(dup)
+
+
+def test_the_matrix_holds_each_targets_own_metric_when_others_are_reported_beside_it():
+    own = SCORES.assign(metric=["accuracy", "rouge_l"] * 3)
+    beside = SCORES[SCORES["target"] == "sst2"].assign(metric="macro_f1", value=0.0)
+    scores = pd.concat([own, beside], ignore_index=True)
+    with pytest.raises(SpilloverError, match="several values"):
+        transfer_tables(scores)
+    t = transfer_tables(scores, metrics={"sst2": "accuracy", "gsm8k": "rouge_l"})
+    np.testing.assert_allclose(t.delta.to_numpy(), [[0.4, 0.05], [-0.1, 0.2]])

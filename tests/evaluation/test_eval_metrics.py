@@ -9,15 +9,19 @@ from spillover.data.tasks import Example, TaskSpec
 from spillover.errors import SpilloverError
 from spillover.evaluation.metrics import (
     METRICS,
+    REPORTED_BESIDE,
+    balanced_accuracy_of,
     bootstrap_ci,
     canonical_number,
     code_block,
     first_line,
     get_metric,
     last_number,
+    macro_f1_of,
     metrics_for,
     normalize_answer,
     register_metric,
+    reported_metrics,
     rouge_l_f,
 )
 
@@ -86,19 +90,27 @@ def test_normalize_answer_squad():
 
 
 def test_registry_directions_and_names():
-    assert METRICS.names() == ["accuracy", "exact_match", "pass_at_1", "rouge_l"]
+    assert METRICS.names() == [
+        "accuracy",
+        "balanced_accuracy",
+        "exact_match",
+        "macro_f1",
+        "pass_at_1",
+        "rouge_l",
+    ]
     assert all(METRICS.get(n).higher_is_better for n in METRICS.names())
     with pytest.raises(SpilloverError, match="did you mean 'rouge_l'"):
         METRICS.get("rouge")
 
 
 def test_registry_kinds_aliases_and_aggregation():
-    assert metrics_for("classification") == metrics_for("multiple_choice") == ["accuracy"]
+    pair_metrics = ["accuracy", "balanced_accuracy", "macro_f1"]
+    assert metrics_for("classification") == metrics_for("multiple_choice") == pair_metrics
     assert metrics_for("generation") == ["accuracy", "exact_match", "pass_at_1", "rouge_l"]
     assert [get_metric(a).name for a in ("acc", "rougeL", "pass@1")] == ["accuracy", "rouge_l", "pass_at_1"]
     assert get_metric("pass_at_1").requires == {"tests_field": "the field with the unit tests"}
     assert get_metric("exact_match").aggregate([1.0, 0.0, 0.0, 1.0]) == 0.5
-    with pytest.raises(SpilloverError, match=r"unknown metric 'bleu' available: accuracy, exact_match"):
+    with pytest.raises(SpilloverError, match=r"unknown metric 'bleu' available: accuracy, balanced_accuracy"):
         get_metric("bleu")
     with pytest.raises(ValueError, match="'rougeL' already names a metric"):  # nothing registered
         register_metric("rouge_2", kinds=("generation",), aliases=("rougeL",))
@@ -169,6 +181,57 @@ def test_pass_at_1_runs_extracted_code_against_tests():
 
 
 # ------------------------------------------------------------------------------------------- bootstrap
+
+
+# ------------------------------------------------------------------ pair metrics: macro-F1, balanced accuracy
+
+# six rows, three classes: (predicted, gold). gold: 3 × class 0, 2 × class 1, 1 × class 2; predicted: 5 × 0, 1 × 1
+PAIRS = np.array([(0, 0), (0, 0), (0, 0), (0, 1), (1, 1), (0, 2)])
+
+
+def test_macro_f1_and_balanced_accuracy_by_hand():
+    # TP = (3, 1, 0), predicted = (5, 1, 0), gold = (3, 2, 1)
+    # F1 = 2·TP / (predicted + gold) = (6/8, 2/3, 0): macro = (3/4 + 2/3 + 0) / 3 = 17/36
+    assert macro_f1_of(PAIRS) == pytest.approx(17 / 36)
+    # recall = TP / gold = (1, 1/2, 0): balanced accuracy = 1/2 (accuracy is 4/6)
+    assert balanced_accuracy_of(PAIRS) == pytest.approx(0.5)
+    assert get_metric("macro_f1").aggregate(PAIRS.tolist()) == pytest.approx(17 / 36)
+    assert get_metric("balanced_accuracy").of_predictions(PAIRS[:, 0], PAIRS[:, 1]) == pytest.approx(0.5)
+    # majority collapse (always class 0): accuracy 3/6 reads as half right; F1 = (2·3/9, 0, 0), recall (1, 0, 0)
+    collapsed = np.column_stack([np.zeros(6, dtype=int), PAIRS[:, 1]])
+    assert macro_f1_of(collapsed) == pytest.approx(2 / 9)
+    assert balanced_accuracy_of(collapsed) == pytest.approx(1 / 3)
+    # a class only ever predicted counts in macro-F1 (F1 0) but not in balanced accuracy (no gold rows)
+    extra = np.array([(0, 0), (1, 0)])
+    assert macro_f1_of(extra) == pytest.approx((2 / 3 + 0) / 2) and balanced_accuracy_of(extra) == 0.5
+    assert np.isnan(macro_f1_of(np.zeros((0, 2))))
+
+
+def test_pair_metrics_vectorise_over_resamples():
+    batch = np.stack([PAIRS, PAIRS[[0, 0, 1, 1, 4, 4]]])  # (2, 6, 2): the second has only classes 0 and 1
+    assert macro_f1_of(batch) == pytest.approx([17 / 36, 1.0])
+    assert balanced_accuracy_of(batch) == pytest.approx([0.5, 1.0])
+
+
+def test_bootstrap_ci_of_a_pair_metric_resamples_rows():
+    low, high = bootstrap_ci(PAIRS, n_boot=300, seed=0, statistic=macro_f1_of)
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, 6, size=(300, 6))
+    expected = np.percentile([macro_f1_of(PAIRS[i]) for i in idx], [2.5, 97.5])
+    assert (low, high) == pytest.approx(tuple(expected))
+
+
+def test_classification_reports_macro_f1_and_balanced_accuracy_beside_its_metric():
+    cls = TaskSpec(name="c", type="classification", test="t.jsonl", labels=["a", "b"], metric="accuracy")
+    assert [m.name for m in reported_metrics(cls)] == ["accuracy", "macro_f1", "balanced_accuracy"]
+    own_f1 = cls.model_copy(update={"metric": "macro_f1"})
+    assert [m.name for m in reported_metrics(own_f1)] == ["macro_f1", "accuracy", "balanced_accuracy"]
+    assert [m.name for m in reported_metrics(gen_task())] == ["exact_match"]
+    assert "generation" not in REPORTED_BESIDE and get_metric("macro_f1").pairs
+    ex = Example("0", "x", "b", {}, ("a", "b"), 1)
+    assert get_metric("macro_f1").score("b", ex, cls) == 1.0  # the row's `correct`: the gold option chosen
+    with pytest.raises(ValueError, match="does not fit a generation task"):
+        TaskSpec(name="g", type="generation", test="t.jsonl", metric="macro_f1")
 
 
 def test_bootstrap_ci_is_deterministic_and_brackets_the_mean():

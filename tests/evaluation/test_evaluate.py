@@ -42,6 +42,12 @@ def test_classification_end_to_end(tiny_model, tokenizer, toy_task, tmp_path, sh
     assert list(result.label_distribution) == ["negative", "positive"]  # zero counts listed too
     assert sum(result.label_distribution.values()) == 8
     assert 0.0 <= result.extra["acc_norm"] <= 1.0 and result.shots == shots
+    pairs = np.array([(r["prediction_index"], r["gold_index"]) for r in records])
+    assert [(m.metric, m.value) for m in result.beside] == [
+        ("macro_f1", pytest.approx(metrics.macro_f1_of(pairs))),
+        ("balanced_accuracy", pytest.approx(metrics.balanced_accuracy_of(pairs))),
+    ]
+    assert all(m.ci_low <= m.value <= m.ci_high for m in result.beside)
     assert result.predictions_path == str(path)
     assert [p.name for p in path.parent.iterdir()] == ["preds.jsonl"]  # no temp file left behind
     for r in records:
@@ -198,7 +204,10 @@ def test_a_metric_registered_in_one_place_is_usable_in_task_specs_and_evaluation
     (tmp_path / "g.yaml").write_text(spec % "metric: answer_length")
     with pytest.raises(SpilloverError, match="metric answer_length needs `answer_field`"):
         load_task_file(tmp_path / "g.yaml")
-    with pytest.raises(ValueError, match="does not fit a classification task; use one of: accuracy \["):
+    with pytest.raises(
+        ValueError,
+        match=r"does not fit a classification task; use one of: accuracy, balanced_accuracy, macro_f1 \[",
+    ):
         TaskSpec(name="c", type="classification", test="t.jsonl", labels=["a", "b"], metric="answer_length")
 
 

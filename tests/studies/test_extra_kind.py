@@ -87,7 +87,11 @@ def test_a_kind_defined_outside_the_package_runs_end_to_end(tmp_path, tiny_model
     summary, out = run_study(*load_study(study))
     assert summary.ok, summary.failed
     scores = pd.read_csv(out / "tables" / "scores.csv")
-    assert sorted(scores["target"]) == ["toy_a", "toy_b", "toy_gen"]
+    assert sorted(set(scores["target"])) == ["toy_a", "toy_b", "toy_gen"]
+    by_target = scores.groupby("target")["metric"].apply(sorted).to_dict()  # classification: 3 metrics
+    assert (
+        by_target["toy_a"] == ["accuracy", "balanced_accuracy", "macro_f1"] and len(by_target["toy_gen"]) == 1
+    )
     assert set(scores["model"]) == {BASE}
     sizes = pd.read_parquet(out / "tables" / "sizes.parquet")
     assert dict(zip(sizes["target"], sizes["rows"], strict=True)) == {"toy_a": 8, "toy_b": 8, "toy_gen": 6}

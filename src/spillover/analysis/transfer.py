@@ -9,7 +9,7 @@ Input is the long scores table the study stores: one row per (model, target) wit
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,11 +61,18 @@ def score_matrix(
     scores: pd.DataFrame,
     rows: Sequence[str] | None = None,
     targets: Sequence[str] | None = None,
+    metrics: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
-    """Pivot a long (model, target, value) table to models × targets; duplicates are an error."""
+    """Pivot a long (model, target, value) table to models × targets; duplicates are an error.
+
+    metrics: {target: its task's own metric}; rows of other metrics (those a classification target reports
+    beside its own, e.g. macro_f1) are left out first. Needed once a table holds several metrics."""
     missing = {"model", "target", "value"} - set(scores.columns)
     if missing:
         raise SpilloverError(f"scores table lacks column(s) {', '.join(sorted(missing))}")
+    if metrics is not None and "metric" in scores.columns:
+        own = scores["target"].map(lambda t: metrics.get(t))
+        scores = scores[own.isna() | (own == scores["metric"])]
     dup = scores.duplicated(["model", "target"], keep=False)
     if dup.any():
         pairs = scores.loc[dup, ["model", "target"]].drop_duplicates().head(3).values.tolist()
@@ -94,16 +101,18 @@ def transfer_tables(
     targets: Sequence[str] | None = None,
     base: str = BASE,
     eps: float = 1e-3,
+    metrics: Mapping[str, str] | None = None,
 ) -> TransferTables:
     """Build M, b, Δ = M − b and Δ / max(b, eps) from the long scores table.
 
-    sources: row order (default: order of first appearance, base excluded); targets likewise.
+    sources: row order (default: order of first appearance, base excluded); targets likewise. metrics:
+    {target: its own metric}, as in `score_matrix`.
     """
     if base not in set(scores["model"]):
         raise SpilloverError(f"scores table has no base-model row (model == '{base}')")
     if sources is None:
         sources = [m for m in dict.fromkeys(scores["model"]) if m != base]
-    wide = score_matrix(scores, [base, *sources], targets)
+    wide = score_matrix(scores, [base, *sources], targets, metrics)
     b = wide.loc[base].rename("base")
     m = wide.drop(index=base)
     delta = m - b

@@ -4,7 +4,9 @@ generate, compute the task's metric with a bootstrap CI, and write per-example p
 Everything metric-specific comes from the metric registry (`metrics.py`): the task type's request kind
 picks the runner (log-likelihood scoring of every option, `scoring.py`, for classification and multiple
 choice; greedy decoding, `generation.py`, for generation), and the task's metric scores each example,
-aggregates the scores and says which direction is better.
+aggregates the scores and says which direction is better. A classification task also reports the metrics
+`metrics.REPORTED_BESIDE` names (accuracy, macro-F1, balanced accuracy) in `TaskResult.beside`, each with
+its own bootstrap interval over the same examples.
 """
 
 from __future__ import annotations
@@ -25,11 +27,29 @@ from spillover.atomic import atomic_write_text
 from spillover.data.prompts import render_context, sample_demos
 from spillover.data.tasks import Example, TaskSpec, load_examples
 from spillover.evaluation.generation import generate_for_task
-from spillover.evaluation.metrics import REQUEST_KIND, Metric, bootstrap_ci, extract_answer, get_metric
+from spillover.evaluation.metrics import (
+    REQUEST_KIND,
+    Metric,
+    bootstrap_ci,
+    extract_answer,
+    get_metric,
+    reported_metrics,
+)
 from spillover.evaluation.scoring import ScoredExample, score_examples
 from spillover.models.load import Precision
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MetricValue:
+    """One more metric of the same evaluation (same examples): its value and bootstrap interval."""
+
+    metric: str
+    value: float
+    ci_low: float
+    ci_high: float
+    higher_is_better: bool = True
 
 
 @dataclass(frozen=True)
@@ -49,6 +69,7 @@ class TaskResult:
     label_distribution: dict[str, int] = field(default_factory=dict)  # predicted labels (classification)
     gold_distribution: dict[str, int] = field(default_factory=dict)
     predictions_path: str | None = None
+    beside: list[MetricValue] = field(default_factory=list)  # REPORTED_BESIDE the task's metric
 
 
 def evaluate_task(
@@ -74,16 +95,19 @@ def evaluate_task(
     with _inference(model, precision):
         records, scores, extra = run(model, tokenizer, task, metric, examples, demos, batch_size, compile)
     seconds = time.perf_counter() - start
-    low, high = bootstrap_ci(scores, seed=seed, statistic=metric.aggregation)
+    own = metric_value(metric, _pairs(records) if metric.pairs else scores, seed)
+    beside = [
+        metric_value(m, metric_inputs(m, task, examples, records), seed) for m in reported_metrics(task)[1:]
+    ]
     if predictions_path is not None:
         write_jsonl_atomic(Path(predictions_path), records)
     result = TaskResult(
         task=task.name,
         metric=metric.name,
-        value=metric.aggregate(scores),
+        value=own.value,
         n=len(scores),
-        ci_low=low,
-        ci_high=high,
+        ci_low=own.ci_low,
+        ci_high=own.ci_high,
         higher_is_better=metric.higher_is_better,
         shots=shots,
         seed=seed,
@@ -91,19 +115,38 @@ def evaluate_task(
         label_distribution=_distribution(task, examples, records, "prediction_index"),
         gold_distribution=_distribution(task, examples, records, "gold_index"),
         predictions_path=str(predictions_path) if predictions_path is not None else None,
+        beside=beside,
     )
     log.info(
         "%s: %s = %.4f [%.4f, %.4f] on %d examples in %.1fs (%.1f examples/s)",
         task.name,
         task.metric,
         result.value,
-        low,
-        high,
+        result.ci_low,
+        result.ci_high,
         result.n,
         seconds,
         result.n / max(seconds, 1e-9),
     )
     return result
+
+
+def _pairs(records: Sequence[dict[str, Any]]) -> list[tuple[int, int]]:
+    return [(r["prediction_index"], r["gold_index"]) for r in records]
+
+
+def metric_inputs(metric: Metric, task: TaskSpec, examples: Sequence[Example], records) -> list:
+    """What `metric` aggregates over the evaluated examples: (predicted, gold) option indices for a pair
+    metric, else each example's score of its prediction record."""
+    if metric.pairs:
+        return _pairs(records)
+    return [metric.score(r["prediction"], ex, task) for ex, r in zip(examples, records, strict=True)]
+
+
+def metric_value(metric: Metric, values: Sequence, seed: int = 0) -> MetricValue:
+    """`metric`'s aggregation of `values` (`metric_inputs`), with a seeded bootstrap interval."""
+    low, high = bootstrap_ci(values, seed=seed, statistic=metric.aggregation)
+    return MetricValue(metric.name, metric.aggregate(values), low, high, metric.higher_is_better)
 
 
 def _distribution(task: TaskSpec, examples, records, key: str) -> dict[str, int]:

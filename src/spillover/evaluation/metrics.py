@@ -7,8 +7,15 @@ this file only (or none: `register_metric` from user code or a test).
 A metric scores one example at a time: `metric.score(prediction, example, task) -> float` where
 `prediction` is the predicted option text (log-likelihood requests: classification, multiple choice) or the
 raw generated text (generation; the metric applies `task.extract` itself). The task's value is the
-metric's aggregation of those scores (the mean for every built-in metric), with a bootstrap interval of
+metric's aggregation of those scores (the mean for every score metric), with a bootstrap interval of
 that same aggregation.
+
+A *pair* metric (`pairs=True`: macro-F1, balanced accuracy) is not a mean of per-example scores: its
+aggregation reads every example's (predicted option index, gold option index) record, an (n, 2) int array,
+through the confusion matrix. Its `score` is still per example (the row's correctness, written to the
+predictions file as `correct`), but the task's value and its bootstrap interval (examples resampled) are
+the statistic of the pairs. `REPORTED_BESIDE` names the metrics every task of a type reports beside its own
+(classification: accuracy, macro-F1 and balanced accuracy, so a collapse to the majority label is visible).
 
 The gold answer of a generation task is `row[task.answer_field]` when the task names one, else its
 `target` passed through the same extraction as the prediction (so a gsm8k-style target
@@ -35,13 +42,18 @@ if TYPE_CHECKING:  # data.tasks validates task specs against this registry: no r
     from spillover.data.tasks import Example, TaskSpec
 
 Scorer = Callable[[str, "Example", "TaskSpec"], float]
-Aggregation = Callable[[np.ndarray], Any]  # reduces the last axis: scores (n,) -> (), (B, n) -> (B,)
+# Reduces the example axis: scores (n,) -> (), (B, n) -> (B,); a pair metric's (n, 2) -> (), (B, n, 2) -> (B,)
+Aggregation = Callable[[np.ndarray], Any]
 RequestKind = Literal["loglikelihood", "generation"]
 # how each task type is run: every option scored by log-likelihood, or text generated
 REQUEST_KIND: dict[str, RequestKind] = {
     "classification": "loglikelihood",
     "multiple_choice": "loglikelihood",
     "generation": "generation",
+}
+# metrics every task of a type reports beside its own metric (the own metric is not repeated)
+REPORTED_BESIDE: dict[str, tuple[str, ...]] = {
+    "classification": ("accuracy", "macro_f1", "balanced_accuracy"),
 }
 
 
@@ -61,7 +73,8 @@ class Metric:
     `kinds`: the request kinds it can score ("loglikelihood": the prediction is the best option's text;
     "generation": the generated text). `requires`: task fields that must be set, each with what it holds.
     `gold`: what a generation task's predictions file shows as the gold answer. `aliases`: other spellings
-    accepted in task specs (stored under `name`).
+    accepted in task specs (stored under `name`). `pairs`: the aggregation reads (predicted index, gold
+    index) records, (n, 2), instead of the scores (see the module docstring).
     """
 
     name: str
@@ -72,10 +85,17 @@ class Metric:
     requires: Mapping[str, str] = field(default_factory=dict)
     gold: Callable[[Example, TaskSpec], Any] | None = None
     aliases: tuple[str, ...] = ()
+    pairs: bool = False
 
-    def aggregate(self, scores: Sequence[float]) -> float:
-        """The task's value from its per-example scores."""
-        return float(self.aggregation(np.asarray(scores, dtype=np.float64)))
+    def aggregate(self, values: Sequence[float] | Sequence[Sequence[int]]) -> float:
+        """The task's value from its per-example scores (n,), or (pred, gold) index pairs (n, 2) when
+        `pairs`."""
+        return float(self.aggregation(np.asarray(values, dtype=np.float64)))
+
+    def of_predictions(self, pred: Sequence[int], gold: Sequence[int]) -> float:
+        """A pair metric's value from predicted and gold option indices, (n,) each: the
+        `statistic(pred, gold)` form `analysis.paired.paired_difference_stat` takes."""
+        return self.aggregate(np.stack([np.asarray(pred), np.asarray(gold)], axis=-1))
 
     def fits(self, task_type: str) -> bool:
         return REQUEST_KIND[task_type] in self.kinds
@@ -96,6 +116,7 @@ def register_metric(
     requires: Mapping[str, str] | None = None,
     gold: Callable[[Example, TaskSpec], Any] | None = None,
     aliases: Sequence[str] = (),
+    pairs: bool = False,
 ) -> Callable[[Scorer], Scorer]:
     """Decorator: register a per-example scorer as metric `name` (usable as `metric: name` in task files)."""
     kinds = frozenset(kinds)
@@ -111,7 +132,7 @@ def register_metric(
 
     def add(fn: Scorer) -> Scorer:
         metric = Metric(
-            name, kinds, fn, higher_is_better, aggregation, dict(requires or {}), gold, tuple(aliases)
+            name, kinds, fn, higher_is_better, aggregation, dict(requires or {}), gold, tuple(aliases), pairs
         )
         METRICS.register(name)(metric)
         return fn
@@ -134,6 +155,12 @@ def get_metric(name: str) -> Metric:
 def metrics_for(task_type: str) -> list[str]:
     """Names of the metrics that can score a task of this type."""
     return [n for n in METRICS if METRICS.get(n).fits(task_type)]
+
+
+def reported_metrics(task: TaskSpec) -> list[Metric]:
+    """The task's own metric first, then the metrics its type reports beside it (`REPORTED_BESIDE`)."""
+    own = get_metric(task.metric)
+    return [own, *(get_metric(n) for n in REPORTED_BESIDE.get(task.type, ()) if n != own.name)]
 
 
 def check_task_metric(task: TaskSpec) -> Metric:
@@ -294,6 +321,61 @@ def pass_at_1(prediction: str, example: Example, task: TaskSpec) -> float:
     return float(run_tests(extract_answer(prediction, task.extract), tests).passed)
 
 
+# ------------------------------------------------------------------------- pair metrics (confusion matrix)
+
+
+def class_counts(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-class (true positives, predicted, gold) counts of (predicted, gold) index pairs.
+
+    pairs: (..., n, 2) -> three (..., K) arrays, K = 1 + the largest index seen (classes are option indices).
+    """
+    idx = np.asarray(pairs).astype(np.int64).reshape(*np.shape(pairs)[:-1] or (0,), 2)
+    pred, gold = idx[..., 0], idx[..., 1]
+    k = int(idx.max()) + 1 if idx.size else 1
+    lead, n = pred.shape[:-1], pred.shape[-1]
+    if n == 0:
+        return (np.zeros((*lead, k)),) * 3
+    offsets = np.arange(int(np.prod(lead, dtype=np.int64)))[:, None] * k  # one block of k bins per resample
+
+    def per_class(labels: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        flat = (labels.reshape(-1, n) + offsets).ravel()
+        w = None if weights is None else weights.reshape(-1).astype(np.float64)
+        return np.bincount(flat, weights=w, minlength=offsets.size * k).reshape(*lead, k)
+
+    return per_class(gold, pred == gold), per_class(pred), per_class(gold)
+
+
+def macro_f1_of(pairs: np.ndarray) -> np.ndarray:
+    """Unweighted mean over classes of F1_k = 2·TP_k / (predicted_k + gold_k), over the classes that occur
+    as a prediction or a gold label (scikit-learn's `f1_score(average="macro")`). (..., n, 2) -> (...)."""
+    tp, n_pred, n_gold = class_counts(pairs)
+    seen = n_pred + n_gold
+    f1 = np.divide(2 * tp, seen, out=np.zeros(seen.shape), where=seen > 0)
+    with np.errstate(invalid="ignore"):
+        return f1.sum(axis=-1) / (seen > 0).sum(axis=-1)
+
+
+def balanced_accuracy_of(pairs: np.ndarray) -> np.ndarray:
+    """Unweighted mean over the gold classes of recall_k = TP_k / gold_k (scikit-learn's
+    `balanced_accuracy_score`): a model that always predicts the majority label scores 1/K. (..., n, 2) ->
+    (...)."""
+    tp, _, n_gold = class_counts(pairs)
+    recall = np.divide(tp, n_gold, out=np.zeros(n_gold.shape), where=n_gold > 0)
+    with np.errstate(invalid="ignore"):
+        return recall.sum(axis=-1) / (n_gold > 0).sum(axis=-1)
+
+
+def _option_hit(prediction: str, example: Example, task: TaskSpec) -> float:
+    """The per-example score of a pair metric (written as the row's `correct`): the gold option chosen."""
+    return float(prediction == example.options[example.gold])
+
+
+register_metric("macro_f1", kinds=("loglikelihood",), aggregation=macro_f1_of, pairs=True)(_option_hit)
+register_metric("balanced_accuracy", kinds=("loglikelihood",), aggregation=balanced_accuracy_of, pairs=True)(
+    _option_hit
+)
+
+
 # -------------------------------------------------------------------------------------------- bootstrap
 
 
@@ -305,18 +387,20 @@ def bootstrap_ci(
     statistic: Aggregation = mean,
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of `statistic` (a metric's aggregation; the mean by default): resample
-    `values` with replacement `n_boot` times.
+    the examples (rows of `values`: (n,) scores or a pair metric's (n, 2) records) with replacement
+    `n_boot` times.
 
     Deterministic for a seed. An empty input gives (nan, nan); a single value v gives (v, v).
     """
     data = np.asarray(values, dtype=np.float64)
-    if data.size == 0:
+    n = len(data)
+    if n == 0:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     stats = np.empty(n_boot)
-    step = max(1, 2_000_000 // data.size)  # bound the (boots, n) index matrix to ~16 MB
+    step = max(1, 2_000_000 // data.size)  # bound the resampled (boots, n, ...) array to ~16 MB
     for start in range(0, n_boot, step):
         stop = min(n_boot, start + step)
-        stats[start:stop] = statistic(data[rng.integers(0, data.size, size=(stop - start, data.size))])
+        stats[start:stop] = statistic(data[rng.integers(0, n, size=(stop - start, n))])
     low, high = np.percentile(stats, [100 * alpha / 2, 100 * (1 - alpha / 2)])
     return float(low), float(high)

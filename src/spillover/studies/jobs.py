@@ -145,8 +145,14 @@ def eval_job(ctx: StudyContext, plan: Plan, job: Job) -> JobOutput:
         "shots": r.shots,
         "extra": r.extra,
     }
-    ctx.track_scores(trained, [score])
-    return {"result": asdict(r), "behaviour": behaviour}, [score]
+    # the task's own metric first, then one row per metric reported beside it (classification: macro-F1,
+    # balanced accuracy): same model and target, so analyses pivot on the task's own metric only
+    beside = [
+        dict(score, metric=m.metric, value=m.value, ci_low=m.ci_low, ci_high=m.ci_high, extra={})
+        for m in r.beside
+    ]
+    ctx.track_scores(trained, [score, *beside])
+    return {"result": asdict(r), "behaviour": behaviour}, [score, *beside]
 
 
 SHARED_HANDLERS = {"stats": stats_job, "train": train_job, "eval": eval_job}

@@ -42,6 +42,7 @@ def analyse(results: Results, p: TransferAnalyseJob) -> Analysis:
         task_types,
         p.analysis,
         seed=results.spec.seed,
+        metrics={t: tasks[t].metric for t in p.targets},
     )
     analysis.footer = f"{len(evals)} evaluations, {len(scores)} scores"
     return analysis
@@ -57,12 +58,13 @@ def analyse_transfer(
     task_types: dict[str, str],
     settings: TransferAnalysisSpec,
     seed: int = 0,
+    metrics: dict[str, str] | None = None,
 ) -> Analysis:
     """scores: (model, target, value, n, ci_low, ci_high); behaviour: (model, target, mean_length, prior_shift,
     label_proportions); *_stats: DatasetStats dicts keyed by source label / target name. `extra`: the
-    principal components' labels."""
+    principal components' labels. metrics: {target: its own metric}, the one the matrix holds."""
     out = Analysis(tables={})
-    tt = transfer_tables(scores, sources, targets)
+    tt = transfer_tables(scores, sources, targets, metrics=metrics)
     out.tables |= {
         "scores": scores,
         "matrix": tt.scores,
