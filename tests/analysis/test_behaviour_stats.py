@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from spillover.analysis.behaviour import OTHER, behaviour_stats, total_variation
+from spillover.analysis.behaviour import COLLAPSE_SHARE, OTHER, behaviour_stats, total_variation
 
 OPTS = ["negative", "positive"]
 
@@ -24,7 +24,9 @@ def test_label_distribution_entropy_and_prior_shift_by_hand():
     assert s.label_entropy_bits == pytest.approx(-(0.25 * math.log2(0.25) + 0.75 * math.log2(0.75)))
     assert s.gold_proportions == {"negative": 0.75, "positive": 0.25}
     assert s.label_prior_shift == pytest.approx(0.5)  # ½(|.25−.75| + |.75−.25|)
-    assert s.token_length is None and s.char_length.mean == pytest.approx((8 + 8 + 1 + 8) / 4)
+    assert s.majority_share == 0.75 and s.collapsed is False
+    # no generated text: a chosen label's length is not an output length (it would track the label chosen)
+    assert s.token_length is None and s.char_length.n == 0 and s.char_length.mean is None
 
 
 def test_unparsable_predictions_count_as_other():
@@ -38,6 +40,22 @@ def test_generation_rows_give_lengths_in_tokens_only(tokenizer):
     assert s.label_counts is None and s.label_prior_shift is None
     assert s.token_length.mean == pytest.approx(5.0) and s.char_length.median == pytest.approx(5.0)
     assert set(s.to_dict()) >= {"char_length", "token_length", "label_prior_shift"}
+
+
+def test_majority_collapse_is_flagged_at_a_share_of_nine_in_ten():
+    def rows(n_positive: int, n: int = 10) -> list[dict]:
+        return [{"prediction": int(i < n_positive), "options": OPTS, "gold": i % 2} for i in range(n)]
+
+    assert COLLAPSE_SHARE == 0.9
+    collapsed = behaviour_stats(rows(9))  # 9 of 10 answer "positive"
+    assert collapsed.majority_share == pytest.approx(0.9) and collapsed.collapsed is True
+    assert behaviour_stats(rows(10)).collapsed is True
+    assert behaviour_stats(rows(1)).majority_share == pytest.approx(0.9)  # "negative" 9 of 10 collapses too
+    healthy = behaviour_stats(rows(8))
+    assert healthy.majority_share == pytest.approx(0.8) and healthy.collapsed is False
+    gen = behaviour_stats([{"prediction": "abc"}])
+    assert gen.majority_share is None and gen.collapsed is None
+    assert {"majority_share", "collapsed"} <= set(collapsed.to_dict())
 
 
 def test_total_variation_by_hand():
@@ -58,7 +76,7 @@ def test_hedging_format_and_style_by_hand():
     s = behaviour_stats(rows, hedges=DEFAULT_HEDGES, format_ok=ok, styles=None)
     assert s.hedge_rate == pytest.approx(1 / 4)  # the curly apostrophe is normalised
     assert s.format_fail_rate == pytest.approx(2 / 4)
-    assert s.char_length.mean == pytest.approx((9 + 13 + 27 + 8) / 4)  # free text where present
+    assert s.char_length.mean == pytest.approx((9 + 13 + 27) / 3)  # free text only, never a chosen label
     assert s.label_counts == {"negative": 2, "positive": 2} and s.sounds_like is None
 
 

@@ -16,7 +16,8 @@ from spillover.data.stats import (
     dataset_stats,
     dict_cosine,
     entropy_bits,
-    js_distance,
+    label_shape,
+    label_shape_distance,
     label_stats,
     length_match,
     length_summary,
@@ -53,13 +54,21 @@ def test_entropy_and_imbalance_by_hand():
     assert empty.entropy_bits == 0.0
 
 
-def test_js_distance_by_hand():
-    assert js_distance({"a": 1.0}, {"b": 1.0}) == pytest.approx(1.0)
-    assert js_distance({"a": 0.3, "b": 0.7}, {"b": 0.7, "a": 0.3}) == pytest.approx(0.0)
-    # p = (.5, .5), q = (1, 0), m = (.75, .25)
-    kl_p = 0.5 * math.log2(0.5 / 0.75) + 0.5 * math.log2(0.5 / 0.25)
-    kl_q = math.log2(1 / 0.75)
-    assert js_distance({"a": 0.5, "b": 0.5}, {"a": 1.0}) == pytest.approx(math.sqrt((kl_p + kl_q) / 2))
+def test_label_shape_distance_compares_shapes_not_label_names():
+    # evenness H / log2 K, majority share, minority / majority
+    sst = label_stats(["neg", "neg", "neg", "pos"], ["neg", "pos"])
+    spam = label_stats(["spam", "ham", "ham", "ham"], ["spam", "ham"])  # other names, the same 3:1 shape
+    h = -(0.75 * math.log2(0.75) + 0.25 * math.log2(0.25))
+    assert label_shape(sst) == pytest.approx((h, 0.75, 1 / 3)) == label_shape(spam)
+    assert label_shape_distance(sst, spam) == 0.0
+    even = label_stats(["a", "b", "c"], ["a", "b", "c"])  # (1, 1/3, 1)
+    assert label_shape(even) == pytest.approx((1.0, 1 / 3, 1.0))
+    expected = (abs(h - 1.0) + abs(0.75 - 1 / 3) + abs(1 / 3 - 1.0)) / 3
+    assert label_shape_distance(sst, even) == pytest.approx(expected)
+    one_sided = label_stats(["a", "a"], ["a", "b"])  # (0, 1, 0): a label without rows
+    assert label_shape(one_sided) == (0.0, 1.0, 0.0)
+    assert label_shape_distance(even, one_sided) == pytest.approx((1 + 2 / 3 + 1) / 3)
+    assert label_shape(label_stats([], ["a", "b"])) is None
 
 
 def test_cosines_by_hand():
@@ -93,7 +102,8 @@ def test_dataset_stats_with_byte_tokenizer_is_json_and_comparable(tokenizer):
     fake_embed = lambda texts: np.tile([1.0, 0.0], (len(texts), 1))  # noqa: E731
     s = dataset_stats(exs, tokenizer, LABELS, embedder=fake_embed, max_sample=2)
     assert s.input_length.mean == pytest.approx(4.0)  # byte-level: 2, 4, 6 tokens
-    assert s.output_length.mean == pytest.approx((8 + 8 + 8) / 3)
+    # outputs are chosen labels, not generated text: no output length (module docstring)
+    assert s.output_length.n == 0 and s.output_length.mean is None
     assert s.labels.counts == {"negative": 1, "positive": 2} and s.labels.imbalance_ratio == 2.0
     assert s.semantic == [1.0, 0.0]
     assert s.syntax is None and any("syntactic profile" in n for n in s.notes)
@@ -101,11 +111,12 @@ def test_dataset_stats_with_byte_tokenizer_is_json_and_comparable(tokenizer):
     assert back == s
     gen = dataset_stats([_ex(0, "What is 2+2?", "4")], tokenizer, None)
     sims = pair_similarities(s, gen)
-    assert sims["label_js_distance"] is None and sims["semantic_cosine"] is None
+    assert sims["label_shape_distance"] is None and sims["semantic_cosine"] is None
     assert sims["syntax_cosine"] is None
-    assert sims["length_match"] == pytest.approx(1 / 8)
+    assert sims["length_match"] is None  # only one side has generated outputs
+    assert gen.output_length.mean == 1.0  # "4": one byte-level token
     assert pair_similarities(s, s)["style_cosine"] == pytest.approx(1.0)
-    assert pair_similarities(s, s)["label_js_distance"] == pytest.approx(0.0)
+    assert pair_similarities(s, s)["label_shape_distance"] == pytest.approx(0.0)
 
 
 class _Tok:
@@ -121,3 +132,13 @@ def test_syntax_profile_from_a_parser():
 
 def _byte_len_tokenizer():
     return lambda texts, add_special_tokens=False: {"input_ids": [list(t.encode()) for t in texts]}
+
+
+def test_tasks_with_different_label_names_but_one_shape_are_at_label_distance_zero(tokenizer):
+    sent = ["neg", "neg", "neg", "pos"]
+    spam = ["ham", "spam", "ham", "ham"]
+    a = dataset_stats([_ex(i, "x", t, ["neg", "pos"]) for i, t in enumerate(sent)], tokenizer, ["neg", "pos"])
+    b = dataset_stats(
+        [_ex(i, "y", t, ["spam", "ham"]) for i, t in enumerate(spam)], tokenizer, ["spam", "ham"]
+    )
+    assert pair_similarities(a, b)["label_shape_distance"] == 0.0  # Jensen–Shannon over names said 1.0

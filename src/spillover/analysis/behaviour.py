@@ -8,7 +8,14 @@ labels) plus `gold` (index into options, or the gold label text) or `target` (go
 A prediction that matches none of the options is counted under `OTHER`. A row may also carry
 `free_text`: what the model says when it generates freely on a classification prompt (log-likelihood
 scoring always picks an option, so hedging, format and style are read from this text when present).
-Lengths, hedging, format and style use `free_text` when present, else `prediction`.
+Hedging, format and style use `free_text` when present, else `prediction`. Lengths use generated text only
+(`generated_text`): `free_text`, or the `prediction` of a generation row (no `options`) — never the chosen
+label or option of a log-likelihood row, whose length is the label string's and would tie "length" to which
+label was chosen (an artefact). A cell without generated text has lengths with n = 0 and mean None.
+
+Majority collapse: `majority_share` is the share of the most frequent predicted label; a cell is
+`collapsed` when it is ≥ `COLLAPSE_SHARE` (0.9), i.e. the model answers (nearly) one label whatever the input
+(its accuracy then equals that label's gold share and says nothing about the task).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from spillover.data.stats import (
 )
 
 OTHER = "(other)"
+COLLAPSE_SHARE = 0.9  # majority share of predicted labels at or above which a cell counts as collapsed
 # Case-insensitive substrings that mark a hedged or refused answer (configurable per study).
 DEFAULT_HEDGES = (
     "not sure",
@@ -53,7 +61,10 @@ DEFAULT_HEDGES = (
 class BehaviourStats:
     """Output lengths and, for classification, the predicted-label distribution and its prior shift.
 
-    `label_prior_shift` is the total variation distance ½ Σ |p_pred − p_gold| over the labels.
+    `char_length` / `token_length`: lengths of the generated text only (n = 0 when there is none, see the
+    module docstring). `label_prior_shift` is the total variation distance ½ Σ |p_pred − p_gold| over the
+    labels. `majority_share`: share of the most frequent predicted label; `collapsed`: majority_share ≥
+    `COLLAPSE_SHARE`.
     `hedge_rate`: share of outputs containing a hedge phrase; `format_fail_rate`: share not in the task's
     expected format; `style_similarity`: cosine (`data.stats.style_similarity`) of the outputs' style
     profile with each reference (e.g. each training task's outputs); `sounds_like`: the most similar.
@@ -67,6 +78,8 @@ class BehaviourStats:
     label_entropy_bits: float | None = None
     gold_proportions: dict[str, float] | None = None
     label_prior_shift: float | None = None
+    majority_share: float | None = None
+    collapsed: bool | None = None
     hedge_rate: float | None = None
     format_fail_rate: float | None = None
     style_similarity: dict[str, float | None] | None = None
@@ -109,6 +122,20 @@ def output_text(row: Mapping[str, Any]) -> str:
     return str(row["free_text"] if row.get("free_text") is not None else row["prediction"])
 
 
+def generated_text(row: Mapping[str, Any]) -> str | None:
+    """The text the model generated for a row: `free_text`, else a generation row's `prediction`; None for a
+    log-likelihood row (its prediction is a chosen label or option, not generated)."""
+    if row.get("free_text") is not None:
+        return str(row["free_text"])
+    return None if row.get("options") else str(row["prediction"])
+
+
+def majority_share(counts: Mapping[str, int]) -> float | None:
+    """Share of the most frequent label among the counts; None when there are none."""
+    total = sum(counts.values())
+    return max(counts.values()) / total if total else None
+
+
 def hedge_rate(texts: Sequence[str], phrases: Sequence[str]) -> float:
     """Share of texts containing any phrase (case-insensitive, apostrophes normalised)."""
     norm = lambda t: t.lower().replace("\u2019", "'")  # noqa: E731
@@ -136,8 +163,9 @@ def behaviour_stats(
     `format_ok` (text -> in the expected format?) and `styles` (reference style profiles) also the hedging
     rate, the format-failure rate and the style comparison."""
     texts = [output_text(r) for r in rows]
-    chars = length_summary([len(t) for t in texts])
-    tokens = length_summary(token_lengths(texts, tokenizer)) if tokenizer is not None else None
+    generated = [t for t in map(generated_text, rows) if t is not None]
+    chars = length_summary([len(t) for t in generated])
+    tokens = length_summary(token_lengths(generated, tokenizer)) if tokenizer is not None else None
     extra: dict[str, Any] = {}
     if hedges is not None:
         extra["hedge_rate"] = hedge_rate(texts, hedges)
@@ -155,6 +183,7 @@ def behaviour_stats(
     pred_counts = {k: pred.get(k, 0) for k in names}
     props = _proportions(pred_counts)
     gold_props = _proportions({k: gold.get(k, 0) for k in names}) if gold else None
+    share = majority_share(pred_counts)
     return BehaviourStats(
         n=len(rows),
         char_length=chars,
@@ -164,5 +193,7 @@ def behaviour_stats(
         label_entropy_bits=entropy_bits(list(pred_counts.values())),
         gold_proportions=gold_props,
         label_prior_shift=total_variation(props, gold_props) if gold_props else None,
+        majority_share=share,
+        collapsed=None if share is None else share >= COLLAPSE_SHARE,
         **extra,
     )

@@ -12,11 +12,17 @@ Choices (documented here because the spec leaves them open):
   character 3-gram frequencies (per 3-gram), bucketed with `zlib.crc32` (stable across runs, unlike
   Python's salted `hash`). Stylistic similarity normalises each block to unit length before the cosine, so
   it equals the mean of the two blocks' cosines: both blocks weigh the same.
+- Output lengths are measured on generated text only: the targets of examples without options
+  (generation). A classification or multiple-choice target is a chosen label / option, whose length is the
+  label string's, so such a split has an empty output-length summary (n = 0, mean None) and no length
+  match.
 - Length match is `min(a, b) / max(a, b)` of mean output lengths = exp(−|log(a/b)|): 1 for equal
   lengths, 0.5 for a factor of 2, never clipped (so ranks stay distinct for large mismatches).
-- Label distance is the Jensen–Shannon distance (square root of the divergence, base 2, in [0, 1]) over
-  the union of label names: 0 = same distribution. It is a distance, so it correlates negatively with
-  similarity.
+- Label distance compares the *shapes* of two label distributions, not their label names (two tasks with
+  different label sets are comparable): the shape is (evenness = entropy / log2 K, majority share,
+  minority / majority count ratio), each in [0, 1] (`label_shape`), and `label_shape_distance` is the mean
+  absolute difference of the two shapes, in [0, 1]: 0 = same shape. It is a distance, so it correlates
+  negatively with similarity.
 """
 
 from __future__ import annotations
@@ -242,6 +248,7 @@ def dataset_stats(
     """
     inputs = [e.text for e in examples]
     outputs = [e.target for e in examples]
+    generated = [e.target for e in examples if e.options is None]  # never a chosen label (module doc)
     notes: list[str] = []
     sample = _sample(list(zip(inputs, outputs, strict=True)), max_sample, seed)
     whole = [f"{x}\n{y}" for x, y in sample]
@@ -257,7 +264,7 @@ def dataset_stats(
     return DatasetStats(
         n_examples=len(examples),
         input_length=length_summary(token_lengths(inputs, tokenizer)),
-        output_length=length_summary(token_lengths(outputs, tokenizer)),
+        output_length=length_summary(token_lengths(generated, tokenizer)),
         labels=lab,
         style=style_profile([f"{x}\n{y}" for x, y in zip(inputs, outputs, strict=True)]).tolist(),
         output_style=style_profile(outputs).tolist(),
@@ -294,19 +301,25 @@ def dict_cosine(a: Mapping[str, float], b: Mapping[str, float]) -> float | None:
     return cosine([a.get(k, 0.0) for k in keys], [b.get(k, 0.0) for k in keys])
 
 
-def js_distance(p: Mapping[str, float], q: Mapping[str, float]) -> float:
-    """Jensen–Shannon distance, base 2 (in [0, 1]), over the union of names; inputs are renormalised."""
-    keys = sorted(set(p) | set(q))
-    pv = np.array([p.get(k, 0.0) for k in keys], dtype=float)
-    qv = np.array([q.get(k, 0.0) for k in keys], dtype=float)
-    pv, qv = pv / pv.sum(), qv / qv.sum()
-    m = (pv + qv) / 2
+def label_shape(labels: LabelStats) -> tuple[float, float, float] | None:
+    """(evenness, majority share, minority/majority ratio) of a label distribution, each in [0, 1]; None
+    when no row has a label. Evenness is entropy / log2 K over the K labels (1.0 when K = 1); the ratio is 0
+    when a label has no rows (1 / `imbalance_ratio` otherwise)."""
+    counts = list(labels.counts.values())
+    total = sum(counts)
+    if total == 0:
+        return None
+    k = len(counts)
+    evenness = labels.entropy_bits / math.log2(k) if k > 1 else 1.0
+    return evenness, max(counts) / total, min(counts) / max(counts)
 
-    def kl(x: np.ndarray) -> float:
-        nz = x > 0
-        return float((x[nz] * np.log2(x[nz] / m[nz])).sum())
 
-    return math.sqrt(max(0.0, (kl(pv) + kl(qv)) / 2))
+def label_shape_distance(a: LabelStats, b: LabelStats) -> float | None:
+    """Mean absolute difference of the two `label_shape`s, in [0, 1]; None when either has no labels."""
+    sa, sb = label_shape(a), label_shape(b)
+    if sa is None or sb is None:
+        return None
+    return float(np.mean(np.abs(np.subtract(sa, sb))))
 
 
 def length_match(mean_a: float | None, mean_b: float | None) -> float | None:
@@ -320,11 +333,10 @@ def length_match(mean_a: float | None, mean_b: float | None) -> float | None:
 def pair_similarities(a: DatasetStats, b: DatasetStats) -> dict[str, float | None]:
     """The source–target measures of methods §1.4; None where a measure is undefined for the pair."""
     labels_ok = a.labels is not None and b.labels is not None
-    labels_ok = labels_ok and sum(a.labels.counts.values()) > 0 and sum(b.labels.counts.values()) > 0
     return {
         "length_match": length_match(a.output_length.mean, b.output_length.mean),
         "input_length_match": length_match(a.input_length.mean, b.input_length.mean),
-        "label_js_distance": js_distance(a.labels.proportions, b.labels.proportions) if labels_ok else None,
+        "label_shape_distance": label_shape_distance(a.labels, b.labels) if labels_ok else None,
         "style_cosine": style_similarity(a.style, b.style),
         "semantic_cosine": cosine(a.semantic, b.semantic) if a.semantic and b.semantic else None,
         "syntax_cosine": dict_cosine(a.syntax, b.syntax) if a.syntax and b.syntax else None,

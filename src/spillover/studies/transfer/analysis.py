@@ -175,6 +175,8 @@ def behaviour_row(label: str, target: str, behaviour: dict[str, Any]) -> dict[st
         "length_unit": "tokens" if behaviour.get("token_length") else "chars",
         "prior_shift": behaviour.get("label_prior_shift"),
         "label_proportions": behaviour.get("label_proportions"),
+        "majority_share": behaviour.get("majority_share"),
+        "collapsed": behaviour.get("collapsed"),
     }
 
 
