@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 from tests.studies.conftest import write_toy_study
+from tests.studies.evidence_support import COLUMNS
 
 from spillover.cli import main
 from spillover.studies.run import load_study, run_study
@@ -61,13 +62,18 @@ def test_mixture_study_runs_and_reports(mixture_study, tmp_path):
     assert behaviour["sounds_like"].dropna().isin(["toy_a", "toy_b", "toy_gen"]).all()  # None: blank outputs
     degradation = pd.read_csv(tables / "degradation.csv")
     assert set(degradation.columns) >= {"minor", "first_degraded_step", "final_minus_best"}
+    paired = pd.read_csv(tables / "comparisons.csv")
+    assert list(paired.columns) == COLUMNS
+    # per mixture × task: checkpoints 2 and 4 vs step 0, and 4 vs 2
+    assert len(paired) == 3 * 3 * 3 and set(paired["b"]) >= {"base · step 0", "equal · step 2"}
+    assert {"diff_vs_step0", "q_vs_step0", "worse_than_previous"} <= set(curves.columns)
     minor = degradation.set_index(["mixture", "task"])["minor"]
     assert minor[("a_heavy", "toy_b")] and not minor[("equal", "toy_b")]  # 1/3 is not below 1/3
     main_task = pd.read_csv(tables / "main_task.csv")
     assert list(main_task["mixture"]) == ["equal", "a_heavy", "anneal"]
     assert main_task.set_index("mixture").at["a_heavy", "largest_ratio_task"] == "toy_a"
     html = (out / "report.html").read_text()
-    for title in ("Score over training steps", "Final scores", "de-facto main task", "Behaviour"):
+    for title in ("Score over training steps", "Final scores", "Paired comparisons", "de-facto main task"):
         assert title in html
     log = (out / "jobs").glob("train_mixture-*/train_log.jsonl")
     assert all('"mix/toy_a"' in p.read_text() and '"epochs/toy_gen"' in p.read_text() for p in log)
@@ -76,23 +82,30 @@ def test_mixture_study_runs_and_reports(mixture_study, tmp_path):
     assert not again.done and len(again.skipped) == len(summary.done)
 
 
-def test_degradation_marks_the_first_drop_below_the_best_ci():
+def _paired(rows):
+    """A `probe_comparisons`-shaped frame from (mixture, step, task, vs, diff, significant) tuples."""
+    frame = pd.DataFrame(rows, columns=["mixture", "step", "task", "vs", "diff", "significant"])
+    return frame.assign(q=[0.01 if s else 0.5 for s in frame["significant"]])
+
+
+def test_degradation_is_the_first_checkpoint_significantly_below_step_0():
     from spillover.studies.mixture.analysis import mark_degradation
 
-    curves = pd.DataFrame(
-        {
-            "mixture": "m",
-            "task": "t",
-            "step": [0, 2, 4, 6],
-            "value": [0.5, 0.7, 0.62, 0.5],
-            "ci_low": [0.4, 0.6, 0.52, 0.4],
-            "ci_high": [0.6, 0.8, 0.72, 0.6],
-        }
+    curves = pd.DataFrame({"mixture": "m", "task": "t", "step": [0, 2, 4, 6], "value": [0.5, 0.7, 0.4, 0.2]})
+    paired = _paired(
+        [
+            ("m", 2, "t", "step 0", 0.2, True),  # significantly better: not degraded
+            ("m", 4, "t", "step 0", -0.1, False),  # worse than step 0 but within noise
+            ("m", 4, "t", "previous", -0.3, True),  # a significant drop from step 2 (flagged, not degraded)
+            ("m", 6, "t", "step 0", -0.3, True),
+            ("m", 6, "t", "previous", -0.2, False),
+        ]
     )
-    marked = mark_degradation(curves)
-    # step 4: best before 0.7 ≤ ci_high 0.72 (within noise); step 6: 0.7 > 0.6 → degraded
+    marked = mark_degradation(curves, paired)
     assert list(marked["degraded"]) == [False, False, False, True]
-    assert list(marked["best_before"].fillna(-1)) == [-1, 0.5, 0.7, 0.7]
+    assert list(marked["worse_than_previous"]) == [False, False, True, False]
+    assert list(marked["diff_vs_step0"].fillna(9)) == [9, 0.2, -0.1, -0.3]
+    assert list(marked["q_vs_step0"].fillna(9)) == [9, 0.01, 0.5, 0.01]
 
 
 @pytest.mark.parametrize(
@@ -129,10 +142,9 @@ def test_degradation_and_main_task_tables_by_hand():
                 "task": ["a"] * 3 + ["b"] * 3,
                 "step": [0, 5, 10] * 2,
                 "value": [0.5, 0.8, 0.9, 0.6, 0.62, 0.3],
-                "ci_low": [0.4, 0.7, 0.8, 0.5, 0.5, 0.2],
-                "ci_high": [0.6, 0.9, 0.95, 0.7, 0.7, 0.4],
             }
-        )
+        ),
+        _paired([("m", 5, "b", "step 0", 0.02, False), ("m", 10, "b", "step 0", -0.3, True)]),
     )
     ratios = pd.DataFrame({"a": [0.9], "b": [0.1]}, index=pd.Index(["m"], name="mixture"))
     d = degradation_table(curves, ratios).set_index("task")

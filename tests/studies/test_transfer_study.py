@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -108,3 +109,109 @@ def test_scores_carry_ci_and_n(study_file):
     store.close()
     assert rows and all(r["n"] == 6 and r["ci_low"] <= r["value"] <= r["ci_high"] for r in rows)
     assert json.loads((out / "jobs" / rows[0]["job_id"] / "predictions.jsonl").read_text().splitlines()[0])
+
+
+# ------------------------------------------------------------------------------ paired Δ and traits (#24)
+
+DELTA_STATS = [
+    "source",
+    "target",
+    "metric",
+    "delta",
+    "ci_low",
+    "ci_high",
+    "p",
+    "q",
+    "significant",
+    "n",
+    "seeds",
+]
+BASE_ROWS = [1, 0] * 20  # 40 test rows, base right on half of them
+
+
+def _planted(job):
+    """Every model scores like the base except toy_a on toy_a: right on every row (20 rows better)."""
+    if job.kind != "eval":
+        return None
+    p = job.params
+    return [1] * 40 if (p.label, p.target) == ("toy_a", "toy_a") else BASE_ROWS
+
+
+def test_delta_stats_pairs_every_cell_with_the_base_by_hand(study_file, tmp_path):
+    from tests.studies.evidence_support import fake_results
+
+    from spillover.studies.contract import BASE
+    from spillover.studies.transfer.analysis import delta_stats
+
+    kind, spec = load_study(study_file)
+    results = fake_results(kind, spec, tmp_path / "store", _planted)
+    sources = [s.name for s in spec.sources]
+    table = delta_stats(results, [BASE, *sources], spec.targets)
+    assert list(table.columns) == DELTA_STATS and len(table) == 4 * 3
+    assert table.loc[table["target"] == "toy_gen", "metric"].eq("rouge_l").all()
+    # the base against itself (and every cell scoring like the base): Δ 0, a point CI, p = 1, not significant
+    same = table[~((table["source"] == "toy_a") & (table["target"] == "toy_a"))]
+    assert (same["delta"] == 0).all() and (same["ci_low"] == 0).all() and (same["ci_high"] == 0).all()
+    assert (same["p"] == 1).all() and not same["significant"].any()
+    # planted: 20 discordant rows, all for the tuned model: exact McNemar p = 2 · 0.5²⁰, BH q = p · 12 / 1
+    (planted,) = table[(table["source"] == "toy_a") & (table["target"] == "toy_a")].to_dict("records")
+    assert planted["delta"] == 0.5 and 0 < planted["ci_low"] < 0.5 < planted["ci_high"] <= 1
+    assert planted["p"] == pytest.approx(2 * 0.5**20) and planted["q"] == pytest.approx(12 * 2 * 0.5**20)
+    assert planted["significant"] and (table["n"] == 40).all() and (table["seeds"] == 1).all()
+
+
+def test_controls_are_projected_onto_traits_fitted_without_them():
+    from spillover.studies.contract import Analysis
+    from spillover.studies.transfer.analysis import _traits
+    from spillover.studies.transfer.spec import TransferAnalysisSpec
+
+    delta = pd.DataFrame(
+        [[0.2, 0.0, 0.1], [0.0, 0.2, -0.1], [-0.2, -0.2, 0.0], [9.0, -9.0, 9.0]],
+        index=["a", "b", "c", "a+mislabel(fraction=1.0)"],
+        columns=["a", "b", "c"],
+    )
+    out = Analysis(tables={})
+    _traits(out, delta, ["a+mislabel(fraction=1.0)"], {}, TransferAnalysisSpec(), seed=0)
+    alone = Analysis(tables={})
+    _traits(alone, delta.iloc[:3], [], {}, TransferAnalysisSpec(), seed=0)
+    # the control's extreme row shapes nothing: loadings, variance and null equal the fit without it
+    pd.testing.assert_frame_equal(out.tables["pca_loadings"], alone.tables["pca_loadings"])
+    pd.testing.assert_frame_equal(out.tables["pca_null"], alone.tables["pca_null"])
+    null = out.tables["pca_null"]
+    assert list(null.columns) == ["component", "explained", "null_p95", "above_null"]
+    assert list(null["component"]) == ["PC1", "PC2"]  # min(I − 1, N) with the 3 fitted rows
+    assert null["explained"].tolist() == pytest.approx(out.tables["pca_variance"].iloc[:, 0].tolist())
+    assert ((null["null_p95"] >= 0) & (null["null_p95"] <= 1)).all()
+    proj = out.tables["pca_projections"]
+    assert list(proj.index) == list(delta.index) and proj["control"].tolist() == [False] * 3 + [True]
+    loadings = out.tables["pca_loadings"].to_numpy()
+    centred = delta.iloc[3].to_numpy() - delta.iloc[:3].mean().to_numpy()
+    np.testing.assert_allclose(proj.iloc[3, :2].to_numpy(float), centred @ loadings, atol=1e-12)
+
+
+@pytest.mark.integration
+def test_study_writes_delta_stats_pca_null_and_marks_significant_cells(study_file):
+    """Issue 24's acceptance on the toy transfer study: the two tables with their columns, sane values,
+    and a report that marks significant Δ cells and says how many there are."""
+    _, out = run_study(*load_study(study_file))
+    tables = out / "tables"
+    stats = pd.read_csv(tables / "delta_stats.csv")
+    assert list(stats.columns) == DELTA_STATS and len(stats) == 3 * 3
+    delta = pd.read_csv(tables / "delta.csv", index_col=0)
+    for row in stats.itertuples():
+        assert row.delta == pytest.approx(delta.at[row.source, row.target], abs=1e-9)
+        assert row.ci_low - 1e-12 <= row.delta <= row.ci_high + 1e-12
+    assert stats["p"].between(0, 1).all() and (stats["q"] >= stats["p"] - 1e-12).all()
+    assert (stats["significant"] == (stats["q"] < 0.05)).all() and (stats["n"] == 6).all()
+    assert "toy_a+mislabel(fraction=1.0)" in set(stats["source"])  # controls keep their Δ rows
+    null = pd.read_csv(tables / "pca_null.csv")
+    assert list(null.columns) == ["component", "explained", "null_p95", "above_null"]
+    assert list(null["component"]) == ["PC1"]  # fitted on the 2 plain sources; the control is projected
+    projections = pd.read_csv(tables / "pca_projections.csv", index_col=0)
+    assert projections.loc["toy_a+mislabel(fraction=1.0)", "control"]
+    html = (out / "report.html").read_text()
+    k = int(stats["significant"].sum())
+    assert f"{k} of 9 Δ cells are significant" in html
+    assert "* = significant, BH q" in html and "faded = not)" in html  # the Δ heatmap's marking
+    assert '"opacity":0.35' in html and "not significant" in html  # cells that are not significant fade
+    assert "permutation null" in html

@@ -4,9 +4,13 @@
 `analyse_mixture` and the functions under it work on plain tables.
 
 Definitions (also in docs/mixture.md):
-- **Degraded.** At checkpoint s a task has degraded when its best score so far (the base model at step 0
-  and every earlier checkpoint) lies above the upper end of the 95% bootstrap interval of its score at s:
-  best_{u<s} > ci_high(s). The *degradation point* is the first such checkpoint.
+- **Paired probe comparisons** (`comparisons`): every checkpoint's probe of a task vs the base model's
+  probe (step 0) and vs the previous checkpoint's probe, on the same probe rows (each probe keeps its
+  per-row scores in `probes/step-NNNNNN/<task>/predictions.jsonl`); q: Benjamini–Hochberg over the table.
+- **Degraded.** At checkpoint s a task has degraded when it is significantly worse than at step 0: its
+  paired difference to the base model's probe is negative with q < 0.05. The *degradation point* is the
+  first such checkpoint. (A running best of earlier noisy scores is biased upward, so it is not the
+  reference.) `worse_than_previous` marks a significant drop from the previous checkpoint.
 - **Minor task.** A task whose run-average ratio in a mixture is below the equal share 1/K.
 - **De-facto main task.** At the final checkpoint, the training task whose output style the model's
   outputs match best on the most tasks (`sounds_like`; ties: the higher mean style similarity).
@@ -21,14 +25,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from spillover.analysis.paired import COMPARISON_COLUMNS, comparisons_table
+from spillover.engine.plan import Job
 from spillover.studies.contract import BASE, Analysis, Results
+from spillover.studies.evidence import PREDICTIONS, compare_scores, comparison_row, file_scores
+from spillover.studies.mixture.handlers import PROBES
 from spillover.studies.mixture.plan import MixtureAnalyseJob
+
+PROBE_KEYS = ["mixture", "step", "task", "vs"]  # vs: "step 0" or "previous"
 
 
 def analyse(results: Results, p: MixtureAnalyseJob) -> Analysis:
     """The study's tables from whatever finished (a failed mixture is left out and named in a note)."""
     rows, ratios, plans = [], {}, []
-    for j in [*results.finished("probe_base"), *results.finished("train_mixture")]:
+    jobs = [*results.finished("probe_base"), *results.finished("train_mixture")]
+    metrics = {t: results.tasks[t].metric for t in p.tasks}
+    paired = probe_comparisons(probe_scores(results, jobs), metrics, p.mixtures)
+    for j in jobs:
         result, label = results.result(j), j.params.label
         rows += probe_rows(label, result["probes"])
         for r in result.get("mixture", []):
@@ -36,7 +49,7 @@ def analyse(results: Results, p: MixtureAnalyseJob) -> Analysis:
             plans.append({"mixture": label, **r})
     ratio_frame = pd.DataFrame.from_dict(ratios, orient="index").reindex(columns=p.tasks)
     ratio_frame.index.name = "mixture"
-    analysis = analyse_mixture(pd.DataFrame(rows), ratio_frame, pd.DataFrame(plans), p.mixtures)
+    analysis = analyse_mixture(pd.DataFrame(rows), ratio_frame, pd.DataFrame(plans), p.mixtures, paired)
     analysis.footer = f"{len(rows)} probes over {len(ratios)} mixtures"
     return analysis
 
@@ -63,13 +76,50 @@ def probe_rows(label: str, probes: list[dict[str, Any]]) -> list[dict[str, Any]]
                 "format_fail_rate": b.get("format_fail_rate"),
                 "prior_shift": b.get("label_prior_shift"),
                 "label_proportions": b.get("label_proportions"),
-                "majority_share": b.get("majority_share"),
-                "collapsed": b.get("collapsed"),
                 "sounds_like": b.get("sounds_like"),
                 **{f"style/{k}": v for k, v in (b.get("style_similarity") or {}).items()},
             }
         )
     return rows
+
+
+def probe_label(mixture: str, step: int) -> str:
+    return f"{mixture} · step {step}"
+
+
+def probe_scores(results: Results, jobs: list[Job]) -> dict[tuple[str, int, str], pd.Series]:
+    """(mixture label, step, task) -> the probe's per-row scores, for every probe whose rows were kept."""
+    out = {}
+    for j in jobs:
+        for r in results.result(j)["probes"]:
+            path = results.job_dir(j) / PROBES / f"step-{r['step']:06d}" / r["task"] / PREDICTIONS
+            if path.exists():
+                out[(j.params.label, int(r["step"]), r["task"])] = file_scores(path)
+    return out
+
+
+def probe_comparisons(
+    scores: dict[tuple[str, int, str], pd.Series], metrics: dict[str, str], mixtures: list[str]
+) -> pd.DataFrame:
+    """PROBE_KEYS + the comparisons columns: each checkpoint vs step 0 (the base model's probe) and vs the
+    previous checkpoint (from the second on), paired on the rows both probes scored."""
+    rank = {m: i for i, m in enumerate(mixtures)}
+    tuned = sorted((k for k in scores if k[0] != BASE), key=lambda k: (rank.get(k[0], len(rank)), k[1]))
+    keys, rows, previous = [], [], {}
+    for mix, step, task in tuned:
+        refs = [("step 0", (BASE, 0, task))]
+        refs += [("previous", previous[(mix, task)])] if (mix, task) in previous else []
+        for vs, ref in refs:
+            if ref not in scores:
+                continue
+            result = compare_scores([scores[(mix, step, task)]], [scores[ref]])
+            b = probe_label(BASE if vs == "step 0" else mix, ref[1])
+            rows.append(comparison_row(probe_label(mix, step), b, task, metrics[task], result))
+            keys.append({"mixture": mix, "step": step, "task": task, "vs": vs})
+        previous[(mix, task)] = (mix, step, task)
+    table = comparisons_table(rows)
+    keys_frame = pd.DataFrame(keys, columns=PROBE_KEYS).astype({"step": int})
+    return pd.concat([keys_frame, table], axis=1)
 
 
 def with_base(rows: pd.DataFrame, mixtures: list[str]) -> pd.DataFrame:
@@ -84,14 +134,19 @@ def with_base(rows: pd.DataFrame, mixtures: list[str]) -> pd.DataFrame:
     ).reset_index(drop=True)  # study order, tasks as probed
 
 
-def mark_degradation(curves: pd.DataFrame) -> pd.DataFrame:
-    """Adds best_before (best score at earlier checkpoints) and degraded (best_before > ci_high).
-    Rows must be in step order within each (mixture, task)."""
-    out = curves.copy()
-    grouped = out.groupby(["mixture", "task"], sort=False)["value"]
-    out["best_before"] = grouped.transform(lambda v: v.cummax().shift(1))
-    out["degraded"] = out["best_before"] > out["ci_high"]
-    return out.reset_index(drop=True)
+def mark_degradation(curves: pd.DataFrame, paired: pd.DataFrame) -> pd.DataFrame:
+    """Adds diff_vs_step0, q_vs_step0, degraded (significantly worse than step 0: diff < 0 and
+    significant) and worse_than_previous (significantly worse than the previous checkpoint) from `paired`
+    (`probe_comparisons`). Step 0 and probes without kept rows are never degraded."""
+    cols = ["mixture", "step", "task", "diff", "q", "significant"]
+    vs0 = paired.loc[paired["vs"] == "step 0", cols]
+    vs0 = vs0.rename(columns={"diff": "diff_vs_step0", "q": "q_vs_step0", "significant": "_sig0"})
+    prev = paired.loc[paired["vs"] == "previous", cols[:4] + ["significant"]]
+    prev = prev.rename(columns={"diff": "_diff_prev", "significant": "_sig_prev"})
+    out = curves.merge(vs0, on=cols[:3], how="left").merge(prev, on=cols[:3], how="left")
+    out["degraded"] = out["_sig0"].eq(True) & (out["diff_vs_step0"] < 0)
+    out["worse_than_previous"] = out["_sig_prev"].eq(True) & (out["_diff_prev"] < 0)
+    return out.drop(columns=["_sig0", "_diff_prev", "_sig_prev"]).reset_index(drop=True)
 
 
 def degradation_table(curves: pd.DataFrame, ratios: pd.DataFrame) -> pd.DataFrame:
@@ -154,21 +209,27 @@ def main_task_table(final: pd.DataFrame, base: pd.DataFrame, ratios: pd.DataFram
 
 
 def analyse_mixture(
-    rows: pd.DataFrame, ratios: pd.DataFrame, plans: pd.DataFrame, mixtures: list[str]
+    rows: pd.DataFrame,
+    ratios: pd.DataFrame,
+    plans: pd.DataFrame,
+    mixtures: list[str],
+    paired: pd.DataFrame,
 ) -> Analysis:
     """rows: `probe_rows` of every job (base included); ratios: mixture × task run-average ratio;
-    plans: per (mixture, task) sequences drawn, realised fraction and epochs. No tables before a mixture
-    has finished (only a note)."""
+    plans: per (mixture, task) sequences drawn, realised fraction and epochs; paired: `probe_comparisons`.
+    No tables before a mixture has finished (only a note)."""
     out = Analysis(tables={})
     if rows.empty or not (rows["mixture"] != BASE).any():
         out.notes.append("no mixture finished training: nothing to analyse yet")
         return out
-    curves = mark_degradation(with_base(rows, mixtures))
+    curves = mark_degradation(with_base(rows, mixtures), paired)
     final = final_rows(curves)
     base = rows[rows["mixture"] == BASE]
-    keep = ["mixture", "step", "task", "metric", "value", "ci_low", "ci_high", "n", "best_before", "degraded"]
+    keep = ["mixture", "step", "task", "metric", "value", "ci_low", "ci_high", "n"]
+    keep += ["diff_vs_step0", "q_vs_step0", "degraded", "worse_than_previous"]
     behaviour_cols = [c for c in rows.columns if c not in keep[:8]]
     out.tables["curves"] = curves[keep]
+    out.tables["comparisons"] = paired[COMPARISON_COLUMNS]
     out.tables["final_scores"] = _final_matrix(final, base)
     out.tables["final"] = final[keep[:8]].merge(_long(ratios), on=["mixture", "task"], how="left")
     out.tables["ratios"] = ratios

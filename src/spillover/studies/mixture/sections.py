@@ -10,6 +10,7 @@ from spillover.report import plots
 from spillover.report.html import Section
 from spillover.report.style import esc
 from spillover.studies.contract import BASE, Analysis, Results
+from spillover.studies.evidence import comparisons_section
 
 
 def sections(a: Analysis, results: Results) -> list[Section]:
@@ -52,6 +53,7 @@ def mixture_sections(a: Analysis) -> list[Section]:
                 ("Sequences drawn per task", t["plans"]),
             ],
         ),
+        comparisons_section(t["comparisons"], _PAIRED_INTRO, "probe comparisons"),
         Section(
             "main", "The de-facto main task", _MAIN_INTRO, tables=[("Main task per mixture", t["main_task"])]
         ),
@@ -127,8 +129,14 @@ def _behaviour_heatmap(frame: pd.DataFrame, column: str, title: str) -> go.Figur
 _CURVES_INTRO = (
     "Each task's score on its held-out slice (the first eval.limit test rows) at every probed checkpoint, one "
     "line per mixture; step 0 is the untuned base model. Error bars are 95% bootstrap intervals. A red ✕ marks "
-    "a degraded checkpoint: the best score so far (base or earlier checkpoint) lies above the upper end of the "
-    "current interval. A task is minor in a mixture when its run-average ratio is below the equal share 1/K."
+    "a degraded checkpoint: significantly worse than the base model at step 0 in a paired test on the same "
+    "probe rows (Benjamini–Hochberg q < 0.05; see Paired comparisons). A task is minor in a mixture when its "
+    "run-average ratio is below the equal share 1/K."
+)
+_PAIRED_INTRO = (
+    "Every checkpoint's probe of a task against the base model's probe (step 0) and against the previous "
+    "checkpoint's probe, on the same probe rows. Rows 'mixture · step s − base · step 0' are the degradation "
+    "test: the first checkpoint significantly below step 0 is the task's degradation point."
 )
 _FINAL_INTRO = (
     "Scores at the last checkpoint of every mixture, with the base model's row first, and each task's final "

@@ -7,6 +7,7 @@ import pandas as pd
 from spillover.report import plots
 from spillover.report.html import Section
 from spillover.studies.contract import Analysis, Results
+from spillover.studies.evidence import significance_sentence
 
 
 def sections(a: Analysis, results: Results) -> list[Section]:
@@ -19,11 +20,13 @@ def transfer_sections(a: Analysis, tasks) -> list[Section]:
     labels = a.extra or []
     pcs = list(t["pca_loadings"].columns)
     axis = (f"{pcs[0]}: {labels[0]}", f"{pcs[1]}: {labels[1]}") if len(pcs) > 1 else None
+    stats = t["delta_stats"]
+    sentence = significance_sentence(stats, "Δ cells")
     sections = [
         Section(
             "matrix",
             "Transfer matrix",
-            _MATRIX_INTRO,
+            f"{_MATRIX_INTRO}\n\n{sentence}",
             figures=[
                 plots.heatmap(
                     t["matrix"],
@@ -35,12 +38,13 @@ def transfer_sections(a: Analysis, tasks) -> list[Section]:
                 ),
                 plots.heatmap(
                     t["delta"] * 100,
-                    "Transfer Δ = M − base (points)",
+                    "Transfer Δ = M − base (points; * = significant, BH q < 0.05; faded = not)",
                     diverging=True,
                     fmt="+.1f",
                     x_title="target",
                     y_title="fine-tuned on",
                     value_label="Δ (points)",
+                    significant=_significant(stats),
                 ),
             ],
             tables=[
@@ -48,6 +52,7 @@ def transfer_sections(a: Analysis, tasks) -> list[Section]:
                 ("Scores M", t["matrix"]),
                 ("Base row b", t["base"]),
                 ("Δ", t["delta"]),
+                ("Δ with paired 95% CI, p and BH q (delta_stats)", stats),
                 ("Relative Δ = Δ / max(b, ε)", t["relative_delta"]),
                 ("Asymmetry: Δ(a→b) vs Δ(b→a)", t["asymmetry"]),
             ],
@@ -55,7 +60,7 @@ def transfer_sections(a: Analysis, tasks) -> list[Section]:
         Section(
             "traits",
             "Latent traits (PCA of Δ)",
-            _PCA_INTRO,
+            f"{_PCA_INTRO}\n\n{_null_sentence(t['pca_null'])}",
             columns=2,
             figures=[
                 plots.scree(
@@ -72,7 +77,11 @@ def transfer_sections(a: Analysis, tasks) -> list[Section]:
                 *(
                     [
                         plots.biplot(
-                            t["pca_projections"], t["pca_loadings"], (pcs[0], pcs[1]), axis_titles=axis
+                            t["pca_projections"],
+                            t["pca_loadings"],
+                            (pcs[0], pcs[1]),
+                            labels=_point_labels(t["pca_projections"]),
+                            axis_titles=axis,
                         )
                     ]
                     if len(pcs) > 1
@@ -81,6 +90,7 @@ def transfer_sections(a: Analysis, tasks) -> list[Section]:
             ],
             tables=[
                 ("Explained variance", t["pca_variance"]),
+                ("Explained variance vs a permutation null (pca_null)", t["pca_null"]),
                 ("Component labels", t["pca_labels"]),
                 ("Loadings", t["pca_loadings"]),
                 ("Adapter projections (ability profiles)", t["pca_projections"]),
@@ -94,7 +104,10 @@ def transfer_sections(a: Analysis, tasks) -> list[Section]:
             figures=_attribution_figures(t),
             notes=a.notes,
             tables=[
-                ("Spearman correlation of Δ with each similarity (bootstrap 95% CI)", t["attribution"]),
+                (
+                    "Spearman correlation of Δ with each similarity (95% CI resampling sources)",
+                    t["attribution"],
+                ),
                 ("Anomalies: cells far from what similarity predicts", t["anomalies"]),
                 ("Output-length shift vs transfer", t["length_shift"]),
             ],
@@ -139,6 +152,33 @@ def transfer_sections(a: Analysis, tasks) -> list[Section]:
     return sections
 
 
+def _significant(stats: pd.DataFrame) -> pd.DataFrame:
+    """sources × targets booleans from delta_stats (cells without a row are not significant)."""
+    if stats.empty:
+        return pd.DataFrame(dtype=bool)
+    return stats.pivot(index="source", columns="target", values="significant")
+
+
+def _null_sentence(null: pd.DataFrame) -> str:
+    """Which components explain more variance than the same Δ with each column shuffled."""
+    above = list(null.loc[null["above_null"], "component"])
+    if not above:
+        return (
+            "No component explains more variance than it does in Δ with each column shuffled (95th "
+            "percentile of the permutation null): the traits cannot be told from noise at this size."
+        )
+    return (
+        f"Above the permutation null (explained variance > the 95th percentile with each column of Δ "
+        f"shuffled): {', '.join(above)}; the other components cannot be told from noise."
+    )
+
+
+def _point_labels(projections: pd.DataFrame) -> list[str]:
+    if "control" not in projections:
+        return list(projections.index)
+    return [f"{s} (control, projected)" if c else s for s, c in projections["control"].items()]
+
+
 def _pivot(frame: pd.DataFrame, value: str) -> pd.DataFrame:
     return (
         frame.pivot(index="model", columns="target", values=value).astype(float)
@@ -150,13 +190,8 @@ def _pivot(frame: pd.DataFrame, value: str) -> pd.DataFrame:
 def _attribution_figures(t: dict[str, pd.DataFrame]) -> list:
     figs = []
     delta = t["delta"]
-    for name in (
-        "similarity_semantic_cosine",
-        "similarity_style_cosine",
-        "similarity_label_js_distance",
-        "similarity_length_match",
-    ):
-        if name not in t or t[name].isna().all().all():
+    for name in [n for n in t if n.startswith("similarity_")]:  # every measure the analysis produced
+        if t[name].isna().all().all():
             continue
         frame = _cells(delta, t[name])
         figs.append(
@@ -193,17 +228,24 @@ def _cells(delta: pd.DataFrame, sim: pd.DataFrame) -> pd.DataFrame:
 _MATRIX_INTRO = (
     "Each row is the base model fine-tuned on one source (same hyper-parameters for all); each column a target "
     "task. The top row of the score heatmap is the untuned base model. Δ is the change from the base in points "
-    "(score × 100): blue helps, red hurts. Read asymmetry off Δ(a→b) vs Δ(b→a)."
+    "(score × 100): blue helps, red hurts. Each Δ cell is a paired comparison of the tuned and the base "
+    "model on the target's test rows (delta_stats: bootstrap 95% CI, exact McNemar p for accuracy-type "
+    "metrics, paired permutation p otherwise, Benjamini–Hochberg q over all cells); cells with q < 0.05 "
+    "are marked * at full colour, the rest are faded. Read asymmetry off Δ(a→b) vs Δ(b→a)."
 )
 _PCA_INTRO = (
     "PCA over the rows of Δ (columns centred). Components are latent 'traits' that fine-tuning moves together; "
     "loadings show which targets belong to a trait, projections each adapter's ability profile. Labels are "
-    "suggested from the top-loading targets' task types unless set in the study's analysis.component_labels."
+    "suggested from the top-loading targets' task types unless set in the study's analysis.component_labels. "
+    "Control sources (mislabel, rebalance, subsample) are left out of the fit and projected onto its "
+    "components afterwards. A few rows are always explained by few components, so each component's share is "
+    "compared with a permutation null: the same Δ with every column shuffled independently."
 )
 _ATTR_INTRO = (
     "Does transfer follow similarity between the source's training data and the target? Spearman correlation "
-    "over off-diagonal cells, with a bootstrap 95% interval; anomalies are cells a least-squares fit on the "
-    "similarities predicts worst."
+    "over off-diagonal cells of the non-control sources, with a 95% interval that resamples sources (one "
+    "source's cells are not independent); anomalies are cells a least-squares fit on the similarities "
+    "predicts worst."
 )
 _BEHAVIOUR_INTRO = (
     "What each model outputs on each target: mean output length (generation) and how far the predicted-label "

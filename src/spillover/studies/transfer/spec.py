@@ -22,6 +22,9 @@ class TransferAnalysisSpec(BaseModel):
         default_factory=dict, description='e.g. {"PC1": "classification"}'
     )
     n_boot: int = Field(default=1000, ge=10, le=100_000)
+    null_permutations: int = Field(
+        default=1000, ge=1000, le=100_000, description="column shuffles of Δ for the PCA's permutation null"
+    )
     include_diagonal: bool = False
     anomalies: int = Field(default=10, ge=1)
 
