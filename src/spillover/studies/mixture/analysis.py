@@ -76,6 +76,8 @@ def probe_rows(label: str, probes: list[dict[str, Any]]) -> list[dict[str, Any]]
                 "format_fail_rate": b.get("format_fail_rate"),
                 "prior_shift": b.get("label_prior_shift"),
                 "label_proportions": b.get("label_proportions"),
+                "majority_share": b.get("majority_share"),
+                "collapsed": b.get("collapsed"),
                 "sounds_like": b.get("sounds_like"),
                 **{f"style/{k}": v for k, v in (b.get("style_similarity") or {}).items()},
             }
