@@ -9,22 +9,56 @@ import pytest
 
 from spillover.analysis import generalization as g
 
-TYPES = {"sst2": "sentiment", "review": "sentiment", "hate": "toxicity", "tldr": "summarisation"}
+TYPES = {
+    "sst2": "sentiment",
+    "review": "sentiment",
+    "imdb": "sentiment",
+    "hate": "toxicity",
+    "tldr": "summarisation",
+    "nodomain": "sentiment",
+}
+DOMAINS = {"sst2": "movie reviews", "imdb": "movie reviews", "review": "product reviews", "nodomain": None}
 
 
 @pytest.mark.parametrize(
     ("trained_on", "target", "expected"),
     [
         ("sst2", "sst2", g.ID),
-        ("sst2", "review", g.OOD),
+        ("sst2", "imdb", g.ID),  # another dataset, same task type and domain
+        ("imdb", "sst2", g.ID),
+        ("sst2", "review", g.OOD),  # same task type, other domain
         ("review", "sst2", g.OOD),
+        ("sst2", "nodomain", g.OOD),  # no domain: a domain of its own
+        ("nodomain", "nodomain", g.ID),
+        ("tldr", "review", g.CROSS),  # no domain for tldr, and another task type
         ("sst2", "hate", g.CROSS),
         ("tldr", "tldr", g.ID),
         ("tldr", "sst2", g.CROSS),
     ],
 )
 def test_cell_setting(trained_on, target, expected):
-    assert g.cell_setting(trained_on, target, TYPES) == expected
+    assert g.cell_setting(trained_on, target, TYPES, DOMAINS) == expected
+
+
+def test_cell_setting_without_domains_counts_only_the_dataset_itself_in_domain():
+    assert g.cell_setting("sst2", "sst2", TYPES) == g.ID
+    assert g.cell_setting("sst2", "imdb", TYPES) == g.OOD
+    assert g.cell_setting("sst2", "hate", TYPES) == g.CROSS
+
+
+def test_builtin_tasks_carry_a_type_and_domain_so_in_domain_spans_datasets():
+    from spillover.data.tasks import builtin_tasks
+
+    tasks = builtin_tasks()
+    assert all(t.task_type and t.domain for t in tasks.values()), [
+        n for n, t in tasks.items() if not t.domain
+    ]
+    types = {n: t.task_type for n, t in tasks.items()}
+    domains = {n: t.domain for n, t in tasks.items()}
+    assert g.cell_setting("hate_speech", "tweet_hate", types, domains) == g.ID  # toxicity on tweets, both
+    assert g.cell_setting("sst2", "review_sentiment", types, domains) == g.OOD
+    assert g.cell_setting("sst2", "tweet_sentiment", types, domains) == g.OOD
+    assert g.cell_setting("sst2", "hate_speech", types, domains) == g.CROSS
 
 
 def _cells() -> pd.DataFrame:
@@ -54,7 +88,7 @@ def _cells() -> pd.DataFrame:
     for (m, n, t, k), v in tuned.items():
         rows.append(dict(source="pos", method=m, size=n, target=t, shots=k, value=v))
     frame = pd.DataFrame(rows).astype({"size": "Int64"})
-    return g.label_cells(frame, {"pos": "sst2"}, TYPES)
+    return g.label_cells(frame, {"pos": "sst2"}, TYPES, DOMAINS)
 
 
 def test_label_cells_adds_setting_base_and_delta():
@@ -71,6 +105,17 @@ def test_label_cells_adds_setting_base_and_delta():
         and row["delta"].item() == pytest.approx(0.2)
     )
     assert cells[cells["source"].isna()]["setting"].isna().all()
+
+
+def test_label_cells_uses_domains():
+    frame = pd.DataFrame(
+        [
+            dict(source=None, method=None, size=None, target="imdb", shots=0, value=0.5),
+            dict(source="pos", method="ft", size=8, target="imdb", shots=0, value=0.75),
+        ]
+    ).astype({"size": "Int64"})
+    assert g.label_cells(frame, {"pos": "sst2"}, TYPES, DOMAINS)["setting"].tolist() == [None, g.ID]
+    assert g.label_cells(frame, {"pos": "sst2"}, TYPES)["setting"].tolist() == [None, g.OOD]
 
 
 def test_generalization_table_means_per_setting_and_base_row():

@@ -1,6 +1,11 @@
 """Generalization tables (methods.md §2): label every (trained-on, evaluated-on) cell in-domain,
 out-of-domain or cross-task, and average scores per setting, method, shot count and training size.
 
+Settings (methods.md §2), from the tasks' `task_type` and `domain`: in-domain = the same task type and the
+same domain (other datasets count, e.g. two tweet-toxicity datasets); out-of-domain = the same task type,
+another domain; cross-task = another task type. A task without a `domain` is a domain of its own (only the
+dataset itself is in-domain for it).
+
 Pure functions over a long `cells` frame with one row per evaluated (model, target, shots):
 columns `source` (None for the base model), `method`, `size`, `target`, `shots`, `value`, `metric`, `n`,
 `ci_low`, `ci_high`. Scores of different metrics (accuracy, Rouge-L) are all in [0, 1] and averaged as
@@ -18,15 +23,29 @@ ID, OOD, CROSS = "in-domain", "out-of-domain", "cross-task"
 SETTINGS = (ID, OOD, CROSS)
 
 
-def cell_setting(trained_on: str, target: str, task_types: Mapping[str, str]) -> str:
-    """In-domain: the same dataset; out-of-domain: another dataset of the same task type; else cross-task."""
+def cell_setting(
+    trained_on: str,
+    target: str,
+    task_types: Mapping[str, str],
+    domains: Mapping[str, str | None] | None = None,
+) -> str:
+    """In-domain: the same task type and the same domain (or the same dataset); out-of-domain: the same
+    task type, another domain; cross-task: another task type. `domains`: task → domain (missing or None:
+    the task is a domain of its own; `domains` None: every task is)."""
     if trained_on == target:
         return ID
-    return OOD if task_types[trained_on] == task_types[target] else CROSS
+    if task_types[trained_on] != task_types[target]:
+        return CROSS
+    domains = domains or {}
+    same = domains.get(trained_on) is not None and domains.get(trained_on) == domains.get(target)
+    return ID if same else OOD
 
 
 def label_cells(
-    cells: pd.DataFrame, source_tasks: Mapping[str, str], task_types: Mapping[str, str]
+    cells: pd.DataFrame,
+    source_tasks: Mapping[str, str],
+    task_types: Mapping[str, str],
+    domains: Mapping[str, str | None] | None = None,
 ) -> pd.DataFrame:
     """Add `trained_on` (the source's task), `setting`, the base model's score on the same target and
     shot count (`base`), and `delta` = value − base. Base rows keep `setting` empty."""
@@ -35,7 +54,7 @@ def label_cells(
     out["trained_on"] = out["source"].map(source_tasks)
     out["setting"] = None
     out.loc[tuned, "setting"] = [
-        cell_setting(s, t, task_types)
+        cell_setting(s, t, task_types, domains)
         for s, t in zip(out.loc[tuned, "trained_on"], out.loc[tuned, "target"], strict=True)
     ]
     base = out[~tuned].set_index(["target", "shots"])["value"]

@@ -41,7 +41,8 @@ def gather_cells(results: Results) -> pd.DataFrame:
 def analyse(results: Results, p: GeneralizationAnalyseJob) -> Analysis:
     """Runs over whatever evaluations finished (missing cells are simply absent from the means)."""
     types = {name: task.task_type for name, task in results.tasks.items()}
-    cells = g.label_cells(gather_cells(results), p.sources, types)
+    domains = {name: task.domain for name, task in results.tasks.items()}
+    cells = g.label_cells(gather_cells(results), p.sources, types, domains)
     tables = {
         "generalization": g.generalization_table(cells, p.main_size),
         "generalization_delta": g.generalization_table(cells, p.main_size, value="delta"),
@@ -57,14 +58,16 @@ def analyse(results: Results, p: GeneralizationAnalyseJob) -> Analysis:
 def settings_table(sources: dict[str, str], targets: list[str], tasks) -> pd.DataFrame:
     """How each (source, target) cell is labelled, with the task types and domains behind the label."""
     types = {name: task.task_type for name, task in tasks.items()}
+    domains = {name: task.domain for name, task in tasks.items()}
     rows = [
         {
             "source": s,
             "trained_on": task,
             "target": t,
-            "setting": g.cell_setting(task, t, types),
+            "setting": g.cell_setting(task, t, types, domains),
             "source_type": types[task],
             "target_type": types[t],
+            "source_domain": tasks[task].domain,
             "target_domain": tasks[t].domain,
         }
         for s, task in sources.items()

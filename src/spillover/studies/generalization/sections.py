@@ -130,9 +130,10 @@ def _size_lines(curves: pd.DataFrame, p: GeneralizationAnalyseJob) -> list:
 
 
 _TABLE_INTRO = """Each model was fine-tuned on one source dataset and evaluated on every target. A cell is \
-in-domain when the target is the training dataset itself, out-of-domain when it is another dataset of the \
-same task type, and cross-task otherwise. Columns average the scores of a setting (0-shot and k-shot with \
-demonstrations from the target's train split), at training size {size}. FTICL rows were fine-tuned with \
+in-domain when the target has the training dataset's task type and domain (the dataset itself included), \
+out-of-domain when it has the same task type in another domain, and cross-task otherwise. Columns average \
+the scores of a setting (0-shot and k-shot with demonstrations from the target's train split), at training \
+size {size}. FTICL rows were fine-tuned with \
 demonstrations in every training prompt."""
 _CELLS_INTRO = """Δ per target against the base model with the same number of demonstrations. Scores carry \
 bootstrap 95% intervals in the table."""
