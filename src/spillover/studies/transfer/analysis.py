@@ -1,21 +1,27 @@
 """The transfer study's analysis: every table of methods.md §1.6 from the finished jobs' results.
 
-Pure over what the store holds (scores, dataset statistics, behaviour statistics); returns named
-DataFrames that the report draws and `tables/` exports.
+Pure over what the store holds (scores, per-row predictions, dataset statistics, behaviour statistics);
+returns named DataFrames that the report draws and `tables/` exports. Every Δ cell is also a paired
+comparison of the tuned and the base model on the target's test rows (`delta_stats`, issue 24); control
+sources (labels with "+", e.g. "sst2+mislabel(fraction=1.0)") are left out of the PCA and attribution fits
+and projected onto the fitted components afterwards.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from spillover.analysis.attribution import anomalies, attribute, length_shift_table, similarity_frames
-from spillover.analysis.traits import TransferPCA
+from spillover.analysis.paired import delta_stats_table, pca_null
+from spillover.analysis.traits import TransferPCA, fit_held_out
 from spillover.analysis.transfer import BASE, task_of, transfer_tables
 from spillover.data.stats import DatasetStats
 from spillover.studies.contract import Analysis, Results
+from spillover.studies.evidence import compare_jobs
 from spillover.studies.transfer.plan import TransferAnalyseJob
 from spillover.studies.transfer.spec import TransferAnalysisSpec
 
@@ -32,6 +38,7 @@ def analyse(results: Results, p: TransferAnalyseJob) -> Analysis:
     tasks = results.tasks
     task_types = {t: tasks[t].task_type or tasks[t].type for t in p.targets}
     scores = results.long_scores(evals)
+    stats_table = delta_stats(results, p.sources, p.targets, seed=results.spec.seed)
     analysis = analyse_transfer(
         scores,
         stats["source"],
@@ -42,6 +49,7 @@ def analyse(results: Results, p: TransferAnalyseJob) -> Analysis:
         task_types,
         p.analysis,
         seed=results.spec.seed,
+        delta_stats=stats_table,
         metrics={t: tasks[t].metric for t in p.targets},
     )
     analysis.footer = f"{len(evals)} evaluations, {len(scores)} scores"
@@ -58,11 +66,13 @@ def analyse_transfer(
     task_types: dict[str, str],
     settings: TransferAnalysisSpec,
     seed: int = 0,
+    delta_stats: pd.DataFrame | None = None,
     metrics: dict[str, str] | None = None,
 ) -> Analysis:
     """scores: (model, target, value, n, ci_low, ci_high); behaviour: (model, target, mean_length, prior_shift,
-    label_proportions); *_stats: DatasetStats dicts keyed by source label / target name. `extra`: the
-    principal components' labels. metrics: {target: its own metric}, the one the matrix holds."""
+    label_proportions); *_stats: DatasetStats dicts keyed by source label / target name; delta_stats: the
+    paired Δ table (`delta_stats`; empty when None); metrics: {target: its own metric}, the one the matrix
+    holds (`scores` also has the metrics reported beside it). `extra`: the principal components' labels."""
     out = Analysis(tables={})
     tt = transfer_tables(scores, sources, targets, metrics=metrics)
     out.tables |= {
@@ -72,8 +82,14 @@ def analyse_transfer(
         "delta": tt.delta,
         "relative_delta": tt.relative,
         "asymmetry": tt.asymmetry,
+        "delta_stats": delta_stats if delta_stats is not None else delta_stats_table([]),
     }
-    _traits(out, tt.delta, task_types, settings)
+    controls = [s for s in tt.delta.index if is_control(s)]
+    if controls and len(controls) == len(tt.delta):
+        out.notes.append("every source is a control; the PCA and attribution are fitted on them all")
+        controls = []
+    _traits(out, tt.delta, controls, task_types, settings, seed)
+    fitted = tt.delta.drop(index=controls)
     src = {k: DatasetStats.from_dict(v) for k, v in source_stats.items()}
     tgt = {k: DatasetStats.from_dict(v) for k, v in target_stats.items()}
     sims = similarity_frames(src, tgt)
@@ -83,8 +99,8 @@ def analyse_transfer(
         f"similarity '{k}' is unavailable for every pair and left out" for k in sims if k not in usable
     ]
     kw = {"include_diagonal": settings.include_diagonal}
-    out.tables["attribution"] = attribute(tt.delta, usable, n_boot=settings.n_boot, seed=seed, **kw)
-    out.tables["anomalies"] = anomalies(tt.delta, usable, top=settings.anomalies, **kw)
+    out.tables["attribution"] = attribute(fitted, usable, n_boot=settings.n_boot, seed=seed, **kw)
+    out.tables["anomalies"] = anomalies(fitted, usable, top=settings.anomalies, **kw)
     lengths = behaviour.rename(columns={"mean_length": "value"})[["model", "target", "value"]]
     out.tables["length_shift"] = length_shift_table(tt.delta, lengths)
     out.tables["behaviour"] = behaviour
@@ -97,10 +113,41 @@ def analyse_transfer(
     return out
 
 
+def is_control(source: str) -> bool:
+    """A source trained on transformed data (mislabel, rebalance, subsample): its label carries "+"."""
+    return task_of(source) != source
+
+
+def delta_stats(results: Results, sources: list[str], targets: list[str], seed: int = 0) -> pd.DataFrame:
+    """`tables/delta_stats.csv`: every cell's Δ = tuned − base as a paired comparison on the target's test
+    rows (`studies.evidence.compare_jobs`: bootstrap CI, exact McNemar or paired permutation p; seeds then
+    rows when a source has several training seeds), BH q over the whole table. Cells whose tuned or base
+    evaluation has not finished are left out. metric: the target's metric (the per-row `correct` score)."""
+    evals: dict[tuple[str, str], list] = defaultdict(list)
+    for job in results.finished("eval"):
+        evals[job.params.label, job.params.target].append(job)
+    rows = []
+    for source in sources:
+        for target in targets:
+            tuned, base = evals.get((source, target)), evals.get((BASE, target))
+            if tuned and base:
+                result = compare_jobs(results, tuned, base, seed=seed)
+                metric = results.tasks[target].metric
+                rows.append({"source": source, "target": target, "metric": metric, **result.as_dict()})
+    return delta_stats_table(rows)
+
+
 def _traits(
-    out: Analysis, delta: pd.DataFrame, task_types: dict[str, str], settings: TransferAnalysisSpec
+    out: Analysis,
+    delta: pd.DataFrame,
+    controls: list[str],
+    task_types: dict[str, str],
+    settings: TransferAnalysisSpec,
+    seed: int,
 ) -> None:
-    pca = TransferPCA(settings.n_components, settings.standardize).fit(delta)
+    """PCA fitted on the non-control rows of Δ (controls projected afterwards) and its permutation null."""
+    pca = TransferPCA(settings.n_components, settings.standardize)
+    projections = fit_held_out(pca, delta, controls)
     names = list(pca.loadings_.columns)
     out.tables["pca_variance"] = pd.DataFrame(
         {
@@ -109,8 +156,15 @@ def _traits(
         },
         index=pd.Index(names, name="component"),
     )
+    out.tables["pca_null"] = pca_null(
+        delta.drop(index=controls),
+        n_perm=settings.null_permutations,
+        seed=seed,
+        standardize=settings.standardize,
+        n_components=settings.n_components,
+    )
     out.tables["pca_loadings"] = pca.loadings_
-    out.tables["pca_projections"] = pca.projections_
+    out.tables["pca_projections"] = projections.assign(control=[s in controls for s in projections.index])
     suggested = pca.suggest_labels(task_types)
     given = settings.component_labels
     out.extra = [given.get(n, s) for n, s in zip(names, suggested, strict=True)]
@@ -180,4 +234,4 @@ def behaviour_row(label: str, target: str, behaviour: dict[str, Any]) -> dict[st
     }
 
 
-__all__ = ["BASE", "analyse", "analyse_transfer", "behaviour_row"]
+__all__ = ["BASE", "analyse", "analyse_transfer", "behaviour_row", "delta_stats", "is_control"]
