@@ -248,8 +248,9 @@ _ATTR_INTRO = (
     "predicts worst."
 )
 _BEHAVIOUR_INTRO = (
-    "What each model outputs on each target: mean output length (generation) and how far the predicted-label "
-    "distribution is from the gold distribution (classification), to see inherited length or label priors."
+    "What each model outputs on each target: mean output length (generated text only, never a chosen label) "
+    "and how far the predicted-label distribution is from the gold distribution (classification), to see "
+    "inherited length or label priors; `collapsed`: the most frequent predicted label has a share ≥ 0.9."
 )
 _CONTROLS_INTRO = (
     "Controls transform a source's training data: mislabel (wrong labels), rebalance (label distribution), "
