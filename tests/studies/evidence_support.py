@@ -2,7 +2,8 @@
 
 `fake_results(kind, spec, root, scores)` marks the plan's jobs done and writes, for every job id in `scores`,
 `root/jobs/<id>/predictions.jsonl` with one record per (example id, score): exactly what
-`studies.evidence.row_scores` reads, so a comparison's diff and p can be computed by hand.
+`studies.evidence.row_scores` reads, so a comparison's diff and p can be computed by hand; and each such
+(evaluation) job's score row, its mean.
 """
 
 from __future__ import annotations
@@ -30,9 +31,24 @@ def fake_results(kind, spec, root: Path, scores: Callable[[Job], Sequence[float]
     """Every job whose `scores(job)` is not None is finished, with those per-row scores."""
     tasks, plan = prepare(kind, spec)
     done: Mapping[str, dict] = {}
+    table = []
     for job in plan:
         rows = scores(job)
         if rows is not None:
             write_rows(root / "jobs" / job.id / "predictions.jsonl", rows)
             done[job.id] = {}
-    return Results(spec, tasks, plan, root, dict(done), pd.DataFrame(columns=SCORE_COLUMNS))
+            table.append(_score_row(job, tasks, rows))
+    return Results(spec, tasks, plan, root, dict(done), pd.DataFrame(table, columns=SCORE_COLUMNS))
+
+
+def _score_row(job: Job, tasks, rows: Sequence[float]) -> dict:
+    """The store's score row of an evaluation job (its mean as value; the CI is the value itself)."""
+    p, mean = job.params, sum(rows) / len(rows)
+    return {"job_id": job.id, "model": p.label, "target": p.target, "metric": tasks[p.target].metric} | {
+        "value": mean,
+        "n": len(rows),
+        "ci_low": mean,
+        "ci_high": mean,
+        "shots": getattr(p.eval, "shots", 0),
+        "extra": None,
+    }

@@ -37,3 +37,16 @@ def test_comparisons_pair_every_cell_with_its_reference(gen_study, tmp_path):  #
     # 2 discordant rows, both for a: diff 0.5, exact McNemar p = 2 · 0.5² = 0.5
     assert planted["diff"].tolist() == [0.5, 0.5] and planted["p"].tolist() == pytest.approx([0.5, 0.5])
     assert not table["significant"].any() and (table["seeds"] == 1).all()
+
+
+def test_report_marks_the_cells_and_counts_the_significant_ones(gen_study, tmp_path):  # noqa: F811
+    from spillover.report.html import render_report
+    from spillover.studies.generalization import analysis, sections
+
+    kind, spec = load_study(gen_study)
+    results = fake_results(kind, spec, tmp_path / "store", _scores)
+    a = analysis.analyse(results, results.plan.by_kind("analyse")[0].params)
+    assert a.tables["comparisons"].equals(comparisons(results))
+    html = render_report("t", sections.sections(a, results), {})
+    assert "Paired comparisons" in html and "0 of 100 cell comparisons are significant" in html
+    assert "* = significant" in html

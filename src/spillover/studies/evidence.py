@@ -36,7 +36,8 @@ def file_scores(path: Path) -> pd.Series:
     `probes/step-NNNNNN/<task>/predictions.jsonl`)."""
     rows = read_predictions(path)
     return pd.Series(
-        [float(r["correct"] if "correct" in r else r["score"]) for r in rows], index=pd.Index([str(r["id"]) for r in rows], name="id")
+        [float(r["correct"] if "correct" in r else r["score"]) for r in rows],
+        index=pd.Index([str(r["id"]) for r in rows], name="id"),
     )
 
 
@@ -107,15 +108,15 @@ SIGNIFICANCE_NOTE = (
     "Each row compares a with b on the test rows both scored: diff = mean(a) − mean(b) under the target's "
     "metric, a paired bootstrap 95% interval (rows resampled jointly), p from the exact McNemar test (0/1 "
     "scores) or a paired sign-flip permutation test (continuous scores), and q the Benjamini–Hochberg "
-    "q-value over this table. Significant: q < 0.05. The heatmap colours significant differences only; "
-    "the faded cells (–) are not significant, whatever their size."
+    "q-value over this table. Significant: q < 0.05. On the heatmap significant cells are drawn at full "
+    "colour with a '*'; the faded cells are not significant, whatever their size."
 )
 
 
 def comparisons_section(table: pd.DataFrame, intro: str, what: str = "comparisons", fmt: str = "+.1f"):
     """The report section of a kind's `comparisons` table: `intro`, the `significance_sentence`, a heatmap
-    of diff (points: ×100) per comparison (rows 'a − b') × target with only the significant cells coloured,
-    and the table itself."""
+    of diff (points: ×100) per comparison (rows 'a − b') × target with the significant cells marked and the
+    rest faded, and the table itself."""
     from spillover.report import plots
     from spillover.report.html import Section
 
@@ -125,13 +126,14 @@ def comparisons_section(table: pd.DataFrame, intro: str, what: str = "comparison
         diff, significant = comparison_grid(pairs, "pair", "target")
         figures.append(
             plots.heatmap(
-                mask_insignificant(diff, significant) * 100,
-                "Significant differences (points; faded – : not significant)",
+                diff * 100,
+                "a − b (points; * = significant, BH q < 0.05; faded = not)",
                 diverging=True,
                 fmt=fmt,
                 x_title="target",
                 y_title="a − b",
                 value_label="diff (points)",
+                significant=significant,
             )
         )
     return Section(

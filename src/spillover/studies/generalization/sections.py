@@ -7,9 +7,9 @@ import pandas as pd
 from spillover.analysis import generalization as g
 from spillover.report import plots
 from spillover.report.html import Section
-from spillover.studies.contract import Analysis, Results
+from spillover.studies.contract import BASE, Analysis, Results
 from spillover.studies.evidence import comparisons_section
-from spillover.studies.generalization.plan import GeneralizationAnalyseJob
+from spillover.studies.generalization.plan import GeneralizationAnalyseJob, model_label
 
 
 def sections(a: Analysis, results: Results) -> list[Section]:
@@ -48,7 +48,7 @@ def generalization_sections(t: dict[str, pd.DataFrame], p: GeneralizationAnalyse
             "cells",
             "Per-cell detail",
             _CELLS_INTRO,
-            figures=_cell_heatmaps(t["cells"], p),
+            figures=_cell_heatmaps(t["cells"], p, t["comparisons"]),
             tables=[("Every cell", t["cells"])],
         ),
         Section(
@@ -70,7 +70,21 @@ def generalization_sections(t: dict[str, pd.DataFrame], p: GeneralizationAnalyse
     ]
 
 
-def _cell_heatmaps(cells: pd.DataFrame, p: GeneralizationAnalyseJob) -> list:
+def _vs_base_marks(paired: pd.DataFrame, rows: pd.Index, p: GeneralizationAnalyseJob, k: int) -> pd.DataFrame:
+    """rows ('source · METHOD') × targets: is the cell's paired test against the base significant?"""
+    labels = {
+        f"{model_label(s, m, p.main_size)} · {k}-shot": f"{s} · {m.upper()}"
+        for s in p.sources
+        for m in p.methods
+    }
+    part = paired[(paired["b"] == f"{BASE} · {k}-shot") & paired["a"].isin(labels)]
+    marks = part.assign(model=part["a"].map(labels)).pivot(
+        index="model", columns="target", values="significant"
+    )
+    return marks.reindex(index=rows, columns=p.targets)
+
+
+def _cell_heatmaps(cells: pd.DataFrame, p: GeneralizationAnalyseJob, paired: pd.DataFrame) -> list:
     main = cells[g.at_size(cells["size"], p.main_size)]
     figs = []
     for k in p.shots:
@@ -83,12 +97,13 @@ def _cell_heatmaps(cells: pd.DataFrame, p: GeneralizationAnalyseJob) -> list:
         figs.append(
             plots.heatmap(
                 delta.reindex(columns=p.targets) * 100,
-                f"Δ vs base, {k}-shot (points)",
+                f"Δ vs base, {k}-shot (points; * = significant, BH q < 0.05; faded = not)",
                 diverging=True,
                 fmt="+.1f",
                 x_title="target",
                 y_title="fine-tuned on",
                 value_label="Δ (points)",
+                significant=_vs_base_marks(paired, delta.index, p, k),
             )
         )
     return figs
@@ -136,7 +151,8 @@ the scores of a setting (0-shot and k-shot with demonstrations from the target's
 size {size}. FTICL rows were fine-tuned with \
 demonstrations in every training prompt."""
 _CELLS_INTRO = """Δ per target against the base model with the same number of demonstrations. Scores carry \
-bootstrap 95% intervals in the table."""
+bootstrap 95% intervals in the table; a "*" marks a Δ whose paired test against the base is significant \
+(Benjamini–Hochberg q < 0.05 over the comparisons table), the other cells are faded."""
 _FTICL_INTRO = """Positive bars: fine-tuning with in-context demonstrations generalises better than plain \
 fine-tuning in that setting."""
 _SIZE_INTRO = """Mean score per setting as the training set grows (nested subsets: the first N rows)."""
