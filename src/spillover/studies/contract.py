@@ -15,6 +15,7 @@ A new kind is a new folder; docs/studies.md walks through one.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +109,30 @@ class StudyKind:
     analyse: Callable[[Results, JobParams], Analysis]
     sections: Callable[[Analysis, Results], list[Section]]
     handlers: Mapping[str, Handler] = field(default_factory=dict)
+
+
+ROLES = ("spec", "plan", "handlers", "analysis", "sections")
+
+
+def register_kind(name: str, title: str, package: str, spec: str, check: str = "check_inputs") -> None:
+    """Register the kind whose folder is `package` under `name`: its modules are the five roles (ROLES), found
+    by their conventional names — spec.`spec` (the spec class) and spec.`check`, plan.build_plan,
+    handlers.HANDLERS, analysis.analyse, sections.sections — and imported on first use."""
+    from spillover.studies import STUDIES
+
+    @STUDIES.register(name)
+    def kind() -> StudyKind:
+        m = {role: importlib.import_module(f"{package}.{role}") for role in ROLES}
+        return StudyKind(
+            name=name,
+            title=title,
+            spec=getattr(m["spec"], spec),
+            check=getattr(m["spec"], check),
+            build_plan=m["plan"].build_plan,
+            analyse=m["analysis"].analyse,
+            sections=m["sections"].sections,
+            handlers=m["handlers"].HANDLERS,
+        )
 
 
 def handler_for(kind: StudyKind, job_kind: str) -> Handler:
