@@ -16,6 +16,7 @@ A new kind is a new folder; docs/studies.md walks through one.
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     from spillover.report.html import Section
     from spillover.studies.context import StudyContext
 
+
+log = logging.getLogger(__name__)
 
 # A job's output for the store: its result (JSON-ready) and its score rows.
 JobOutput = tuple[dict[str, Any], list[dict[str, Any]]]
@@ -156,7 +159,8 @@ def report_job(kind: StudyKind, ctx: StudyContext, plan: Plan, job: Job) -> dict
         analysis = kind.analyse(results, job.params)
         sections = kind.sections(analysis, results)
     except (SpilloverError, ValueError, KeyError, IndexError) as e:
-        why = f"the {kind.name} analysis could not run on the finished jobs: {e}"
+        why = f"the {kind.name} analysis could not run on the finished jobs: {type(e).__name__}: {e}"
+        log.error("%s", why, exc_info=True)  # the traceback, for a bug rather than missing inputs
         scores = results.scores.drop(columns=["extra"])
         partial = Analysis({"scores": scores}, notes=[why], footer=f"{len(scores)} scores (partial)")
         section = Section("partial", "Partial results", notes=[why], tables=[("Every stored score", scores)])
