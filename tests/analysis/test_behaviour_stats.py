@@ -105,3 +105,12 @@ def test_expected_format_per_task_type():
     assert gsm("so 3 + 4 = 7") and not gsm("I don't know")
     squad = expected_format(tasks["squad_rc"])
     assert squad("Paris") and not squad("  \n ")
+
+
+def test_the_transfer_behaviour_table_shows_majority_collapse_and_no_label_length():
+    from spillover.studies.transfer.analysis import behaviour_row
+
+    rows = [{"prediction": 0, "options": OPTS, "gold": i % 2} for i in range(10)]  # "negative" on every row
+    row = behaviour_row("sst2", "toy", behaviour_stats(rows).to_dict())
+    assert row["majority_share"] == 1.0 and row["collapsed"] is True
+    assert row["mean_length"] is None and row["prior_shift"] == pytest.approx(0.5)

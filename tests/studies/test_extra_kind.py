@@ -89,8 +89,15 @@ def test_a_kind_defined_outside_the_package_runs_end_to_end(tmp_path, tiny_model
     scores = pd.read_csv(out / "tables" / "scores.csv")
     assert sorted(set(scores["target"])) == ["toy_a", "toy_b", "toy_gen"]
     by_target = scores.groupby("target")["metric"].apply(sorted).to_dict()  # classification: 3 metrics
+    assert by_target["toy_a"] == ["accuracy", "balanced_accuracy", "macro_f1"]
+    assert len(by_target["toy_gen"]) == 1
+    beside = scores[scores["metric"].isin(["macro_f1", "balanced_accuracy"])]
+    assert list(beside.columns) == ["model", "target", "metric", "value", "n", "ci_low", "ci_high"]
+    assert ((beside["ci_low"] <= beside["value"]) & (beside["value"] <= beside["ci_high"])).all()
+    own_n = scores[scores["metric"] == "accuracy"].set_index("target")["n"]
     assert (
-        by_target["toy_a"] == ["accuracy", "balanced_accuracy", "macro_f1"] and len(by_target["toy_gen"]) == 1
+        beside["value"].between(0, 1).all()
+        and (beside["n"].to_numpy() == own_n[beside["target"]].to_numpy()).all()
     )
     assert set(scores["model"]) == {BASE}
     sizes = pd.read_parquet(out / "tables" / "sizes.parquet")

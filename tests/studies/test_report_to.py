@@ -35,8 +35,9 @@ def _run_crashing_at_step_5_then_resume(study):
     store = Store(out)
     try:
         (train,) = [j for j in store.jobs() if j["kind"] == "train"]
-        (score,) = [s for s in store.scores() if s["model"] == "toy_a"]
-        (base,) = [s for s in store.scores() if s["model"] == "base"]
+        own = [s for s in store.scores() if s["metric"] == "accuracy"]  # macro_f1 etc. sit beside it
+        (score,) = [s for s in own if s["model"] == "toy_a"]
+        (base,) = [s for s in own if s["model"] == "base"]
     finally:
         store.close()
     log = out / "jobs" / train["id"] / "train_log.jsonl"
