@@ -91,6 +91,10 @@ def test_tradeoff_study_end_to_end(tradeoff_file, tmp_path):
     assert set(tokens["format"]) == {"target", "label_only"} and (tokens["n_tokens"] > 0).all()
     talr = pd.read_csv(out / "tables" / "talr_weights.csv")
     assert {"tau", "w_mean", "w_p50"} <= set(talr["stat"]) and talr["step"].max() == 2
+    paired = pd.read_csv(out / "tables" / "comparisons.csv")
+    assert list(paired.columns) == COLUMNS and paired["p"].between(0, 1).all()
+    matched = pd.read_csv(out / "tables" / "matched_pairs.csv")
+    assert len(matched) and len(paired[paired["target"] == "general"]) == len(matched)
     for name in ("runs", "pareto_front", "code_length", "token_cdf", "token_hist", "scores"):
         assert (out / "tables" / f"{name}.parquet").exists()
     html = (out / "report.html").read_text()
