@@ -32,7 +32,7 @@ from spillover.models.adapters import base_only, load_adapter
 from spillover.models.load import load_model, resolve_precision
 from spillover.training import distributed
 from spillover.training.loop import train
-from spillover.training.mixture_plan import MixturePlan, plan_mixture
+from spillover.training.mixture_plan import MixturePlan, plan_for_settings
 from spillover.training.settings import prepare_for_training, train_params  # re-exported: public API
 
 log = logging.getLogger(__name__)
@@ -43,19 +43,7 @@ def mixture_plan(
 ) -> MixturePlan | None:
     """The `mixture:` section as the loop's step plan over the tasks' concatenated sequences (task order =
     `tasks`, `sizes[i]` sequences each); None without a mixture (plain length-bucketed concatenation)."""
-    if settings.mixture is None:
-        return None
-    return plan_mixture(
-        settings.mixture,
-        tasks,
-        sizes,
-        [len(s.input_ids) for s in sequences],
-        batch_size=settings.batch_size,
-        grad_accum=settings.grad_accum,
-        seed=settings.seed,
-        epochs=settings.epochs,
-        max_steps=settings.max_steps,
-    )
+    return plan_for_settings(settings, tasks, sizes, sequences)
 
 
 def run_training(spec: TrainSpec, progress: Callable[[dict], None] | None = None) -> dict[str, Any]:

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from spillover.analysis.paired import PairedResult, hierarchical_difference, metric_kind_of
@@ -97,11 +96,6 @@ def comparison_grid(table: pd.DataFrame, index: str, columns: str) -> tuple[pd.D
     diff = grid["diff"].reindex(index=rows, columns=cols).astype(float)
     significant = grid["significant"].reindex(index=rows, columns=cols).fillna(False).astype(bool)
     return diff, significant
-
-
-def mask_insignificant(values: pd.DataFrame, significant: pd.DataFrame) -> pd.DataFrame:
-    """`values` with the cells that are not significant set to NaN (for a faded overlay)."""
-    return values.where(significant.reindex_like(values).fillna(False).astype(bool), np.nan)
 
 
 SIGNIFICANCE_NOTE = (

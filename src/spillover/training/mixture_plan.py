@@ -161,6 +161,24 @@ def plan_mixture(
     )
 
 
+def plan_for_settings(settings, tasks: Sequence[str], sizes: Sequence[int], sequences) -> MixturePlan | None:
+    """A `train:` section's `mixture:` as the loop's step plan over the tasks' concatenated sequences (task
+    order = `tasks`, `sizes[i]` sequences each); None without a mixture. `settings`: a TrainSettings."""
+    if settings.mixture is None:
+        return None
+    return plan_mixture(
+        settings.mixture,
+        tasks,
+        sizes,
+        [len(s.input_ids) for s in sequences],
+        batch_size=settings.batch_size,
+        grad_accum=settings.grad_accum,
+        seed=settings.seed,
+        epochs=settings.epochs,
+        max_steps=settings.max_steps,
+    )
+
+
 @lru_cache(maxsize=64)
 def _permutation(seed: int, task: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, task, epoch]).permutation(n)

@@ -15,7 +15,7 @@ from spillover.evaluation.checkpoint_eval import CheckpointEvaluator, collect, s
 from spillover.studies.context import StudyContext
 from spillover.studies.contract import JobOutput
 from spillover.studies.mixture.plan import MixtureJob, ProbeBaseJob, TrainMixtureJob
-from spillover.training.mixture_plan import plan_mixture
+from spillover.training.mixture_plan import plan_for_settings
 
 PROBES = "probes"  # a job's probe records: jobs/<id>/probes/step-NNNNNN/<task>/
 
@@ -52,17 +52,7 @@ def train_mixture_job(ctx: StudyContext, plan: Plan, job: Job) -> JobOutput:
     parts = _train_parts(ctx, p, settings.limit)
     names, sizes = [t.name for t, _ in parts], [len(ex) for _, ex in parts]
     seqs = build_multitask_sequences(parts, ctx.tokenizer, settings.max_len, settings.shots, settings.seed)
-    steps = plan_mixture(
-        settings.mixture,
-        names,
-        sizes,
-        [len(s.input_ids) for s in seqs],
-        batch_size=settings.batch_size,
-        grad_accum=settings.grad_accum,
-        seed=settings.seed,
-        epochs=settings.epochs,
-        max_steps=settings.max_steps,
-    )
+    steps = plan_for_settings(settings, names, sizes, seqs)
     folder = ctx.store.job_dir(job.id)
     hook = _evaluator(ctx, p, parts, folder / PROBES, steps.n_steps)
     with ctx.tracker.run(RunSpec(job.name, job.id, params_json(job.params)), training=True) as run:
