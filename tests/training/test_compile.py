@@ -82,6 +82,7 @@ def test_compile_setting_does_not_change_the_fingerprint(make_params):
     assert make_params(compile=True).settings() == make_params(compile=False).settings()
 
 
+@pytest.mark.slow  # ~90 s of compiling; the compiled-vs-eager loss check in CI is the test above
 def test_a_one_row_batch_reuses_the_batch_graph(make_model, tokenizer, make_params, tmp_path):
     """5 sequences in batches of 4: the last batch has one row, which dynamo would compile a graph of its own
     for (it specialises size 1). It runs as two rows, the second one's loss masked out: the same loss and
