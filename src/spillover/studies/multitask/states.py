@@ -5,7 +5,7 @@
   initialised adapter (LoRA; the init is seeded, so every run of these settings starts from it);
 - `trained_state`: θ of a finished run, read back from its saved artifact (model/ — a bf16 delta against θ0,
   read lazily — or adapter/);
-- `train_run`: `training.cpi.train_from` on a fresh full copy, or on a fresh adapter over the shared base.
+- `train_run`: the context's `train_sequences` from a start state with step hooks, checkpoints dropped after.
 
 States are read from the saved artifacts, never kept from memory, so a resumed job sees the same values.
 """
@@ -20,10 +20,9 @@ from torch import Tensor
 
 from spillover.models.adapters import load_adapter
 from spillover.models.deltas import DeltaState, is_delta_dir
-from spillover.models.load import load_model
 from spillover.studies.context import StudyContext
-from spillover.training.cpi import State, lora_state, model_state, train_from
-from spillover.training.settings import TrainSettings, prepare_for_training, train_params
+from spillover.training.cpi import State, drop_checkpoints, lora_state, model_state
+from spillover.training.settings import TrainSettings, prepare_for_training
 from spillover.training.types import StepHook, TrainResult
 
 
@@ -62,18 +61,9 @@ def train_run(
     hooks: Sequence[StepHook] = (),
     progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
-    """Train from `start` (None: θ0) with step `hooks`: full fine-tuning on a fresh copy of the model,
-    LoRA on a fresh adapter over the shared base (unloaded afterwards)."""
-    params = train_params(settings, ctx.precision)
-    if settings.method == "full":
-        model, _ = load_model(ctx.spec.model, ctx.precision)
-        model = prepare_for_training(model, settings)
-        result = train_from(model, ctx.tokenizer, sequences, params, out_dir, start, hooks, progress)
-        del model  # one trained copy in memory at a time
-        ctx.compact(result.artifact)
-        return result
-    model = prepare_for_training(ctx.base_model(), settings)
-    try:
-        return train_from(model, ctx.tokenizer, sequences, params, out_dir, start, hooks, progress)
-    finally:
-        model.unload()  # the same base object, without the adapter
+    """`StudyContext.train_sequences` from `start` (None: θ0) with step `hooks` (a fresh full copy, stored as
+    its delta, or a fresh adapter over the shared base); once the run is saved its optimiser checkpoints are
+    deleted, since later stages read the saved weights."""
+    result = ctx.train_sequences(sequences, settings, out_dir, progress, hooks=hooks, start=start)
+    drop_checkpoints(out_dir)
+    return result
