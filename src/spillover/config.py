@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from spillover.errors import SpilloverError
 
@@ -94,6 +94,40 @@ class EvalSettings(BaseModel):
     )
 
 
+class StudyTrainSettings(TrainSettings):
+    """A study's `train:` section: `TrainSettings` plus `seeds`, the training-seed replicates."""
+
+    seeds: list[int] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="train every model once per seed (replicates; default: [seed]); differences are "
+        "averaged over the seeds with a seeds-then-rows bootstrap (docs/studies.md)",
+    )
+
+    @field_validator("seeds")
+    @classmethod
+    def _valid_seeds(cls, seeds: list[int] | None) -> list[int] | None:
+        if seeds is None:
+            return None
+        bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
+        if bad:
+            raise ValueError(f"seeds {bad} are outside 0..{MAX_SEED}")
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds has duplicates: {seeds}; each replicate needs its own seed")
+        return seeds
+
+    @property
+    def replicate_seeds(self) -> list[int]:
+        """The seeds each trained model is repeated with: `seeds`, or just `seed`."""
+        return list(self.seeds) if self.seeds else [self.seed]
+
+    def for_seed(self, seed: int) -> TrainSettings:
+        """This section for one replicate: plain `TrainSettings` with `seed` set. `seeds` is a study-level
+        setting, never a job's parameter (each job trains one seed), so job ids do not depend on it."""
+        return TrainSettings.model_validate(self.model_dump(exclude={"seeds"}) | {"seed": seed})
+
+
 class StudySpec(BaseModel):
     """Fields every study kind shares; each kind (studies/*.py) extends it with its own."""
 
@@ -105,7 +139,7 @@ class StudySpec(BaseModel):
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     device: str = Field(default="auto", pattern=DEVICE)
-    train: TrainSettings = Field(default_factory=TrainSettings)
+    train: StudyTrainSettings = Field(default_factory=StudyTrainSettings)
     eval: EvalSettings = Field(default_factory=EvalSettings)
     report_to: list[Literal["tensorboard", "mlflow"]] = Field(default_factory=list)
     keep_models: bool = Field(

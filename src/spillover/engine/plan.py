@@ -84,10 +84,18 @@ class Job:
 
 
 class Plan:
-    """Jobs in insertion order, which callers keep topological (dependencies are added first)."""
+    """Jobs in insertion order, which callers keep topological (dependencies are added first).
+
+    A study with training-seed replicates (`train.seeds`) builds its plan once per seed and merges them
+    (`studies.contract.build_study_plan`): `seed_of[id]` is the seed of a job that exists once per seed
+    (a training run and everything downstream of it) and `replica_of[id]` the id of its first seed's
+    counterpart; jobs every seed shares (the base model's evaluations, dataset statistics) are in neither.
+    """
 
     def __init__(self) -> None:
         self.jobs: dict[str, Job] = {}
+        self.seed_of: dict[str, int] = {}
+        self.replica_of: dict[str, str] = {}
 
     def add(
         self,

@@ -70,8 +70,29 @@ class Results:
         return rows.sort_values("job_id", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
 
     def long_scores(self, jobs: list[Job]) -> pd.DataFrame:
-        """The (model, target, metric, value, n, ci_low, ci_high) table of `jobs`' scores, in their order."""
-        return self.scores_of(jobs)[LONG_COLUMNS]
+        """The (model, target, metric, value, n, ci_low, ci_high) table of `jobs`' scores, in their order.
+
+        Training-seed replicates of one job (`Plan.replica_of`) become one row: value = the mean over the
+        seeds that finished; ci_low / ci_high are NaN there (a one-seed bootstrap interval says nothing about
+        the mean over seeds: the intervals of differences are in the paired comparisons, the seed-to-seed
+        spread in `seed_spread`)."""
+        rows = self.scores_of(jobs)
+        if not self.plan.replica_of or rows.empty:
+            return rows[LONG_COLUMNS]
+        rows = rows.assign(
+            _job=rows["job_id"].map(lambda j: self.plan.replica_of.get(j, j)),
+            _row=rows.groupby("job_id", sort=False).cumcount(),
+        )
+        first = rows.groupby(["_job", "_row"], sort=False)
+        out = first[LONG_COLUMNS].first()
+        out["value"] = first["value"].mean()
+        several = first["value"].size() > 1
+        out.loc[several, ["ci_low", "ci_high"]] = float("nan")
+        return out.reset_index(drop=True)[LONG_COLUMNS]
+
+    def seed_of(self, job: Job | str) -> int | None:
+        """The training seed of a job that exists once per seed (None: shared by every seed, or one seed)."""
+        return self.plan.seed_of.get(job if isinstance(job, str) else job.id)
 
     def job_dir(self, job: Job | str) -> Path:
         """A job's artifact folder (files it wrote beside its result)."""
@@ -138,6 +159,42 @@ def register_kind(name: str, title: str, package: str, spec: str, check: str = "
         )
 
 
+def build_study_plan(kind: StudyKind, spec: StudySpec, fingerprints: dict[str, dict[str, str]]) -> Plan:
+    """The kind's plan, built once per training seed (`train.seeds`) and merged: jobs that do not depend on
+    the seed (the base model's evaluations, dataset statistics) have the same id in every seed's plan and run
+    once; the rest run once per seed (named "… [seed s]"); the summary job (`analyse`) reads them all. The
+    kind's `build_plan` sees a spec with one seed, so it never deals with replicates, and a study without
+    `seeds` keeps its job ids."""
+    from spillover.engine.scheduler import SUMMARY_KINDS
+
+    seeds = spec.train.replicate_seeds
+    plans = [
+        kind.build_plan(spec.model_copy(update={"train": spec.train.for_seed(s)}), fingerprints)
+        for s in seeds
+    ]
+    if len(plans) == 1:
+        return plans[0]
+    shapes = {tuple(j.kind for j in p) for p in plans}
+    assert len(shapes) == 1, f"study kind {kind.name} builds plans of different shapes for different seeds"
+    shared = set.intersection(*(set(p.jobs) for p in plans))
+    first = list(plans[0].jobs)
+    merged, summaries = Plan(), {}
+    for seed, plan in zip(seeds, plans, strict=True):
+        for pos, job in enumerate(plan):
+            if job.kind in SUMMARY_KINDS:
+                summary = summaries.setdefault(pos, (job, {}))
+                summary[1].update(dict.fromkeys(job.deps))
+                continue
+            name = job.name if job.id in shared else f"{job.name} [seed {seed}]"
+            job_id = merged.add(job.kind, name, job.params, job.deps)
+            if job_id not in shared:
+                merged.seed_of[job_id] = seed
+                merged.replica_of[job_id] = first[pos]
+    for job, deps in summaries.values():
+        merged.add(job.kind, job.name, job.params, list(deps))
+    return merged
+
+
 def handler_for(kind: StudyKind, job_kind: str) -> Handler:
     """The handler of a job kind: the study kind's own first, then the shared ones (studies/jobs.py)."""
     from spillover.studies.jobs import SHARED_HANDLERS
@@ -158,6 +215,11 @@ def report_job(kind: StudyKind, ctx: StudyContext, plan: Plan, job: Job) -> dict
     try:
         analysis = kind.analyse(results, job.params)
         sections = kind.sections(analysis, results)
+        if plan.seed_of:  # training-seed replicates: their spread, for every kind alike
+            from spillover.studies.evidence import seed_spread, seed_spread_section
+
+            analysis.tables["seed_spread"] = seed_spread(results)
+            sections.append(seed_spread_section(analysis.tables["seed_spread"]))
     except (SpilloverError, ValueError, KeyError, IndexError) as e:
         why = f"the {kind.name} analysis could not run on the finished jobs: {type(e).__name__}: {e}"
         log.error("%s", why, exc_info=True)  # the traceback, for a bug rather than missing inputs

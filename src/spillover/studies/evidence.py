@@ -137,3 +137,59 @@ def comparisons_section(table: pd.DataFrame, intro: str, what: str = "comparison
         figures=figures,
         tables=[(f"Every paired comparison ({what})", table)],
     )
+
+
+SPREAD_COLUMNS = ["model", "target", "metric", "seeds", "mean", "sd", "min", "max", "values"]
+
+
+def seed_spread(results: Results) -> pd.DataFrame:
+    """`tables/seed_spread.csv`: per model, target and metric scored once per training seed (`train.seeds`),
+    the seeds that finished, the mean, the standard deviation (ddof=1), min, max and each seed's value."""
+    jobs = [j for j in results.plan if j.id in results.results and results.seed_of(j) is not None]
+    rows = results.scores_of(jobs)
+    if rows.empty:
+        return pd.DataFrame(columns=SPREAD_COLUMNS)
+    rows = rows.assign(
+        _job=rows["job_id"].map(lambda j: results.plan.replica_of[j]),
+        _row=rows.groupby("job_id", sort=False).cumcount(),
+        _seed=rows["job_id"].map(lambda j: results.plan.seed_of[j]),
+    )
+    out = []
+    for _, g in rows.groupby(["_job", "_row"], sort=False):
+        v = g["value"].astype(float)
+        out.append(
+            {
+                **g.iloc[0][["model", "target", "metric"]].to_dict(),
+                "seeds": len(g),
+                "mean": v.mean(),
+                "sd": v.std(ddof=1) if len(g) > 1 else float("nan"),
+                "min": v.min(),
+                "max": v.max(),
+                "values": ", ".join(f"{s}: {x:.4g}" for s, x in zip(g["_seed"], v, strict=True)),
+            }
+        )
+    return pd.DataFrame(out, columns=SPREAD_COLUMNS)
+
+
+def seed_spread_section(table: pd.DataFrame):
+    """The report section of `seed_spread`: how much a score moves from one training seed to another."""
+    from spillover.report.html import Section
+
+    sd = table["sd"].dropna()
+    if sd.empty:
+        summary = "No score has finished for two or more training seeds yet."
+    else:
+        top = table.loc[sd.idxmax()]
+        summary = (
+            f"Across {int(table['seeds'].max())} training seeds, a score's seed-to-seed standard deviation "
+            f"is {sd.median() * 100:.1f} points at the median ({len(sd)} scores) and at most "
+            f"{sd.max() * 100:.1f} points ({top['model']} on {top['target']}, {top['metric']}). Differences "
+            "in the paired comparisons are averaged over the seeds, and their intervals resample seeds, then "
+            "rows, so this spread is inside them."
+        )
+    return Section(
+        "seed_spread",
+        "Seed-to-seed spread",
+        summary,
+        tables=[("Every score trained once per seed", table)],
+    )

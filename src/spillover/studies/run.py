@@ -23,7 +23,7 @@ from spillover.engine.tracking import check_report_to
 from spillover.errors import SpilloverError, unknown_name_message
 from spillover.studies import STUDIES
 from spillover.studies.context import StudyContext
-from spillover.studies.contract import StudyKind, handler_for, report_job
+from spillover.studies.contract import StudyKind, build_study_plan, handler_for, report_job
 from spillover.studies.pruning import prune_done, restore_needed
 from spillover.yamlio import load_yaml, validate
 
@@ -82,7 +82,7 @@ def prepare(kind: StudyKind, spec: StudySpec) -> tuple[dict[str, TaskSpec], Plan
     from spillover.data.tasks import load_examples
 
     kind.check(spec, tasks, lambda name, split, limit: load_examples(tasks[name], split, limit))
-    return tasks, kind.build_plan(spec, task_fingerprints(tasks))
+    return tasks, build_study_plan(kind, spec, task_fingerprints(tasks))
 
 
 def check_model(model: str, precision: str, device: str) -> None:

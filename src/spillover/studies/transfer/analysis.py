@@ -29,9 +29,7 @@ from spillover.studies.transfer.spec import TransferAnalysisSpec
 def analyse(results: Results, p: TransferAnalyseJob) -> Analysis:
     """The study's tables from whatever finished (missing cells are NaN)."""
     evals = results.finished("eval")
-    behaviour = pd.DataFrame(
-        [behaviour_row(j.params.label, j.params.target, results.result(j)["behaviour"]) for j in evals]
-    )
+    behaviour = behaviour_table(results, evals)
     stats: dict[str, dict[str, Any]] = {"source": {}, "target": {}}
     for j in results.finished("stats"):
         stats[j.params.role][j.params.label] = results.result(j)
@@ -217,6 +215,23 @@ def controls_table(matrix: pd.DataFrame, delta: pd.DataFrame, sources: list[str]
     frame = pd.DataFrame(rows)
     controlled = set(frame.loc[frame["control"] != "(none)", "task"])
     return frame[frame["task"].isin(controlled)].reset_index(drop=True)
+
+
+def behaviour_table(results: Results, evals: list) -> pd.DataFrame:
+    """One behaviour row per evaluated (model, target); training-seed replicates averaged (`collapsed`: in
+    any seed; `label_proportions`: the first seed's)."""
+    frame = pd.DataFrame(
+        [behaviour_row(j.params.label, j.params.target, results.result(j)["behaviour"]) for j in evals]
+    )
+    if frame.empty or not results.plan.replica_of:
+        return frame
+    replica = [results.plan.replica_of.get(j.id, j.id) for j in evals]
+    grouped = frame.groupby(replica, sort=False)
+    out = grouped.first()
+    for column in ("mean_length", "prior_shift", "majority_share"):
+        out[column] = grouped[column].mean()
+    out["collapsed"] = grouped["collapsed"].max()
+    return out.reset_index(drop=True)
 
 
 def behaviour_row(label: str, target: str, behaviour: dict[str, Any]) -> dict[str, Any]:
