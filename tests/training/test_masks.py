@@ -148,3 +148,73 @@ def test_freeze_hook_rejects_unknown_names():
     opt = torch.optim.AdamW(model.parameters())
     with pytest.raises(SpilloverError, match="does not train"):
         FreezeHook({"nope.weight": T([True])}).before_optimizer_step(model, opt, 0)
+
+
+def test_flat_magnitudes_and_top_p_indices_match_the_masks_with_ties():
+    """`flat_update_magnitudes` + `top_p_indices` select exactly what `top_p_mask` of `update_magnitudes`
+    selects — the same torch.topk call on the same values, so also among many ties at the cut."""
+    from spillover.training.masks import IndexMask, flat_update_magnitudes, top_p_indices
+
+    g = torch.Generator().manual_seed(0)
+    init = {
+        "a": torch.randn(40, 30, generator=g),
+        "b": torch.randn(7, generator=g),
+        "c": torch.randn(500, generator=g),
+    }
+    tuned = {
+        n: v + (torch.randint(-3, 4, v.shape, generator=g) * 0.25) for n, v in init.items()
+    }  # few values
+    mags = update_magnitudes(tuned, init)
+    flat, shapes = flat_update_magnitudes(tuned, init)
+    assert list(shapes) == list(tuned) and torch.equal(flat, torch.cat([m.flatten() for m in mags.values()]))
+    for scope in ("global", "per_tensor"):
+        for p in (1.0, 10.0, 50.0, 100.0):
+            want = top_p_mask(mags, p, scope)
+            got = top_p_indices(flat, shapes, p, scope)
+            assert isinstance(got, IndexMask) and mask_size(got) == mask_size(want)
+            assert all(torch.equal(got[n], want[n]) for n in want), (scope, p)
+            assert {n: i.tolist() for n, i in got.indices.items()} == {
+                n: i.tolist() for n, i in mask_to_indices(want).items()
+            }
+    k = n_selected(flat.numel(), 10.0)  # the definition: torch.topk over the concatenation
+    chosen = torch.zeros(flat.numel(), dtype=torch.bool)
+    chosen[torch.topk(flat, k, sorted=False).indices] = True
+    assert torch.equal(torch.cat([v.flatten() for v in top_p_mask(mags, 10.0).values()]), chosen)
+
+
+def test_index_masks_union_size_and_jaccard_match_the_boolean_ones():
+    from spillover.training.masks import IndexMask
+
+    g = torch.Generator().manual_seed(1)
+    shapes = {"x": torch.Size([6, 5]), "y": torch.Size([9]), "z": torch.Size([4])}
+    bools = [{n: torch.rand(s, generator=g) < 0.3 for n, s in shapes.items()} for _ in range(3)]
+    bools[2]["z"][:] = False  # a name without elements
+    idx = [IndexMask.from_mask(m) for m in bools]
+    assert "z" not in idx[2].indices and not idx[2]["z"].any() and list(idx[2]) == list(shapes)
+    assert all(torch.equal(i[n], m[n]) for i, m in zip(idx, bools, strict=True) for n in shapes)
+    union = mask_union(idx)
+    assert isinstance(union, IndexMask)
+    assert all(torch.equal(union[n], mask_union(bools)[n]) for n in shapes)
+    assert mask_size(union) == mask_size(mask_union(bools)) and mask_union(iter([])) == {}
+    for a in range(3):
+        for b in range(3):
+            assert jaccard(idx[a], idx[b]) == jaccard(bools[a], bools[b])
+    back = mask_from_indices(mask_to_indices(idx[0]), shapes)
+    assert all(torch.equal(back[n], bools[0][n]) for n in shapes)
+
+
+def test_freeze_hook_from_an_index_mask_freezes_the_same_elements():
+    from spillover.training.masks import IndexMask
+
+    x, y = torch.randn(16, 6), torch.randn(16, 3)
+    frozen = {"0.weight": torch.rand(5, 6) < 0.5, "2.bias": T([True, False, True])}
+    finals = []
+    for mask in (frozen, IndexMask.from_mask(frozen)):
+        model = _model()
+        opt = torch.optim.AdamW(model.parameters(), lr=0.05, weight_decay=0.1)
+        hook = FreezeHook(mask)
+        for _ in range(5):
+            _step(model, opt, x, y, [hook])
+        finals.append({n: p.detach().clone() for n, p in model.named_parameters()})
+    assert all(torch.equal(finals[0][n], finals[1][n]) for n in finals[0])
+    assert torch.equal(finals[0]["0.weight"][frozen["0.weight"]], _model()[0].weight[frozen["0.weight"]])

@@ -6,6 +6,15 @@ that is absent selects nothing. Masks are built from update magnitudes |θ − �
 by keeping the top-p% elements, over all tensors at once (`scope="global"`, the paper's setting) or within
 every tensor separately (`scope="per_tensor"`).
 
+Memory (a 135M-parameter model: 540 MB per fp32 copy, 135 MB per boolean mask): `flat_update_magnitudes`
+lays one model's magnitudes out in a single fp32 vector and `top_p_indices` selects from it, so a caller
+can take several tasks' cores one task at a time. `torch.topk` over N elements allocates 16 bytes per
+element besides its input (2.2 GB at N = 135M); it stays the selector, since which of the elements tied at
+the cut it keeps is its own (deterministic) choice and the cores must not change. An `IndexMask` is a
+mask stored as the flat indices of its selected elements (8 bytes per selected element: 11 MB for a 1%
+core of 135M parameters) and read as a `ParamMask`, one boolean tensor at a time; `mask_union`,
+`mask_size`, `jaccard` and `FreezeHook` use the indices directly.
+
 Exact freezing (`FreezeHook`, a `StepHook` for `training.loop.train`): with mask M of frozen elements the
 update is θ_{t+1} = θ_t + Δθ_t ⊙ (1 − M), bit for bit. Zeroing a gradient is not enough under AdamW:
 momentum from earlier steps and decoupled weight decay still move the element. So the hook zeroes the
@@ -18,7 +27,7 @@ it is never applied.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -29,16 +38,36 @@ ParamMask = dict[str, Tensor]
 SCOPES = ("global", "per_tensor")
 
 
+def _magnitude(name: str, t: Tensor, init: Mapping[str, Tensor]) -> Tensor:
+    if name not in init or init[name].shape != t.shape:
+        raise SpilloverError(
+            f"update magnitude: the start model has no parameter '{name}' of shape {tuple(t.shape)}"
+        )
+    return (t.detach().float() - init[name].detach().float().to(t.device)).abs()
+
+
 def update_magnitudes(tuned: Mapping[str, Tensor], init: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """|θ − θ0| per element (fp32), for every name in `tuned` (which `init` must have, same shapes)."""
-    out = {}
-    for name, t in tuned.items():
-        if name not in init or init[name].shape != t.shape:
-            raise SpilloverError(
-                f"update magnitude: the start model has no parameter '{name}' of shape {tuple(t.shape)}"
-            )
-        out[name] = (t.detach().float() - init[name].detach().float().to(t.device)).abs()
-    return out
+    return {name: _magnitude(name, t, init) for name, t in tuned.items()}
+
+
+def flat_update_magnitudes(
+    tuned: Mapping[str, Tensor], init: Mapping[str, Tensor]
+) -> tuple[Tensor, dict[str, torch.Size]]:
+    """`update_magnitudes` laid out in one flat fp32 vector on `init`'s device (every name of `tuned`, in
+    its order, each flattened), read from `tuned` one tensor at a time; and the names' shapes in that order.
+    Equals `torch.cat` of the flattened `update_magnitudes`, without holding them and their concatenation."""
+    shapes, device = {}, torch.device("cpu")
+    for name in tuned:
+        if name not in init:
+            raise SpilloverError(f"update magnitude: the start model has no parameter '{name}'")
+        shapes[name], device = init[name].shape, init[name].device
+    flat = torch.empty(sum(s.numel() for s in shapes.values()), dtype=torch.float32, device=device)
+    at = 0
+    for name, shape in shapes.items():
+        flat[at : at + shape.numel()] = _magnitude(name, tuned[name], init).flatten()
+        at += shape.numel()
+    return flat, shapes
 
 
 def n_selected(n: int, p: float) -> int:
@@ -51,36 +80,104 @@ def n_selected(n: int, p: float) -> int:
 def top_p_mask(scores: Mapping[str, Tensor], p: float, scope: str = "global") -> ParamMask:
     """The elements with the largest scores: exactly `n_selected(N, p)` of the N elements of all tensors
     (`global`), or of each tensor's own elements (`per_tensor`). Ties at the cut are broken by torch.topk."""
+    _check_scope(scope)
+    shapes = {name: s.shape for name, s in scores.items()}
+    flat = torch.cat([s.flatten().float() for s in scores.values()]) if scores else torch.zeros(0)
+    return dict(top_p_indices(flat, shapes, p, scope))
+
+
+def top_p_indices(
+    flat: Tensor, shapes: Mapping[str, torch.Size], p: float, scope: str = "global"
+) -> IndexMask:
+    """`top_p_mask` of scores given flat (`flat_update_magnitudes`: the tensors of `shapes`, in that
+    order, flattened one after the other), as an `IndexMask`: the same elements (the same torch.topk calls
+    on the same values), held as indices."""
+    _check_scope(scope)
+    n = sum(s.numel() for s in shapes.values())
+    if flat.numel() != n:
+        raise SpilloverError(f"top-p: {flat.numel()} scores for tensors of {n} elements")
+    k = n_selected(n, p)
+    offsets = [0]
+    for shape in shapes.values():
+        offsets.append(offsets[-1] + shape.numel())
+    if scope == "per_tensor":
+        chosen = [
+            _top_k(flat[a:b], n_selected(b - a, p)) + a for a, b in zip(offsets, offsets[1:], strict=False)
+        ]
+        found = torch.cat(chosen) if chosen else torch.zeros(0, dtype=torch.int64, device=flat.device)
+    else:
+        found = _top_k(flat, k)
+    cuts = torch.searchsorted(found, torch.tensor(offsets, dtype=found.dtype, device=found.device)).tolist()
+    indices = {}
+    for name, a, lo, hi in zip(shapes, offsets, cuts, cuts[1:], strict=False):
+        if hi > lo:
+            indices[name] = found[lo:hi] - a
+    return IndexMask(indices, shapes)
+
+
+def _check_scope(scope: str) -> None:
     if scope not in SCOPES:
         raise SpilloverError(f"mask scope '{scope}' is not allowed; use one of: {', '.join(SCOPES)}")
-    if scope == "per_tensor":
-        return {
-            name: _top_k(s.flatten(), n_selected(s.numel(), p)).view(s.shape) for name, s in scores.items()
-        }
-    names = list(scores)
-    flat = torch.cat([scores[n].flatten().float() for n in names])
-    chosen = _top_k(flat, n_selected(flat.numel(), p))
-    out, at = {}, 0
-    for name in names:
-        size = scores[name].numel()
-        out[name] = chosen[at : at + size].view(scores[name].shape)
-        at += size
-    return out
 
 
 def _top_k(flat: Tensor, k: int) -> Tensor:
-    """(N,) bool with True at the k largest entries of flat: (N,)."""
-    mask = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
-    mask[torch.topk(flat, k, sorted=False).indices] = True
-    return mask
+    """The positions of the k largest entries of flat: (N,), as sorted int64 (k,)."""
+    return torch.topk(flat, k, sorted=False).indices.sort().values
+
+
+class IndexMask(Mapping):
+    """A `ParamMask` stored as its selected elements' flat indices per tensor (`mask_to_indices`) and every
+    parameter's shape: reading a name builds its boolean tensor (all False for a name without indices), so
+    only the tensors in use are held as booleans (on the CPU). `indices`: name → sorted int64 on the CPU
+    (names with none absent)."""
+
+    def __init__(self, indices: Mapping[str, Tensor], shapes: Mapping[str, torch.Size]) -> None:
+        unknown = sorted(set(indices) - set(shapes))
+        if unknown:
+            raise SpilloverError(f"mask indices for parameters of unknown shape: {unknown[:3]}")
+        self.indices = {name: i.to("cpu", torch.int64) for name, i in indices.items() if i.numel()}
+        self.shapes = {name: torch.Size(s) for name, s in shapes.items()}
+
+    @classmethod
+    def from_mask(cls, mask: Mapping[str, Tensor]) -> IndexMask:
+        if isinstance(mask, IndexMask):
+            return mask
+        return cls(mask_to_indices(mask), {name: m.shape for name, m in mask.items()})
+
+    def __getitem__(self, name: str) -> Tensor:
+        shape = self.shapes[name]
+        m = torch.zeros(shape.numel(), dtype=torch.bool)
+        if name in self.indices:
+            m[self.indices[name]] = True
+        return m.view(shape)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.shapes)
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+    def size(self) -> int:
+        return sum(i.numel() for i in self.indices.values())
 
 
 def mask_size(mask: Mapping[str, Tensor]) -> int:
+    if isinstance(mask, IndexMask):
+        return mask.size()
     return sum(int(m.sum()) for m in mask.values())
 
 
 def mask_union(masks: Iterable[Mapping[str, Tensor]]) -> ParamMask:
-    """Elementwise OR over masks (a name missing from a mask counts as all False)."""
+    """Elementwise OR over masks (a name missing from a mask counts as all False). Of `IndexMask`s only:
+    an `IndexMask` (the union of the indices), never the boolean tensors."""
+    masks = list(masks)
+    if masks and all(isinstance(m, IndexMask) for m in masks):
+        shapes = {name: s for m in masks for name, s in m.shapes.items()}
+        parts: dict[str, list[Tensor]] = {}
+        for m in masks:
+            for name, i in m.indices.items():
+                parts.setdefault(name, []).append(i)
+        return IndexMask({name: torch.cat(i).unique(sorted=True) for name, i in parts.items()}, shapes)
     out: ParamMask = {}
     for mask in masks:
         for name, m in mask.items():
@@ -95,13 +192,22 @@ def mask_intersection(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> Param
 
 def jaccard(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> float:
     """|A ∩ B| / |A ∪ B|; 1.0 when both are empty (identical sets)."""
-    inter = mask_size(mask_intersection(a, b))
+    if isinstance(a, IndexMask) and isinstance(b, IndexMask):
+        inter = sum(
+            int(torch.isin(i, b.indices[name], assume_unique=True).sum())
+            for name, i in a.indices.items()
+            if name in b.indices
+        )
+    else:
+        inter = mask_size(mask_intersection(a, b))
     union = mask_size(a) + mask_size(b) - inter
     return 1.0 if union == 0 else inter / union
 
 
 def mask_to_indices(mask: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Compact storage: per name, the flat int64 indices of the True elements (names with none dropped)."""
+    if isinstance(mask, IndexMask):
+        return dict(mask.indices)
     return {name: m.flatten().nonzero().flatten() for name, m in mask.items() if bool(m.any())}
 
 
@@ -121,11 +227,12 @@ class FreezeHook:
 
     `frozen`: mask over the model's parameter names (as `named_parameters()` gives them); names not
     among the model's trainable parameters are an error, so a mask never silently selects nothing.
-    Memory: one saved copy of the frozen elements only.
+    Memory: the frozen elements' flat indices (`IndexMask`) and, during a step, one saved copy of their
+    values.
     """
 
     def __init__(self, frozen: Mapping[str, Tensor]) -> None:
-        self.frozen = {name: m for name, m in frozen.items() if bool(m.any())}
+        self.frozen = IndexMask.from_mask(frozen).indices
         self._saved: dict[str, Tensor] = {}
 
     def _params(self, model: nn.Module) -> dict[str, nn.Parameter]:
@@ -138,15 +245,16 @@ class FreezeHook:
     @torch.no_grad()
     def before_optimizer_step(self, model: nn.Module, optimizer, step: int) -> None:
         params = self._params(model)
-        for name, m in self.frozen.items():
+        for name, i in self.frozen.items():
             p = params[name]
-            m = m.to(p.device)
+            i = i.to(p.device)
             if p.grad is not None:
-                p.grad[m] = 0
-            self._saved[name] = p[m].clone()
+                p.grad.view(-1)[i] = 0
+            self._saved[name] = p.view(-1)[i]  # indexing copies
 
     @torch.no_grad()
     def after_optimizer_step(self, model: nn.Module, optimizer, step: int) -> None:
         params = self._params(model)
-        for name, m in self.frozen.items():
-            params[name][m.to(params[name].device)] = self._saved.pop(name)
+        for name, i in self.frozen.items():
+            p = params[name]
+            p.view(-1)[i.to(p.device)] = self._saved.pop(name)
