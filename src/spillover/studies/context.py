@@ -5,13 +5,20 @@ each kind's `handlers.py`).
 The base model is loaded once per process. A LoRA training job wraps it in a fresh adapter and unloads the
 adapter afterwards; an evaluation job loads a saved adapter onto it and unloads it again, so the base
 weights are never copied or reloaded. Full fine-tuning trains a separate copy loaded from disk.
+
+Memory: a full fine-tune (the copy, its gradients, AdamW's two moments and the activations) is the
+process's peak, so the shared base is set aside while one trains (`release_base`) and loaded again when
+next needed (`base_model`; ~1 s, from the page cache). θ0 by name (`base_state`) is a view that looks the
+tensors up at each access, so states built on it (`models.deltas.DeltaState`) do not keep a set-aside
+base alive. The context also caps glibc's heap blocks (`spillover.memory`): freed tensors go back to the
+OS between jobs and steps.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +30,7 @@ from spillover.data.transforms import apply_transforms
 from spillover.engine.plan import Job, params_json
 from spillover.engine.store import Store
 from spillover.engine.tracking import RunSpec, Tracker, base_run
+from spillover.memory import cap_heap_blocks
 from spillover.merging.wise import interpolate_, scale_adapter_
 from spillover.models.adapters import is_peft, load_adapter
 from spillover.models.deltas import compact_model_dir, is_delta_dir, load_delta_into_
@@ -46,6 +54,7 @@ class StudyContext:
         progress: Callable[[dict], None] | None = None,
     ) -> None:
         self.spec, self.tasks, self.store, self.progress = spec, tasks, store, progress
+        cap_heap_blocks()
         self.tracker = Tracker(spec.report_to, spec.output_dir)
         self.precision = resolve_precision(spec.precision, spec.device)
         self._model = None
@@ -65,6 +74,11 @@ class StudyContext:
             # (param_dtype), so weight arithmetic (WiSE-FT, CPI-FT) reads θ0 from it
             self._model, self._tokenizer = load_model(self.spec.model, self.precision, frozen=True)
         return self._model
+
+    def release_base(self) -> None:
+        """Drop the context's reference to the base model (the next `base_model` loads it again). Its memory
+        is freed unless a caller still holds the model or its tensors (`base_state` holds neither)."""
+        self._model = None
 
     def examples(
         self, task: str, split: str, limit: int | None, transforms: list[dict] = ()
@@ -91,6 +105,7 @@ class StudyContext:
             model, _ = load_model(self.spec.model, self.precision)
             model = prepare_for_training(model, settings)
             load_trainable_(model, start)
+            self.release_base()  # not needed while the copy trains; `compact` loads it again
             result = train(model, self.tokenizer, sequences, params, out_dir, progress, hooks, plan)
             del model  # before the base is read for the delta: one trained copy in memory at a time
             self.compact(result.artifact)
@@ -153,9 +168,10 @@ class StudyContext:
         model, _ = load_model(str(artifact), self.precision)
         return model
 
-    def base_state(self) -> dict[str, Tensor]:
-        """θ0 by parameter name (the shared base model's own tensors, not copies)."""
-        return {n: p.detach() for n, p in self.base_model().named_parameters()}
+    def base_state(self) -> Mapping[str, Tensor]:
+        """θ0 by parameter name (`named_parameters` names): the shared base model's own tensors (not copies),
+        looked up at each access (`BaseState`), loading the base again if it was set aside."""
+        return BaseState(self)
 
     def compact(self, artifact: str | Path) -> None:
         """Store a finished full fine-tune as its bf16 delta against θ0 (`models.deltas`); adapters as they are."""
@@ -177,3 +193,31 @@ class StudyContext:
             if note:
                 log.info(note)
         return self._parser
+
+
+class BaseState(Mapping):
+    """θ0 of a context by parameter name, read from its base model at each access: holds no tensor, so the
+    base can be set aside (`StudyContext.release_base`) while states that read θ0 lazily are alive."""
+
+    def __init__(self, ctx: StudyContext) -> None:
+        self._ctx = ctx
+        self._names: dict[str, None] | None = None  # the names only, in `named_parameters` order
+
+    def names(self) -> dict[str, None]:
+        if self._names is None:
+            self._names = dict.fromkeys(n for n, _ in self._ctx.base_model().named_parameters())
+        return self._names
+
+    def __getitem__(self, name: str) -> Tensor:
+        if name not in self.names():
+            raise KeyError(name)
+        return self._ctx.base_model().get_parameter(name).detach()
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self.names())

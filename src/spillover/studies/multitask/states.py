@@ -1,8 +1,9 @@
 """The study's models for CPI-FT, from the study's shared resources (`StudyContext`): θ0 and trained states
 (`training.cpi.State`: the trainable parameters as name → tensor), and the model a training run trains.
 
-- `initial_state`: θ0 — the base model's parameters (full; shared, never modified) or the freshly
-  initialised adapter (LoRA; the init is seeded, so every run of these settings starts from it);
+- `initial_state`: θ0 — the base model's parameters (full; shared, never modified, looked up at each
+  access: `StudyContext.base_state`) or the freshly initialised adapter (LoRA; the init is seeded, so
+  every run of these settings starts from it);
 - `trained_state`: θ of a finished run, read back from its saved artifact (model/ — a bf16 delta against θ0,
   read lazily — or adapter/);
 - `train_run`: the context's `train_sequences` from a start state with step hooks, checkpoints dropped after.
@@ -26,10 +27,10 @@ from spillover.training.settings import TrainSettings, prepare_for_training
 from spillover.training.types import StepHook, TrainResult
 
 
-def initial_state(ctx: StudyContext, settings: TrainSettings) -> State:
+def initial_state(ctx: StudyContext, settings: TrainSettings) -> Mapping[str, Tensor]:
     """θ0 of the trainable parameters under `settings.method`."""
     if settings.method == "full":
-        return model_state(ctx.base_model())
+        return ctx.base_state()
     model = prepare_for_training(ctx.base_model(), settings)
     try:
         return lora_state(model)
