@@ -17,6 +17,7 @@ from spillover.studies.multitask.analysis import (
     module_of,
     sweep_rows,
 )
+from spillover.training.masks import top_p_mask
 
 
 def _scores(rows):
@@ -109,7 +110,8 @@ def test_core_location_and_sweep_by_hand():
     assert tables["core_density_by_module"].loc["t"].to_dict() == {"embed_tokens": 0.5, "mlp.up_proj": 3 / 8}
     assert tables["core_density_by_module"].loc["u"].to_dict() == {"embed_tokens": 1.0, "mlp.up_proj": 0.0}
     mags = {"a": {"w": torch.tensor([4.0, 3.0, 2.0, 1.0])}, "b": {"w": torch.tensor([4.0, 1.0, 3.0, 2.0])}}
-    out = sweep_rows(mags, [25.0, 50.0], [0.0, 0.5, 1.0], "global", ["a", "b"])
+    cores = {p: [top_p_mask(mags[t], p) for t in ["a", "b"]] for p in [25.0, 50.0]}
+    out = sweep_rows(cores, [0.0, 0.5, 1.0], ["a", "b"])
     # p = 25%: both {0} → J = 1; p = 50%: {0, 1} vs {0, 2} → J = 1/3
     assert [r["jaccard"] for r in out["pairs"]] == [1.0, pytest.approx(1 / 3)]
     assert [r["n_groups"] for r in out["groups"]] == [1, 1, 1, 1, 2, 2]

@@ -48,3 +48,15 @@ def test_compacting_twice_changes_nothing(tmp_path, tokenizer):
     before = (tmp_path / "model" / DELTA_FILE).read_bytes()
     compact_model_dir(tmp_path / "model", theta0)
     assert (tmp_path / "model" / DELTA_FILE).read_bytes() == before
+
+
+def test_file_state_reads_a_saved_state_back_exactly(tmp_path, tokenizer):
+    from safetensors.torch import save_file
+
+    from spillover.models.deltas import FileState
+
+    state = {n: p.detach() * 1.000001 for n, p in make_tiny_llama(len(tokenizer)).named_parameters()}
+    save_file(state, str(tmp_path / "s.safetensors"))
+    back = FileState(tmp_path / "s.safetensors")
+    assert set(back) == set(state) and len(back) == len(state) and "nope" not in back
+    assert all(torch.equal(back[n], v) for n, v in state.items())  # fp32, bit for bit

@@ -8,7 +8,8 @@ whole update (|Δ| ≪ 2⁻⁹|θ|). Reading back adds Δ to θ0 in fp32.
 
 `compact_model_dir` turns a saved model folder (`save_pretrained`) into a delta folder, atomically;
 `DeltaState` reads a delta folder as a lazy name → θ mapping (one tensor in memory at a time), and
-`load_delta_into_` adds the deltas to a freshly loaded base model.
+`load_delta_into_` adds the deltas to a freshly loaded base model. `FileState` reads a state saved as it
+is (`save_file`, e.g. CPI-FT's fused start in fp32) the same lazy way.
 """
 
 from __future__ import annotations
@@ -72,6 +73,27 @@ class DeltaState(Mapping):
             delta = f.get_tensor(name)
         base = self.base[name].detach()
         return base.float() + delta.to(device=base.device, dtype=torch.float32)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+class FileState(Mapping):
+    """The tensors of one safetensors file by name, read on access (as stored; nothing cached)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        with safe_open(self.path, framework="pt") as f:
+            self._names = dict.fromkeys(f.keys())
+
+    def __getitem__(self, name: str) -> Tensor:
+        if name not in self._names:
+            raise KeyError(name)
+        with safe_open(self.path, framework="pt") as f:
+            return f.get_tensor(name)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._names)

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from torch import Tensor
 
 from spillover.analysis.paired import comparisons_table
@@ -31,7 +32,7 @@ from spillover.studies.evidence import compare_jobs, comparison_row
 from spillover.studies.multitask.plan import MultitaskAnalyseJob
 from spillover.studies.multitask.spec import SEQUENTIAL_METHODS, seq_label, single_label
 from spillover.training.cpi import stage_plan
-from spillover.training.masks import mask_size, top_p_mask
+from spillover.training.masks import IndexMask, mask_size
 from spillover.training.stages import group_tasks, jaccard_matrix
 
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.(.+)$")
@@ -49,11 +50,16 @@ def module_of(name: str) -> tuple[int | None, str]:
     return None, name.removeprefix("base_model.model.").removeprefix("model.")
 
 
-def core_location_rows(masks: Mapping[str, Mapping[str, Tensor]], init: Mapping[str, Tensor]) -> list[dict]:
-    """Per task and parameter tensor: layer, module, core elements (possibly 0), tensor size."""
+def core_location_rows(
+    masks: Mapping[str, Mapping[str, Tensor]], init: Mapping[str, Tensor | torch.Size]
+) -> list[dict]:
+    """Per task and parameter tensor: layer, module, core elements (possibly 0), tensor size. `masks`: per
+    task a mask (`training.masks`: boolean tensors or an `IndexMask`); `init`: per name the tensor or its
+    shape."""
     rows = []
     for task, mask in masks.items():
-        for name, m in mask.items():
+        counts = IndexMask.from_mask(mask).indices
+        for name in mask:
             layer, module = module_of(name)
             rows.append(
                 {
@@ -61,7 +67,7 @@ def core_location_rows(masks: Mapping[str, Mapping[str, Tensor]], init: Mapping[
                     "parameter": name,
                     "layer": layer,
                     "module": module,
-                    "n_core": int(m.sum()),
+                    "n_core": int(counts[name].numel()) if name in counts else 0,
                     "n_elements": int(init[name].numel()),
                 }
             )
@@ -93,17 +99,13 @@ def location_tables(rows: list[dict]) -> dict[str, pd.DataFrame]:
 
 
 def sweep_rows(
-    mags: Mapping[str, Mapping[str, Tensor]],
-    ps: Sequence[float],
-    taus: Sequence[float],
-    scope: str,
-    tasks: Sequence[str],
+    cores: Mapping[float, Sequence[Mapping[str, Tensor]]], taus: Sequence[float], tasks: Sequence[str]
 ) -> dict[str, list[dict]]:
-    """Cores, Jaccard and groups for every (p, τ), from the probes' update magnitudes (no training).
+    """Jaccard and groups for every (p, τ), from the probes' cores at every p (`cores[p]`: one mask per
+    task, in `tasks` order; `training.masks.top_p_mask` / `top_p_indices` of the update magnitudes).
     `pairs`: one row per p and task pair; `groups`: one row per (p, τ)."""
     pairs, groups = [], []
-    for p in ps:
-        masks = [top_p_mask(mags[t], p, scope) for t in tasks]
+    for p, masks in cores.items():
         sim = jaccard_matrix(masks)
         size = float(np.mean([mask_size(m) for m in masks]))
         for i in range(len(tasks)):

@@ -6,6 +6,13 @@ Storage: every trained model keeps only its final artifact (model/ for full fine
 parameter dtype; adapter/ for LoRA); optimiser checkpoints are deleted when a run is saved. Core regions
 are stored as flat int64 indices per tensor (`cores/<job>/masks/<task>.safetensors`, ~8 bytes per core
 element: 11 MB per task at p = 1% of 135M parameters) instead of full boolean masks.
+
+Memory (full fine-tuning of a 135M model, 540 MB per fp32 copy): `cores` holds one task's update
+magnitudes at a time (flat, fp32) and keeps every core as indices (`training.masks.IndexMask`); its peak
+is θ0, one task's magnitudes and torch.topk's working memory (16 bytes per parameter), with θ0 set aside
+during the selection. `cpi` and `sequential` read cores as indices too, and CPI-FT's fused start is
+written to the job folder (fp32, exact) and read back tensor by tensor by the first stage, so no state
+but the training copy is in memory while a stage trains.
 """
 
 from __future__ import annotations
@@ -20,24 +27,32 @@ from spillover.data.sft import build_multitask_sequences, build_sequences
 from spillover.data.tasks import Example
 from spillover.engine.plan import Job, Plan, params_json
 from spillover.engine.tracking import RunSpec, compose
+from spillover.models.deltas import FileState
 from spillover.studies.context import StudyContext
 from spillover.studies.contract import JobOutput
 from spillover.studies.multitask.analysis import core_location_rows, sweep_rows
 from spillover.studies.multitask.plan import CoresJob, MtTrainJob, ProbeJob, SequentialJob
 from spillover.studies.multitask.states import initial_state, train_run, trained_state
-from spillover.training.cpi import State, core_regions, cpi_stages, fuse_probes, stage_plan, train_stages
+from spillover.training.cpi import (
+    State,
+    check_full_state,
+    cpi_stages,
+    fuse_probes,
+    stage_plan,
+    train_stages,
+)
 from spillover.training.masks import (
     FreezeHook,
-    ParamMask,
-    mask_from_indices,
+    IndexMask,
+    flat_update_magnitudes,
     mask_size,
-    mask_to_indices,
-    update_magnitudes,
+    top_p_indices,
 )
 from spillover.training.stages import jaccard_matrix
 from spillover.training.types import TrainResult
 
 MASKS = "masks"
+FUSED = "fused.safetensors"  # CPI-FT's fused start, in the job folder until the staged training is done
 
 
 def _train(
@@ -98,31 +113,46 @@ def cores_job(ctx: StudyContext, plan: Plan, job: Job) -> JobOutput:
     saved as indices under masks/."""
     p: CoresJob = job.params
     init = initial_state(ctx, p.train)
+    n_params = sum(v.numel() for v in init.values())
     artifacts = _probe_artifacts(ctx, plan, job)
-    mags = {t: update_magnitudes(trained_state(ctx, artifacts[t], p.train), init) for t in p.tasks}
-    masks = core_regions(mags, p.p, p.scope)
+    ps = list(dict.fromkeys([p.p, *p.sweep.p]))  # every p once: the sweep's p = p.p is the same cores
+    found: dict[float, dict[str, IndexMask]] = {q: {} for q in ps}
+    for t in p.tasks:  # one task's magnitudes in memory at a time
+        tuned = trained_state(ctx, artifacts[t], p.train)
+        check_full_state(tuned)
+        flat, shapes = flat_update_magnitudes(tuned, init)
+        del tuned
+        ctx.release_base()  # θ0 is not needed for the selection (torch.topk's 16 bytes per parameter)
+        for q in ps:
+            found[q][t] = top_p_indices(flat, shapes, q, p.scope)
+        del flat
+    masks = found[p.p]
     folder = ctx.store.job_dir(job.id) / MASKS
     folder.mkdir(parents=True, exist_ok=True)
     for t, m in masks.items():
-        save_file(
-            {k: v.contiguous() for k, v in mask_to_indices(m).items()}, str(folder / f"{t}.safetensors")
-        )
+        save_file({k: v.contiguous() for k, v in m.indices.items()}, str(folder / f"{t}.safetensors"))
     sim = jaccard_matrix([masks[t] for t in p.tasks])
     return {
         "tasks": p.tasks,
         "jaccard": sim.tolist(),
         "core_sizes": {t: mask_size(m) for t, m in masks.items()},
-        "n_params": sum(v.numel() for v in init.values()),
-        "location": core_location_rows(masks, init),
-        "sweep": sweep_rows(mags, p.sweep.p, p.sweep.tau, p.scope, p.tasks),
+        "n_params": n_params,
+        "location": core_location_rows(masks, shapes),
+        "sweep": sweep_rows({q: [found[q][t] for t in p.tasks] for q in p.sweep.p}, p.sweep.tau, p.tasks),
     }, []
 
 
-def load_masks(ctx: StudyContext, plan: Plan, tasks: list[str], shapes) -> dict[str, ParamMask]:
-    """The cores job's saved core regions of `tasks`, as masks over parameters of these `shapes`."""
+def load_masks(ctx: StudyContext, plan: Plan, tasks: list[str], shapes) -> dict[str, IndexMask]:
+    """The cores job's saved core regions of `tasks`, as masks over parameters of these `shapes` (held as
+    their indices)."""
     (cores,) = plan.by_kind("cores")
     folder = ctx.store.job_dir(cores.id) / MASKS
-    return {t: mask_from_indices(load_file(str(folder / f"{t}.safetensors")), shapes) for t in tasks}
+    return {t: IndexMask(load_file(str(folder / f"{t}.safetensors")), shapes) for t in tasks}
+
+
+def _shapes(ctx: StudyContext) -> dict[str, Any]:
+    """The base model's parameter shapes by name (what a stored core's indices are over)."""
+    return {n: p.shape for n, p in ctx.base_model().named_parameters()}
 
 
 def mt_train_job(ctx: StudyContext, plan: Plan, job: Job) -> JobOutput:
@@ -183,10 +213,12 @@ def _cpi(
     init = initial_state(ctx, settings)
     artifacts = _probe_artifacts(ctx, plan, job)
     probes = [trained_state(ctx, artifacts[t], settings) for t in order]
-    masks = load_masks(ctx, plan, order, {n: v.shape for n, v in init.items()})
+    masks = load_masks(ctx, plan, order, _shapes(ctx))
     cores = [masks[t] for t in order]
     fused, stats = fuse_probes(init, probes, cores, cfg.fusion_base, cfg.omega, cfg.epsilon)
-    held = [fused]  # handed to train_stages below, so that from stage 2 on nothing here keeps it alive
+    start = folder / FUSED  # the first stage reads it tensor by tensor: not in memory while a stage trains
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in fused.items()}, str(start))
     del probes, fused
     sizes = {t: len(ex) for t, ex in data.items()}
     planned = cpi_stages(stages, masks, sizes, cfg.calibration, settings.seed)
@@ -198,7 +230,12 @@ def _cpi(
         seqs = _sequences(ctx, settings, parts)
         return _train(ctx, job, seqs, settings, folder / f"stage-{k + 1}", start, hooks, f" stage {k + 1}")
 
-    results = train_stages(len(planned), stage, lambda a: trained_state(ctx, a, settings), held.pop())
+    try:
+        results = train_stages(
+            len(planned), stage, lambda a: trained_state(ctx, a, settings), FileState(start)
+        )
+    finally:
+        start.unlink(missing_ok=True)
     info = [
         {
             "stage": k + 1,
@@ -227,7 +264,7 @@ def sequential_job(ctx: StudyContext, plan: Plan, job: Job) -> JobOutput:
     start = trained_state(ctx, _probe_artifacts(ctx, plan, job)[a], settings)
     hooks, frozen = [], 0
     if p.method == "cpi":
-        mask = load_masks(ctx, plan, [a], {n: v.shape for n, v in start.items()})[a]
+        mask = load_masks(ctx, plan, [a], _shapes(ctx))[a]
         hooks, frozen = [FreezeHook(mask)], mask_size(mask)
     seqs = _sequences(ctx, settings, [(b, ctx.examples(b, "train", settings.limit))])
     result = _train(ctx, job, seqs, settings, ctx.store.job_dir(job.id), start, hooks)
