@@ -206,15 +206,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
     kind, spec = load_study(args.study, args.overrides, args.out)
     ray = _ray_options(args)
     _set_threads(args.threads)
-    console = _console(stream=sys.stderr)
+    from spillover.progress import StudyProgress
 
-    def on_job(job, event: str) -> None:
-        style = {"start": "cyan", "done": "green", "failed": "bold red", "blocked": "yellow"}[event]
-        console.print(f"[{style}]{event:>7}[/] {job.name}", highlight=False)
-
-    summary, out = run_study(
-        kind, spec, progress=_rich_progress(), on_job=on_job, executor=args.executor, ray=ray
-    )
+    bar = StudyProgress(sys.stderr)  # the study's bar + the running job's; plain lines when piped
+    try:
+        summary, out = run_study(
+            kind,
+            spec,
+            progress=bar.step,
+            on_job=bar.job,
+            on_start=bar.start,
+            executor=args.executor,
+            ray=ray,
+        )
+    finally:
+        bar.close()
     print(
         f"{len(summary.done)} jobs run, {len(summary.skipped)} already done, "
         f"{len(summary.failed)} failed, {len(summary.blocked)} blocked"

@@ -101,8 +101,12 @@ def run_study(
     on_job: Callable[[Job, str], None] | None = None,
     executor: str = "local",
     ray: RayOptions | None = None,
+    on_start: Callable[[Plan, set[str]], None] | None = None,
 ) -> tuple[RunSummary, Path]:
-    """`executor`: local (this process, jobs in plan order) or ray (`ray`: its options; docs/scaling.md)."""
+    """`executor`: local (this process, jobs in plan order) or ray (`ray`: its options; docs/scaling.md).
+    `on_start(plan, done_ids)`: called once the plan is built, with the ids an earlier run finished
+    (`progress.StudyProgress.start`); `on_job(job, event)` per start / done / failed / blocked;
+    `progress(event)` per optimiser step of a training job."""
     check_report_to(spec.report_to, spec.output_dir)
     ray = check_executor(executor, ray, spec)
     tasks, plan = prepare(kind, spec)
@@ -112,6 +116,8 @@ def run_study(
         atomic_write_text(out / SPEC_FILE, dump_spec(spec))
     store = Store(out)
     try:
+        if on_start is not None:
+            on_start(plan, {j["id"] for j in store.jobs() if j["status"] == "done"})
         if not spec.keep_models:
             restore_needed(plan, store)
             on_job = _pruning(plan, store, on_job)
