@@ -65,3 +65,40 @@ def test_replicated_transfer_study_averages_compares_and_reports_spread(make_stu
         assert matrix.at[model, target] == pytest.approx(mean)
     html = (out / "report.html").read_text()
     assert "Seed-to-seed spread" in html
+
+
+def _study(kind: str, folder, model_dir):
+    """The toy study of each other kind, from its own test module."""
+    if kind == "generalization":
+        from tests.studies.conftest import TASKS, write_toy_study
+        from tests.studies.test_generalization_study import EXTRA_TASK, STUDY
+
+        write_toy_study(folder, model_dir)
+        (folder / "tasks.yaml").write_text(TASKS + EXTRA_TASK)
+        path = folder / "gen.yaml"
+        path.write_text(STUDY.format(model=model_dir, out=folder / "out"))
+        return path
+    if kind == "tradeoff":
+        from tests.studies.test_tradeoff_study import write_tradeoff_study
+
+        return write_tradeoff_study(folder, model_dir)
+    if kind == "mixture":
+        from tests.studies.test_mixture_study import write_mixture_study
+
+        return write_mixture_study(folder, model_dir)
+    from tests.studies.test_multitask_study import write_multitask_study
+
+    return write_multitask_study(folder, model_dir)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kind", ["generalization", "tradeoff", "mixture", "multitask"])
+def test_every_kind_runs_with_seed_replicates(kind, tmp_path, tiny_model_dir):
+    kind_, spec = load_study(_study(kind, tmp_path, tiny_model_dir), ["train.seeds=[0, 1]"])
+    summary, out = run_study(kind_, spec)
+    assert summary.ok, summary
+    spread = pd.read_csv(out / "tables" / "seed_spread.csv")
+    assert len(spread) and (spread["seeds"] == 2).all()
+    comparisons = pd.read_csv(out / "tables" / "comparisons.csv")
+    assert (comparisons["seeds"] == 2).any()  # trained models' differences average both seeds
+    assert "Seed-to-seed spread" in (out / "report.html").read_text()

@@ -44,12 +44,15 @@ def analyse(results: Results, p: MixtureAnalyseJob) -> Analysis:
     for j in jobs:
         result, label = results.result(j), j.params.label
         rows += probe_rows(label, result["probes"])
+        if results.plan.replica_of.get(j.id, j.id) != j.id:
+            continue  # a later training seed's replicate: its plan is reported with the first seed's
         for r in result.get("mixture", []):
             ratios.setdefault(label, {})[r["task"]] = r["mean_ratio"]
             plans.append({"mixture": label, **r})
     ratio_frame = pd.DataFrame.from_dict(ratios, orient="index").reindex(columns=p.tasks)
     ratio_frame.index.name = "mixture"
-    analysis = analyse_mixture(pd.DataFrame(rows), ratio_frame, pd.DataFrame(plans), p.mixtures, paired)
+    probes = mean_over_seeds(pd.DataFrame(rows))
+    analysis = analyse_mixture(probes, ratio_frame, pd.DataFrame(plans), p.mixtures, paired)
     analysis.footer = f"{len(rows)} probes over {len(ratios)} mixtures"
     return analysis
 
@@ -85,23 +88,39 @@ def probe_rows(label: str, probes: list[dict[str, Any]]) -> list[dict[str, Any]]
     return rows
 
 
+def mean_over_seeds(rows: pd.DataFrame) -> pd.DataFrame:
+    """One probe row per (mixture, step, task): training-seed replicates averaged (numbers: the mean, CI NaN
+    when several seeds; `collapsed`: in any seed; the rest: the first seed's)."""
+    if rows.empty or not rows.duplicated(["mixture", "step", "task"]).any():
+        return rows
+    grouped = rows.groupby(["mixture", "step", "task"], sort=False)
+    out = grouped.first()
+    numeric = [c for c in rows.columns if c not in ("step", "n") and pd.api.types.is_float_dtype(rows[c])]
+    out[numeric] = grouped[numeric].mean()
+    out.loc[grouped.size() > 1, ["ci_low", "ci_high"]] = float("nan")
+    if "collapsed" in rows:
+        out["collapsed"] = grouped["collapsed"].max()
+    return out.reset_index()[list(rows.columns)]
+
+
 def probe_label(mixture: str, step: int) -> str:
     return f"{mixture} · step {step}"
 
 
-def probe_scores(results: Results, jobs: list[Job]) -> dict[tuple[str, int, str], pd.Series]:
-    """(mixture label, step, task) -> the probe's per-row scores, for every probe whose rows were kept."""
-    out = {}
+def probe_scores(results: Results, jobs: list[Job]) -> dict[tuple[str, int, str], list[pd.Series]]:
+    """(mixture label, step, task) -> the probe's per-row scores, one series per training seed, for every
+    probe whose rows were kept."""
+    out: dict[tuple[str, int, str], list[pd.Series]] = {}
     for j in jobs:
         for r in results.result(j)["probes"]:
             path = results.job_dir(j) / PROBES / f"step-{r['step']:06d}" / r["task"] / PREDICTIONS
             if path.exists():
-                out[(j.params.label, int(r["step"]), r["task"])] = file_scores(path)
+                out.setdefault((j.params.label, int(r["step"]), r["task"]), []).append(file_scores(path))
     return out
 
 
 def probe_comparisons(
-    scores: dict[tuple[str, int, str], pd.Series], metrics: dict[str, str], mixtures: list[str]
+    scores: dict[tuple[str, int, str], list[pd.Series]], metrics: dict[str, str], mixtures: list[str]
 ) -> pd.DataFrame:
     """PROBE_KEYS + the comparisons columns: each checkpoint vs step 0 (the base model's probe) and vs the
     previous checkpoint (from the second on), paired on the rows both probes scored."""
@@ -114,7 +133,7 @@ def probe_comparisons(
         for vs, ref in refs:
             if ref not in scores:
                 continue
-            result = compare_scores([scores[(mix, step, task)]], [scores[ref]])
+            result = compare_scores(scores[(mix, step, task)], scores[ref])
             b = probe_label(BASE if vs == "step 0" else mix, ref[1])
             rows.append(comparison_row(probe_label(mix, step), b, task, metrics[task], result))
             keys.append({"mixture": mix, "step": step, "task": task, "vs": vs})

@@ -29,7 +29,7 @@ def analyse(results: Results, p: TradeoffAnalyseJob) -> Analysis:
     scores = score_rows(results, results.finished("eval"))
     own = scores["metric"] == scores["target"].map(lambda t: results.tasks[t].metric)
     runs = runs_table(scores[own], p.domains, p.general)  # each task's own metric (not macro-F1 beside it)
-    cl_results = {j.params.label: results.result(j)["code_length"] for j in results.finished("codelen")}
+    cl_results = mean_code_lengths(results)
     cl = code_lengths(cl_results, runs, p.domains, p.cl_general)
     if len(cl) and len(runs):
         runs = runs.merge(
@@ -61,7 +61,31 @@ def score_rows(results: Results, evals: list[Job]) -> pd.DataFrame:
         run = p.run.model_dump() if p.run is not None else _BASE_RUN
         keys = {"target": s.target, "metric": s.metric} | {k: getattr(s, k) for k in SCORE_KEYS}
         rows.append({"model": p.label, **run, "alpha": p.alpha, **keys})
-    return pd.DataFrame(rows, columns=["model", *RUN_KEYS, "target", "metric", *SCORE_KEYS])
+    columns = ["model", *RUN_KEYS, "target", "metric", *SCORE_KEYS]
+    frame = pd.DataFrame(rows, columns=columns)
+    if not results.plan.replica_of or frame.empty:
+        return frame
+    # training-seed replicates: one row per model, target and metric, the mean over seeds (CI NaN then)
+    grouped = frame.groupby(["model", "target", "metric"], sort=False, dropna=False)
+    out = grouped.first()
+    out["value"] = grouped["value"].mean()
+    out.loc[grouped.size() > 1, ["ci_low", "ci_high"]] = np.nan
+    return out.reset_index()[columns]
+
+
+def mean_code_lengths(results: Results) -> dict[str, dict[str, dict[str, float]]]:
+    """label -> task -> {bits, n_tokens, n} of the finished code-length jobs; `bits` averaged over
+    training-seed replicates."""
+    per_label: dict[str, list[dict]] = {}
+    for j in results.finished("codelen"):
+        per_label.setdefault(j.params.label, []).append(results.result(j)["code_length"])
+    out = {}
+    for label, seeds in per_label.items():
+        out[label] = {
+            task: {**first, "bits": float(np.mean([s[task]["bits"] for s in seeds if task in s]))}
+            for task, first in seeds[0].items()
+        }
+    return out
 
 
 def runs_table(scores: pd.DataFrame, domains: list[str], general: list[str]) -> pd.DataFrame:

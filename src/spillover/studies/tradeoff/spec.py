@@ -124,7 +124,7 @@ def run_settings(spec: TradeoffStudySpec, method: MethodSpec, lr: float) -> Trai
     """The study's `train:` with the method's overrides and this learning rate, validated."""
     from pydantic import ValidationError
 
-    data = spec.train.model_dump() | method.overrides() | {"learning_rate": lr}
+    data = spec.train.model_dump(exclude={"seeds"}) | method.overrides() | {"learning_rate": lr}
     try:
         return TrainSettings.model_validate(data)
     except ValidationError as e:
