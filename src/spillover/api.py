@@ -28,6 +28,7 @@ from spillover.data.tasks import TaskSpec, load_examples, resolve_tasks
 from spillover.engine.plan import content_hash
 from spillover.engine.tracking import RunSpec, Tracker, base_run, check_report_to, compose
 from spillover.evaluation.evaluate import evaluate_tasks
+from spillover.memory import cap_heap_blocks
 from spillover.models.adapters import base_only, load_adapter
 from spillover.models.load import load_model, resolve_precision
 from spillover.training import distributed
@@ -53,6 +54,7 @@ def run_training(spec: TrainSpec, progress: Callable[[dict], None] | None = None
     Launched as several processes (torchrun / accelerate launch), every process trains its share of each
     step (`training.distributed`); rank 0 alone writes files, evaluates and reports (docs/scaling.md)."""
     check_report_to(spec.report_to, spec.output_dir)
+    cap_heap_blocks()  # freed activations go back to the OS, as in a study (memory.py)
     train_tasks = resolve_tasks(spec.tasks, spec.tasks_file)
     eval_tasks = resolve_tasks(spec.eval_tasks, spec.tasks_file)
     parts = [(t, load_examples(t, "train", spec.limit)) for t in train_tasks]
