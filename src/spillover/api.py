@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
@@ -27,9 +27,10 @@ from spillover.data.sft import build_multitask_sequences
 from spillover.data.tasks import TaskSpec, load_examples, resolve_tasks
 from spillover.engine.plan import content_hash
 from spillover.engine.tracking import RunSpec, Tracker, base_run, check_report_to, compose
+from spillover.errors import SpilloverError
 from spillover.evaluation.evaluate import evaluate_tasks
 from spillover.memory import cap_heap_blocks
-from spillover.models.adapters import base_only, load_adapter
+from spillover.models.adapters import base_only, load_adapter, unload_adapter
 from spillover.models.load import load_model, resolve_precision
 from spillover.training import distributed
 from spillover.training.loop import train
@@ -94,6 +95,17 @@ def run_training(spec: TrainSpec, progress: Callable[[dict], None] | None = None
     return summary
 
 
+def adapter_labels(adapters: Sequence[str | Path]) -> list[str]:
+    """Each adapter's label: the shortest tail of its path that tells it from the others ("adapter", or
+    "seed1/adapter" and "seed2/adapter"); numbered ("-1", "-2") when two paths are the same."""
+    parts = [Path(a).resolve().parts for a in adapters]
+    for k in range(1, max(len(p) for p in parts) + 1):
+        labels = ["/".join(p[-k:]) for p in parts]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [f"{label}-{i + 1}" for i, label in enumerate(labels)]
+
+
 def _check_eval_data(task: TaskSpec, limit: int | None, shots: int) -> None:
     """Read every test row the evaluation will use (and the train split its demonstrations come from)."""
     load_examples(task, "test", limit)
@@ -134,7 +146,7 @@ def run_evaluation(
     model: str,
     tasks: list[str],
     *,
-    adapter: str | None = None,
+    adapter: str | Path | Sequence[str | Path] | None = None,
     tasks_file: str | None = None,
     limit: int | None = None,
     shots: int = 0,
@@ -146,27 +158,44 @@ def run_evaluation(
     json_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate a model (optionally with a PEFT adapter) on tasks; per-example predictions go to out_dir.
-    `compile=True`: scoring runs its forward passes compiled (`evaluation.scoring`)."""
+    `compile=True`: scoring runs its forward passes compiled (`evaluation.scoring`).
+
+    Several adapters (a list): the base model is loaded once and each adapter in turn is applied, evaluated
+    on every task and removed. Predictions go to `out_dir/<label>/`, label = the shortest tail of the
+    adapter's path that is unique (`adapter_labels`); the payload then has `adapters` ({label: {adapter, tasks}}) and `rows`
+    (one per adapter and task: the results table)."""
     specs = resolve_tasks(tasks, tasks_file)
     for task in specs:
         _check_eval_data(task, limit, shots)
+    adapters = [adapter] if isinstance(adapter, str | Path) else list(adapter or [])
+    for path in adapters:  # every adapter checked before the model is loaded
+        if not (Path(path) / "adapter_config.json").exists():
+            raise SpilloverError(f"adapter {path}: not a saved PEFT adapter (no adapter_config.json in it)")
     prec = resolve_precision(precision)
     loaded, tokenizer = load_model(model, prec, frozen=True)
-    if adapter is not None:
-        loaded = load_adapter(loaded, adapter)
-    results = evaluate_tasks(
-        loaded,
-        tokenizer,
-        specs,
-        predictions_dir=out_dir,
-        limit=limit,
-        shots=shots,
-        seed=seed,
-        batch_size=batch_size,
-        precision=prec,
-        compile=compile,
-    )
-    payload = {"model": model, "adapter": adapter, "tasks": {r.task: asdict(r) for r in results}}
+    settings = {"limit": limit, "shots": shots, "seed": seed, "batch_size": batch_size}
+    settings |= {"precision": prec, "compile": compile}
+
+    def evaluate(m, predictions_dir) -> dict[str, Any]:
+        results = evaluate_tasks(m, tokenizer, specs, predictions_dir=predictions_dir, **settings)
+        return {r.task: asdict(r) for r in results}
+
+    if len(adapters) > 1:
+        payload = {"model": model, "adapters": {}, "rows": []}
+        previous = None
+        for i, (label, path) in enumerate(zip(adapter_labels(adapters), adapters, strict=True)):
+            loaded = load_adapter(loaded, path, name=f"adapter_{i}")
+            if previous is not None:
+                unload_adapter(loaded, previous)  # one adapter's weights held at a time
+            previous = f"adapter_{i}"
+            scores = evaluate(loaded, Path(out_dir) / label)
+            payload["adapters"][label] = {"adapter": str(path), "tasks": scores}
+            payload["rows"] += [{"adapter": label, **row} for row in scores.values()]
+    else:
+        if adapters:
+            loaded = load_adapter(loaded, adapters[0])
+        adapter = str(adapters[0]) if adapters else None
+        payload = {"model": model, "adapter": adapter, "tasks": evaluate(loaded, out_dir)}
     if json_path is not None:
         atomic_write_text(Path(json_path), json.dumps(payload, indent=2))
     return payload

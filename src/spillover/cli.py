@@ -116,7 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="evaluate a model (and optionally a LoRA adapter) on tasks")
     ev.add_argument("--model", default="embedded", help="'embedded', a Hugging Face id, or a local folder")
-    ev.add_argument("--adapter", default=None, help="a PEFT adapter folder to apply to the model")
+    ev.add_argument(
+        "--adapter",
+        default=None,
+        help="a PEFT adapter folder to apply to the model; several, comma-separated (a,b,c): the base is "
+        "loaded once and each adapter evaluated on every task in turn (predictions in OUT/<path tail>/)",
+    )
     ev.add_argument("--tasks", required=True, help="comma-separated task names")
     ev.add_argument("--tasks-file", default=None, help="YAML file with a `tasks:` list of your own tasks")
     ev.add_argument("--limit", type=_positive_int, default=None, help="first N test examples per task")
@@ -322,9 +327,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     names = [t.strip() for t in args.tasks.split(",") if t.strip()]
     if not names:
         raise SpilloverError("--tasks is empty; give comma-separated task names (see `spillover tasks`)")
+    adapters = [a.strip() for a in (args.adapter or "").split(",") if a.strip()]
     results = run_evaluation(
         model=args.model,
-        adapter=args.adapter,
+        adapter=adapters,
         tasks=names,
         tasks_file=args.tasks_file,
         limit=args.limit,
@@ -336,6 +342,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         out_dir=Path(args.out or "eval-out"),
         json_path=args.json,
     )
+    if "rows" in results:  # several adapters: one table, one row per adapter and task
+        width = max(len(label) for label in results["adapters"])
+        for row in results["rows"]:
+            print(f"{row['adapter']:<{width}}  {_format_result(row)}")
+        return 0
     for row in results["tasks"].values():
         print(_format_result(row))
     return 0
