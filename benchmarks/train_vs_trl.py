@@ -1,6 +1,6 @@
 """TRL `SFTTrainer` vs spillover's training loop: same model, data, batches, LoRA, optimiser settings.
 
-    .venv/bin/python benchmarks/train_vs_trl.py [--fp32] [--rows 64] [--threads 2] [--lr 2e-4]
+    .venv/bin/python benchmarks/train_vs_trl.py [--precision auto|bf16|fp32] [--rows 64] [--threads 2] [--lr 2e-4]
                                                 [--compile auto|on|off] [--repeats 3]
                                                 [--trl-gradient-checkpointing] [--trl-fp32-adapter-sum]
 
@@ -15,8 +15,11 @@ both runs sees the same 8 sequences and the loss curves compare step by step.
 
 Settings on both sides: LoRA r=8, alpha=16, dropout 0, peft `target_modules="all-linear"`, adapter init
 from seed 0; batch 8, 1 epoch, AdamW (0.9, 0.999, eps 1e-8, no weight decay), cosine schedule without
-warm-up, grad-norm clip 1.0; bf16 autocast with fp32 weights (TRL: `bf16=True, use_cpu=True`) or fp32
-(`--fp32`); `--threads` torch threads. TRL: no reporting, eval, checkpoint saving, packing, padding-free or
+warm-up, grad-norm clip 1.0; bf16 autocast with fp32 weights (TRL: `bf16=True, use_cpu=True`) or fp32,
+by `--precision` (default auto: what a study would pick on this machine, `models.load.resolve_precision` —
+bf16 only where the CPU has AVX512-BF16 or AMX; without them bf16 matmuls are emulated, ~80x slower than
+fp32 on an AVX2-only EPYC, and a bf16 run measures that emulation, not either tool); `--threads` torch
+threads. TRL: no reporting, eval, checkpoint saving, packing, padding-free or
 gradient checkpointing (TRL turns the last on by default; `--trl-gradient-checkpointing` keeps it).
 `--trl-fp32-adapter-sum`: TRL's peft model gets spillover's fp32 adapter sum (`keep_adapter_sum_fp32`),
 the one computational difference between the two sides under bf16 autocast (plain peft adds LoRA's update
@@ -60,9 +63,11 @@ import torch
 from _machine import PositionCounter, five_x, linear_params, matmul_peak_tflops
 
 from spillover.models.compile import COMPILE_CHOICES
+from spillover.models.load import resolve_precision
 
 LORA = {"r": 8, "alpha": 16, "target_modules": "all-linear"}
 BATCH, MAX_LEN = 8, 256
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def build_data(rows: int):
@@ -91,7 +96,7 @@ def run_spillover(args) -> dict:
     from spillover.training.types import TrainParams
 
     tokenizer, seqs, _ = build_data(args.rows)
-    precision = Precision(torch.device("cpu"), torch.float32 if args.fp32 else torch.bfloat16)
+    precision = Precision(torch.device("cpu"), DTYPES[args.precision])
     model, tokenizer = load_model("embedded", precision, frozen=True)  # as a study loads its base
     model = apply_lora(model, r=LORA["r"], alpha=LORA["alpha"], target_modules=LORA["target_modules"], seed=0)
     compile_setting = COMPILE_CHOICES[args.compile]
@@ -161,7 +166,7 @@ def run_trl(args) -> dict:
         adam_epsilon=1e-8,
         optim="adamw_torch",
         seed=0,
-        bf16=not args.fp32,
+        bf16=args.precision == "bf16",
         use_cpu=True,
         max_length=MAX_LEN,
         packing=False,
@@ -222,8 +227,9 @@ def child(side: str, args) -> dict:
             str(args.lr),
             "--compile",
             args.compile,
+            "--precision",
+            args.precision,
         ]
-        + (["--fp32"] if args.fp32 else [])
         + (["--trl-gradient-checkpointing"] if args.trl_gradient_checkpointing else [])
         + (["--trl-fp32-adapter-sum"] if args.trl_fp32_adapter_sum else [])
     )
@@ -237,7 +243,12 @@ def child(side: str, args) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=64)
-    ap.add_argument("--fp32", action="store_true", help="fp32 on both sides (default: bf16 autocast)")
+    ap.add_argument(
+        "--precision",
+        choices=["auto", "bf16", "fp32"],
+        default="auto",
+        help="both sides: bf16 autocast or fp32 (auto: the study default on this CPU)",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--trl-gradient-checkpointing", action="store_true", help="keep TRL's default")
@@ -252,6 +263,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="runs per side, alternating; the fastest counts")
     ap.add_argument("--side", choices=["spillover", "trl"], help=argparse.SUPPRESS)
     args = ap.parse_args()
+    args.precision = (
+        "bf16" if resolve_precision(args.precision, "cpu").compute_dtype == torch.bfloat16 else "fp32"
+    )
     torch.set_num_threads(args.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.side:
@@ -267,14 +281,14 @@ def main() -> None:
     for _ in range(args.repeats):  # alternate, so load from other processes hits both sides alike
         for name in runs:
             runs[name].append(child(name, args))
-        peaks.append(matmul_peak_tflops(torch.float32 if args.fp32 else torch.bfloat16))
+        peaks.append(matmul_peak_tflops(DTYPES[args.precision]))
     peak = max(peaks)  # conservative: MFU against the best peak seen
     sides = {
         name: min(rs, key=lambda r: r["seconds"]) | {"all_seconds": [r["seconds"] for r in rs]}
         for name, rs in runs.items()
     }
     out: dict = {
-        "precision": "fp32" if args.fp32 else "bf16 autocast",
+        "precision": "bf16 autocast" if args.precision == "bf16" else "fp32",
         "threads": args.threads,
         "rows": len(seqs),
         "tokens": n_tokens,
