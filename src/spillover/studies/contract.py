@@ -80,15 +80,14 @@ class Results:
         if not self.plan.replica_of or rows.empty:
             return rows[LONG_COLUMNS]
         rows = rows.assign(
-            _job=rows["job_id"].map(lambda j: self.plan.replica_of.get(j, j)),
-            _row=rows.groupby("job_id", sort=False).cumcount(),
+            _job=rows["job_id"].map(self.replica), _row=rows.groupby("job_id", sort=False).cumcount()
         )
-        first = rows.groupby(["_job", "_row"], sort=False)
-        out = first[LONG_COLUMNS].first()
-        out["value"] = first["value"].mean()
-        several = first["value"].size() > 1
-        out.loc[several, ["ci_low", "ci_high"]] = float("nan")
-        return out.reset_index(drop=True)[LONG_COLUMNS]
+        return mean_over_seeds(rows, ["_job", "_row"])[LONG_COLUMNS]
+
+    def replica(self, job: Job | str) -> str:
+        """The id of a job's first-seed counterpart (itself when the job is not replicated)."""
+        job_id = job if isinstance(job, str) else job.id
+        return self.plan.replica_of.get(job_id, job_id)
 
     def seed_of(self, job: Job | str) -> int | None:
         """The training seed of a job that exists once per seed (None: shared by every seed, or one seed)."""
@@ -97,6 +96,33 @@ class Results:
     def job_dir(self, job: Job | str) -> Path:
         """A job's artifact folder (files it wrote beside its result)."""
         return self.root / "jobs" / (job if isinstance(job, str) else job.id)
+
+
+def mean_over_seeds(
+    rows: pd.DataFrame,
+    by: list[str],
+    mean: list[str] | None = None,
+    any_of: tuple[str, ...] = ("collapsed",),
+    interval: tuple[str, ...] = ("ci_low", "ci_high"),
+) -> pd.DataFrame:
+    """One row per `by` group of training-seed replicates: the first row's fields, the `mean` columns
+    (default: `value`) averaged, the `any_of` columns true when any seed's is, and the `interval` columns NaN
+    where several seeds entered (a one-seed bootstrap interval says nothing about the mean over seeds).
+    Rows keep their first-appearance order; the `by` columns are dropped when they start with "_"."""
+    keep = [c for c in rows.columns if not c.startswith("_")]
+    group = rows.groupby(by, sort=False, dropna=False).ngroup()
+    if not group.duplicated().any():
+        return rows[keep].reset_index(drop=True)
+    first = rows.loc[~group.duplicated()].copy()  # the first seed's row, values as they were (None stays)
+    key = group[first.index]
+    per = rows.groupby(group)
+    for column in mean or ["value"]:
+        first[column] = key.map(per[column].mean())
+    for column in (c for c in any_of if c in rows):
+        first[column] = key.map(per[column].max())
+    several = key.map(per.size()) > 1
+    first.loc[several, [c for c in interval if c in rows]] = float("nan")
+    return first[keep].reset_index(drop=True)
 
 
 def gather(store: Store, plan: Plan, spec: StudySpec, tasks: dict[str, TaskSpec]) -> Results:
@@ -218,7 +244,8 @@ def report_job(kind: StudyKind, ctx: StudyContext, plan: Plan, job: Job) -> dict
         if plan.seed_of:  # training-seed replicates: their spread, for every kind alike
             from spillover.studies.evidence import seed_spread, seed_spread_section
 
-            analysis.tables["seed_spread"] = seed_spread(results)
+            if "seed_spread" not in analysis.tables:  # a kind may compute its own (mixture: its probes)
+                analysis.tables["seed_spread"] = seed_spread(results)
             sections.append(seed_spread_section(analysis.tables["seed_spread"]))
     except (SpilloverError, ValueError, KeyError, IndexError) as e:
         why = f"the {kind.name} analysis could not run on the finished jobs: {type(e).__name__}: {e}"

@@ -154,8 +154,14 @@ def seed_spread(results: Results) -> pd.DataFrame:
         _row=rows.groupby("job_id", sort=False).cumcount(),
         _seed=rows["job_id"].map(lambda j: results.plan.seed_of[j]),
     )
+    return spread_of(rows, ["_job", "_row"])
+
+
+def spread_of(rows: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """`seed_spread` of score rows (model, target, metric, value, `_seed`) grouped into replicates by `by`,
+    for a kind whose scores are not score rows of its jobs (e.g. the mixture study's probes)."""
     out = []
-    for _, g in rows.groupby(["_job", "_row"], sort=False):
+    for _, g in rows.groupby(by, sort=False):
         v = g["value"].astype(float)
         out.append(
             {
@@ -165,7 +171,7 @@ def seed_spread(results: Results) -> pd.DataFrame:
                 "sd": v.std(ddof=1) if len(g) > 1 else float("nan"),
                 "min": v.min(),
                 "max": v.max(),
-                "values": ", ".join(f"{s}: {x:.4g}" for s, x in zip(g["_seed"], v, strict=True)),
+                "values": ", ".join(f"{int(s)}: {x:.4g}" for s, x in zip(g["_seed"], v, strict=True)),
             }
         )
     return pd.DataFrame(out, columns=SPREAD_COLUMNS)

@@ -27,8 +27,8 @@ import pandas as pd
 
 from spillover.analysis.paired import COMPARISON_COLUMNS, comparisons_table
 from spillover.engine.plan import Job
-from spillover.studies.contract import BASE, Analysis, Results
-from spillover.studies.evidence import PREDICTIONS, compare_scores, comparison_row, file_scores
+from spillover.studies.contract import BASE, Analysis, Results, mean_over_seeds
+from spillover.studies.evidence import PREDICTIONS, compare_scores, comparison_row, file_scores, spread_of
 from spillover.studies.mixture.handlers import PROBES
 from spillover.studies.mixture.plan import MixtureAnalyseJob
 
@@ -41,9 +41,12 @@ def analyse(results: Results, p: MixtureAnalyseJob) -> Analysis:
     jobs = [*results.finished("probe_base"), *results.finished("train_mixture")]
     metrics = {t: results.tasks[t].metric for t in p.tasks}
     paired = probe_comparisons(probe_scores(results, jobs), metrics, p.mixtures)
+    seeds = []  # the training seed of each probe row (None: shared by every seed, or one seed)
     for j in jobs:
         result, label = results.result(j), j.params.label
-        rows += probe_rows(label, result["probes"])
+        mine = probe_rows(label, result["probes"])
+        rows += mine
+        seeds += [results.seed_of(j)] * len(mine)
         if results.plan.replica_of.get(j.id, j.id) != j.id:
             continue  # a later training seed's replicate: its plan is reported with the first seed's
         for r in result.get("mixture", []):
@@ -51,8 +54,10 @@ def analyse(results: Results, p: MixtureAnalyseJob) -> Analysis:
             plans.append({"mixture": label, **r})
     ratio_frame = pd.DataFrame.from_dict(ratios, orient="index").reindex(columns=p.tasks)
     ratio_frame.index.name = "mixture"
-    probes = mean_over_seeds(pd.DataFrame(rows))
+    probes = mean_probe_rows(pd.DataFrame(rows))
     analysis = analyse_mixture(probes, ratio_frame, pd.DataFrame(plans), p.mixtures, paired)
+    if results.plan.seed_of and rows:
+        analysis.tables["seed_spread"] = probe_spread(pd.DataFrame(rows).assign(_seed=seeds))
     analysis.footer = f"{len(rows)} probes over {len(ratios)} mixtures"
     return analysis
 
@@ -88,19 +93,20 @@ def probe_rows(label: str, probes: list[dict[str, Any]]) -> list[dict[str, Any]]
     return rows
 
 
-def mean_over_seeds(rows: pd.DataFrame) -> pd.DataFrame:
+def mean_probe_rows(rows: pd.DataFrame) -> pd.DataFrame:
     """One probe row per (mixture, step, task): training-seed replicates averaged (numbers: the mean, CI NaN
     when several seeds; `collapsed`: in any seed; the rest: the first seed's)."""
     if rows.empty or not rows.duplicated(["mixture", "step", "task"]).any():
         return rows
-    grouped = rows.groupby(["mixture", "step", "task"], sort=False)
-    out = grouped.first()
     numeric = [c for c in rows.columns if c not in ("step", "n") and pd.api.types.is_float_dtype(rows[c])]
-    out[numeric] = grouped[numeric].mean()
-    out.loc[grouped.size() > 1, ["ci_low", "ci_high"]] = float("nan")
-    if "collapsed" in rows:
-        out["collapsed"] = grouped["collapsed"].max()
-    return out.reset_index()[list(rows.columns)]
+    return mean_over_seeds(rows, ["mixture", "step", "task"], mean=numeric)
+
+
+def probe_spread(rows: pd.DataFrame) -> pd.DataFrame:
+    """`seed_spread` of the probes trained once per seed: model = "mixture · step s", target = the task."""
+    rows = rows[rows["_seed"].notna()]
+    rows = rows.assign(model=[probe_label(m, s) for m, s in zip(rows["mixture"], rows["step"], strict=True)])
+    return spread_of(rows.rename(columns={"task": "target"}), ["model", "target"])
 
 
 def probe_label(mixture: str, step: int) -> str:

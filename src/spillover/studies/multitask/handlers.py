@@ -142,11 +142,16 @@ def cores_job(ctx: StudyContext, plan: Plan, job: Job) -> JobOutput:
     }, []
 
 
-def load_masks(ctx: StudyContext, plan: Plan, tasks: list[str], shapes) -> dict[str, IndexMask]:
-    """The cores job's saved core regions of `tasks`, as masks over parameters of these `shapes` (held as
-    their indices)."""
-    (cores,) = plan.by_kind("cores")
-    folder = ctx.store.job_dir(cores.id) / MASKS
+def cores_of(plan: Plan, job: Job) -> Job:
+    """The cores job `job` depends on (with training-seed replicates, each seed has its own)."""
+    (cores,) = [plan.jobs[d] for d in job.deps if plan.jobs[d].kind == "cores"]
+    return cores
+
+
+def load_masks(ctx: StudyContext, plan: Plan, job: Job, tasks: list[str], shapes) -> dict[str, IndexMask]:
+    """The saved core regions of `tasks` (from the cores job `job` depends on), as masks over parameters of
+    these `shapes` (held as their indices)."""
+    folder = ctx.store.job_dir(cores_of(plan, job).id) / MASKS
     return {t: IndexMask(load_file(str(folder / f"{t}.safetensors")), shapes) for t in tasks}
 
 
@@ -165,8 +170,7 @@ def mt_train_job(ctx: StudyContext, plan: Plan, job: Job) -> JobOutput:
     if p.method == "joint":
         seqs = _sequences(ctx, settings, list(data.items()))
         return {"method": "joint", "stages": [p.tasks], **_out(_train(ctx, job, seqs, settings, folder))}, []
-    (cores,) = plan.by_kind("cores")
-    found = ctx.store.result(cores.id)
+    found = ctx.store.result(cores_of(plan, job).id)
     if p.method == "cpi":
         stages = stage_plan(found["jaccard"], found["tasks"], p.cpi.tau, p.seed).orders[p.cpi.order]
         return _cpi(ctx, plan, job, data, stages, folder)
@@ -213,7 +217,7 @@ def _cpi(
     init = initial_state(ctx, settings)
     artifacts = _probe_artifacts(ctx, plan, job)
     probes = [trained_state(ctx, artifacts[t], settings) for t in order]
-    masks = load_masks(ctx, plan, order, _shapes(ctx))
+    masks = load_masks(ctx, plan, job, order, _shapes(ctx))
     cores = [masks[t] for t in order]
     fused, stats = fuse_probes(init, probes, cores, cfg.fusion_base, cfg.omega, cfg.epsilon)
     start = folder / FUSED  # the first stage reads it tensor by tensor: not in memory while a stage trains
@@ -264,7 +268,7 @@ def sequential_job(ctx: StudyContext, plan: Plan, job: Job) -> JobOutput:
     start = trained_state(ctx, _probe_artifacts(ctx, plan, job)[a], settings)
     hooks, frozen = [], 0
     if p.method == "cpi":
-        mask = load_masks(ctx, plan, [a], _shapes(ctx))[a]
+        mask = load_masks(ctx, plan, job, [a], _shapes(ctx))[a]
         hooks, frozen = [FreezeHook(mask)], mask_size(mask)
     seqs = _sequences(ctx, settings, [(b, ctx.examples(b, "train", settings.limit))])
     result = _train(ctx, job, seqs, settings, ctx.store.job_dir(job.id), start, hooks)
