@@ -16,9 +16,13 @@ from sample_report import IMG_PAYLOAD, N_FIGURES, SCRIPT_PAYLOAD, SETTINGS, samp
 from spillover.report.html import render_report, write_report
 
 CHROMIUM = find_chromium()
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="no chromium binary on PATH (Debian: apt-get install chromium)"
-)
+# integration tier: a headless Chromium process per module (~6-9 s of start-up each)
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        CHROMIUM is None, reason="no chromium binary on PATH (Debian: apt-get install chromium)"
+    ),
+]
 
 ALL_DRAWN = "[...document.querySelectorAll('div.plot')].every(d => d.querySelector('.main-svg'))"
 CHECKS = {

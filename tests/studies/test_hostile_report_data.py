@@ -33,9 +33,13 @@ def _load_browser():
 
 browser = _load_browser()
 CHROMIUM = browser.find_chromium()
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="no chromium binary on PATH (Debian: apt-get install chromium)"
-)
+# integration tier: a headless Chromium process per module (~6-9 s of start-up each)
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        CHROMIUM is None, reason="no chromium binary on PATH (Debian: apt-get install chromium)"
+    ),
+]
 
 # each payload sets window.__pwned to its own number, so a failure says which one ran
 SCRIPT = "<script>window.__pwned=1</script>"

@@ -4,8 +4,12 @@ later run has a new job that needs it."""
 
 from __future__ import annotations
 
+import pytest
+
 from spillover.studies.pruning import PRUNED, model_dirs
 from spillover.studies.run import load_study, run_study
+
+pytestmark = pytest.mark.integration  # whole toy studies with full fine-tunes, run twice (~4 s each)
 
 FULL = "{method: full, limit: 8, batch_size: 4, max_steps: 2, learning_rate: 0.01}"
 LORA = "{limit: 8, batch_size: 4, max_steps: 2, learning_rate: 0.01}"
