@@ -12,7 +12,7 @@ import pandas as pd
 from spillover.analysis import generalization as g
 from spillover.analysis.paired import comparisons_table
 from spillover.engine.plan import Job
-from spillover.studies.contract import BASE, Analysis, Results
+from spillover.studies.contract import BASE, Analysis, Results, mean_over_seeds
 from spillover.studies.evidence import compare_jobs, comparison_row
 from spillover.studies.generalization.plan import GeneralizationAnalyseJob, model_label
 
@@ -31,20 +31,13 @@ def gather_cells(results: Results) -> pd.DataFrame:
         {
             **{k: getattr(evals[s["job_id"]].params, k) for k in _CELL_KEYS},
             **{k: s[k] for k in ("metric", "value", "n", "ci_low", "ci_high")},
-            "replica": results.plan.replica_of.get(s["job_id"], s["job_id"]),
+            "_replica": results.replica(s["job_id"]),
         }
         for s in scores.to_dict("records")
     ]
     cols = [*_CELL_KEYS, "metric", "value", "n", "ci_low", "ci_high"]
-    frame = pd.DataFrame(rows, columns=[*cols, "replica"])
-    if results.plan.replica_of and not frame.empty:  # training-seed replicates: one row, their mean
-        grouped = frame.groupby("replica", sort=False)
-        mean = grouped["value"].mean()
-        several = grouped["value"].size() > 1
-        frame = grouped.first()
-        frame["value"] = mean
-        frame.loc[several, ["ci_low", "ci_high"]] = float("nan")
-    return frame[cols].reset_index(drop=True).astype({"size": "Int64"})
+    frame = mean_over_seeds(pd.DataFrame(rows, columns=[*cols, "_replica"]), ["_replica"])
+    return frame.reindex(columns=cols).astype({"size": "Int64"})
 
 
 def analyse(results: Results, p: GeneralizationAnalyseJob) -> Analysis:

@@ -13,7 +13,7 @@ import pandas as pd
 from spillover.analysis.pareto import pareto_mask
 from spillover.analysis.tokens import code_length_table, empirical_cdf, probability_summary
 from spillover.engine.plan import Job
-from spillover.studies.contract import BASE, Analysis, Results
+from spillover.studies.contract import BASE, Analysis, Results, mean_over_seeds
 from spillover.studies.tradeoff.comparisons import comparisons
 from spillover.studies.tradeoff.plan import TradeoffAnalyseJob
 from spillover.training.artifacts import LOG_FILE
@@ -61,16 +61,8 @@ def score_rows(results: Results, evals: list[Job]) -> pd.DataFrame:
         run = p.run.model_dump() if p.run is not None else _BASE_RUN
         keys = {"target": s.target, "metric": s.metric} | {k: getattr(s, k) for k in SCORE_KEYS}
         rows.append({"model": p.label, **run, "alpha": p.alpha, **keys})
-    columns = ["model", *RUN_KEYS, "target", "metric", *SCORE_KEYS]
-    frame = pd.DataFrame(rows, columns=columns)
-    if not results.plan.replica_of or frame.empty:
-        return frame
-    # training-seed replicates: one row per model, target and metric, the mean over seeds (CI NaN then)
-    grouped = frame.groupby(["model", "target", "metric"], sort=False, dropna=False)
-    out = grouped.first()
-    out["value"] = grouped["value"].mean()
-    out.loc[grouped.size() > 1, ["ci_low", "ci_high"]] = np.nan
-    return out.reset_index()[columns]
+    frame = pd.DataFrame(rows, columns=["model", *RUN_KEYS, "target", "metric", *SCORE_KEYS])
+    return mean_over_seeds(frame, ["model", "target", "metric"])  # training-seed replicates: their mean
 
 
 def mean_code_lengths(results: Results) -> dict[str, dict[str, dict[str, float]]]:

@@ -20,7 +20,7 @@ from spillover.analysis.paired import delta_stats_table, pca_null
 from spillover.analysis.traits import TransferPCA, fit_held_out
 from spillover.analysis.transfer import BASE, task_of, transfer_tables
 from spillover.data.stats import DatasetStats
-from spillover.studies.contract import Analysis, Results
+from spillover.studies.contract import Analysis, Results, mean_over_seeds
 from spillover.studies.evidence import compare_jobs
 from spillover.studies.transfer.plan import TransferAnalyseJob
 from spillover.studies.transfer.spec import TransferAnalysisSpec
@@ -225,13 +225,8 @@ def behaviour_table(results: Results, evals: list) -> pd.DataFrame:
     )
     if frame.empty or not results.plan.replica_of:
         return frame
-    replica = [results.plan.replica_of.get(j.id, j.id) for j in evals]
-    grouped = frame.groupby(replica, sort=False)
-    out = grouped.first()
-    for column in ("mean_length", "prior_shift", "majority_share"):
-        out[column] = grouped[column].mean()
-    out["collapsed"] = grouped["collapsed"].max()
-    return out.reset_index(drop=True)
+    frame["_replica"] = [results.replica(j) for j in evals]
+    return mean_over_seeds(frame, ["_replica"], mean=["mean_length", "prior_shift", "majority_share"])
 
 
 def behaviour_row(label: str, target: str, behaviour: dict[str, Any]) -> dict[str, Any]:
