@@ -76,13 +76,20 @@ class Results:
         seeds that finished; ci_low / ci_high are NaN there (a one-seed bootstrap interval says nothing about
         the mean over seeds: the intervals of differences are in the paired comparisons, the seed-to-seed
         spread in `seed_spread`)."""
-        rows = self.scores_of(jobs)
+        rows = self.replicated_scores(jobs)
         if not self.plan.replica_of or rows.empty:
             return rows[LONG_COLUMNS]
-        rows = rows.assign(
-            _job=rows["job_id"].map(self.replica), _row=rows.groupby("job_id", sort=False).cumcount()
-        )
         return mean_over_seeds(rows, ["_job", "_row"])[LONG_COLUMNS]
+
+    def replicated_scores(self, jobs: list[Job]) -> pd.DataFrame:
+        """`scores_of(jobs)` plus what groups training-seed replicates: `_job` (the first seed's job id),
+        `_row` (the row's place among its job's score rows) and `_seed` (None for a job every seed shares)."""
+        rows = self.scores_of(jobs)
+        return rows.assign(
+            _job=rows["job_id"].map(self.replica),
+            _row=rows.groupby("job_id", sort=False).cumcount(),
+            _seed=rows["job_id"].map(self.seed_of),
+        )
 
     def replica(self, job: Job | str) -> str:
         """The id of a job's first-seed counterpart (itself when the job is not replicated)."""

@@ -146,14 +146,9 @@ def seed_spread(results: Results) -> pd.DataFrame:
     """`tables/seed_spread.csv`: per model, target and metric scored once per training seed (`train.seeds`),
     the seeds that finished, the mean, the standard deviation (ddof=1), min, max and each seed's value."""
     jobs = [j for j in results.plan if j.id in results.results and results.seed_of(j) is not None]
-    rows = results.scores_of(jobs)
+    rows = results.replicated_scores(jobs)
     if rows.empty:
         return pd.DataFrame(columns=SPREAD_COLUMNS)
-    rows = rows.assign(
-        _job=rows["job_id"].map(lambda j: results.plan.replica_of[j]),
-        _row=rows.groupby("job_id", sort=False).cumcount(),
-        _seed=rows["job_id"].map(lambda j: results.plan.seed_of[j]),
-    )
     return spread_of(rows, ["_job", "_row"])
 
 

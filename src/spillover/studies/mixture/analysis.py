@@ -47,7 +47,7 @@ def analyse(results: Results, p: MixtureAnalyseJob) -> Analysis:
         mine = probe_rows(label, result["probes"])
         rows += mine
         seeds += [results.seed_of(j)] * len(mine)
-        if results.plan.replica_of.get(j.id, j.id) != j.id:
+        if results.replica(j) != j.id:
             continue  # a later training seed's replicate: its plan is reported with the first seed's
         for r in result.get("mixture", []):
             ratios.setdefault(label, {})[r["task"]] = r["mean_ratio"]
@@ -96,7 +96,7 @@ def probe_rows(label: str, probes: list[dict[str, Any]]) -> list[dict[str, Any]]
 def mean_probe_rows(rows: pd.DataFrame) -> pd.DataFrame:
     """One probe row per (mixture, step, task): training-seed replicates averaged (numbers: the mean, CI NaN
     when several seeds; `collapsed`: in any seed; the rest: the first seed's)."""
-    if rows.empty or not rows.duplicated(["mixture", "step", "task"]).any():
+    if rows.empty:
         return rows
     numeric = [c for c in rows.columns if c not in ("step", "n") and pd.api.types.is_float_dtype(rows[c])]
     return mean_over_seeds(rows, ["mixture", "step", "task"], mean=numeric)
