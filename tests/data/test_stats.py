@@ -24,6 +24,7 @@ from spillover.data.stats import (
     pair_similarities,
     style_profile,
     style_similarity,
+    syntax_summary,
 )
 from spillover.data.tasks import Example
 
@@ -142,3 +143,17 @@ def test_tasks_with_different_label_names_but_one_shape_are_at_label_distance_ze
         [_ex(i, "y", t, ["spam", "ham"]) for i, t in enumerate(spam)], tokenizer, ["spam", "ham"]
     )
     assert pair_similarities(a, b)["label_shape_distance"] == 0.0  # Jensen–Shannon over names said 1.0
+
+
+def test_syntax_summary_by_hand():
+    profile = {"ROOT": 0.2, "advcl": 0.1, "det": 0.2, "nsubj": 0.2, "punct": 0.3}
+    s = syntax_summary(profile)
+    assert s["syntax_relations"] == 5
+    expected_bits = -(3 * 0.2 * math.log2(0.2) + 0.1 * math.log2(0.1) + 0.3 * math.log2(0.3))
+    assert s["syntax_entropy_bits"] == pytest.approx(expected_bits)
+    assert s["syntax_tokens_per_sentence"] == pytest.approx(5.0)  # one ROOT per 5 tokens
+    assert s["syntax_clauses_per_sentence"] == pytest.approx(1.5)  # + one advcl per 2 sentences
+    # top 5 by share, ties in name order (upper case sorts first)
+    assert s["syntax_top_relations"] == "punct 0.300, ROOT 0.200, det 0.200, nsubj 0.200, advcl 0.100"
+    assert syntax_summary({"dep": 1.0})["syntax_tokens_per_sentence"] is None  # no ROOT: undefined
+    assert set(syntax_summary(None).values()) == {None} and syntax_summary(None).keys() == s.keys()

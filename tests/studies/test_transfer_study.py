@@ -4,12 +4,14 @@ The toy study (`study_file`) is in conftest.py."""
 from __future__ import annotations
 
 import json
+from html import escape as html_escape
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from spillover.cli import main
+from spillover.data.stats import SYNTAX_INSTALL_NOTE, installed_parser
 from spillover.engine.store import Store
 from spillover.studies import context
 from spillover.studies.run import load_study, run_study, study_status
@@ -17,6 +19,7 @@ from spillover.studies.run import load_study, run_study, study_status
 
 @pytest.mark.integration
 def test_transfer_study_runs_skips_and_extends(study_file, tmp_path, monkeypatch):
+    parsed = installed_parser() is not None
     loads = []
     real_load = context.load_model
     monkeypatch.setattr(context, "load_model", lambda *a, **k: loads.append(a) or real_load(*a, **k))
@@ -31,6 +34,12 @@ def test_transfer_study_runs_skips_and_extends(study_file, tmp_path, monkeypatch
     assert (out / "tables" / "pca_loadings.parquet").exists()
     html = (out / "report.html").read_text()
     assert "Transfer matrix" in html and "Latent traits" in html
+    # the syntactic profile (issue 27): summarised in dataset_stats.csv where make setup's parser is installed
+    datasets = pd.read_csv(out / "tables" / "dataset_stats.csv", index_col="dataset")
+    syntax = datasets[[c for c in datasets.columns if c.startswith("syntax_")]]
+    assert syntax.shape == (len(datasets), 5) and datasets["syntactic_profile"].all() == parsed
+    assert syntax.notna().all().all() if parsed else syntax.isna().all().all()
+    assert parsed or html_escape(SYNTAX_INSTALL_NOTE) in html
 
     before = (out / "report.html").stat().st_mtime_ns
     again, _ = run_study(*load_study(study_file))

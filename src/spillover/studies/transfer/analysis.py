@@ -19,7 +19,7 @@ from spillover.analysis.attribution import anomalies, attribute, length_shift_ta
 from spillover.analysis.paired import delta_stats_table, pca_null
 from spillover.analysis.traits import TransferPCA, fit_held_out
 from spillover.analysis.transfer import BASE, task_of, transfer_tables
-from spillover.data.stats import DatasetStats
+from spillover.data.stats import DatasetStats, syntax_summary
 from spillover.studies.contract import Analysis, Results, mean_over_seeds
 from spillover.studies.evidence import compare_jobs
 from spillover.studies.transfer.plan import TransferAnalyseJob
@@ -172,6 +172,8 @@ def _traits(
 
 
 def dataset_stats_table(stats: dict[str, DatasetStats]) -> pd.DataFrame:
+    """`tables/dataset_stats.csv`: one row per dataset (lengths, labels, which profiles exist, the syntax
+    summary of `syntax_summary`; syntax columns empty where no parser was installed)."""
     rows = []
     for name, s in stats.items():
         lab = s.labels
@@ -190,6 +192,7 @@ def dataset_stats_table(stats: dict[str, DatasetStats]) -> pd.DataFrame:
                 "labels": ", ".join(f"{k}: {v}" for k, v in lab.counts.items()) if lab else "",
                 "semantic_profile": s.semantic is not None,
                 "syntactic_profile": s.syntax is not None,
+                **syntax_summary(s.syntax),
             }
         )
     return pd.DataFrame(rows).set_index("dataset")
