@@ -3,8 +3,9 @@ evaluation score, sent to TensorBoard event files and/or MLflow runs. Off by def
 
 One run per trained model: a training job's run gets its per-step curves (`train/loss`, `train/lr`,
 `train/tokens_per_s`, `train/grad_norm`, objective and regulariser stats) and, later, the scores of its
-evaluation jobs (`eval/<target>/<metric>`, at the run's last step); the untuned base model has a run
-`base` with its scores at step 0.
+evaluation jobs (`eval/<target>/<metric>`, at the run's last step) and, with `eval_every`, its probes during
+training (`val/<task>/<metric>`, `val/<task>/loss`, from step 0; `evaluation.curves`); the untuned base
+model has a run `base` with its scores at step 0.
 
   TensorBoard  `<output_dir>/tensorboard/<job name>/` (one folder per run). A resumed training job purges
                the events past its checkpoint, so a crash and resume draw one clean curve.
@@ -233,7 +234,7 @@ class MlflowRuns:
             logged = self.client.get_metric_history(run_id, "train/loss")
             self.client.update_run(run_id, status="RUNNING")
             return MlflowSink(
-                self.client, run_id, training, logged_through=max((m.step for m in logged), default=0)
+                self.client, run_id, training, logged_through=max((m.step for m in logged), default=-1)
             )
         run = self.client.create_run(self.experiment_id, run_name=spec.name, tags={JOB_TAG: spec.key})
         from mlflow.entities import Param
@@ -245,9 +246,10 @@ class MlflowRuns:
 
 
 class MlflowSink:
-    """Logs into one MLflow run; a training run skips the steps up to `logged_through` (logged before)."""
+    """Logs into one MLflow run; a training run skips the steps up to `logged_through` (logged before; -1:
+    none, so step 0 — the evaluation curves' starting point, `eval_every` — is logged)."""
 
-    def __init__(self, client, run_id: str, training: bool, logged_through: int = 0) -> None:
+    def __init__(self, client, run_id: str, training: bool, logged_through: int = -1) -> None:
         self.client, self.run_id = client, run_id
         self.training, self.logged_through = training, logged_through
 

@@ -4,7 +4,9 @@
 `probe` scores one task on the first `limit` rows of its test split (log-likelihood tasks batched, as
 `evaluate_task` does), optionally lets the model generate freely on classification prompts (a few tokens:
 what would it *say*?), and computes behaviour statistics (length, label prior, hedging, format, style vs
-each training task's outputs). It writes `predictions.jsonl` then `result.json` into its folder, both
+each training task's outputs). Given the task's held-out rows as training sequences, it also records the
+validation loss: the mean cross-entropy of their target tokens (`training.sequence_nll`, exactly as the
+loop computes its loss). It writes `predictions.jsonl` then `result.json` into its folder, both
 atomically; `result.json` is written last and marks the cell done.
 
 `CheckpointEvaluator` is a `StepHook`: after every `every`-th optimiser step (and the last) it probes
@@ -18,13 +20,14 @@ with the RNG states saved and restored, so training is bit-identical with or wit
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from spillover.analysis.behaviour import behaviour_stats
 from spillover.atomic import atomic_write_text
+from spillover.data.collate import Sequence_
 from spillover.data.stats import style_profile
 from spillover.data.tasks import Example, TaskSpec, load_examples
 from spillover.evaluation.evaluate import _inference, evaluate_task, write_jsonl_atomic
@@ -33,6 +36,7 @@ from spillover.evaluation.metrics import extract_answer, normalize_answer
 from spillover.evaluation.predictions import read_predictions
 from spillover.models.load import Precision
 from spillover.training.checkpoint import preserved_rng
+from spillover.training.sequence_nll import sequence_nll
 
 RESULT = "result.json"
 
@@ -81,8 +85,11 @@ def probe(
     styles: dict[str, list[float]],
     folder: Path,
     precision: Precision | None = None,
+    loss_sequences: Sequence[Sequence_] | None = None,
 ) -> dict[str, Any]:
-    """Score + behaviour of `model` on `task`'s held-out slice; writes folder/{predictions.jsonl, result.json}."""
+    """Score + behaviour of `model` on `task`'s held-out slice; writes folder/{predictions.jsonl, result.json}.
+    `loss_sequences`: the same rows as training sequences; the result then has `val_loss` (mean target-token
+    cross-entropy, nats) and `n_loss_tokens`."""
     preds = folder / "predictions.jsonl"
     if task.type == "generation" and settings.max_new_tokens is not None:
         task = task.model_copy(update={"max_new_tokens": min(task.max_new_tokens, settings.max_new_tokens)})
@@ -119,14 +126,32 @@ def probe(
         "n": r.n,
         "ci_low": r.ci_low,
         "ci_high": r.ci_high,
+        "beside": [
+            {"metric": m.metric, "value": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high} for m in r.beside
+        ],
         "behaviour": behaviour.to_dict(),
     }
+    if loss_sequences is not None:
+        result |= validation_loss(model, tokenizer, loss_sequences, settings.batch_size, precision)
     atomic_write_text(folder / RESULT, json.dumps(result, default=str))
     return result
 
 
+def validation_loss(
+    model, tokenizer, sequences: Sequence[Sequence_], batch_size: int, precision: Precision | None = None
+) -> dict[str, Any]:
+    """{"val_loss": Σ NLL / Σ target tokens over `sequences` (nats; None without target tokens),
+    "n_loss_tokens"}: the loop's token-mean cross-entropy, in eval mode, without gradients."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    nll = sequence_nll(model, sequences, pad, precision, batch_size)
+    n_tokens = sum(len(t) for t in nll)
+    total = sum(float(t.double().sum()) for t in nll)
+    return {"val_loss": total / n_tokens if n_tokens else None, "n_loss_tokens": n_tokens}
+
+
 class CheckpointEvaluator:
-    """A StepHook probing every task after every `every`-th step and the last (`n_steps`), into `root`."""
+    """A StepHook probing every task after every `every`-th step and the last (`n_steps`), into `root`.
+    `loss_sequences`: task name -> its probe rows as training sequences, for the validation loss."""
 
     def __init__(
         self,
@@ -138,26 +163,32 @@ class CheckpointEvaluator:
         every: int,
         n_steps: int,
         precision: Precision | None = None,
+        loss_sequences: Mapping[str, Sequence[Sequence_]] | None = None,
     ) -> None:
         self.tasks, self.tokenizer, self.settings, self.styles = list(tasks), tokenizer, settings, styles
         self.root, self.every, self.n_steps, self.precision = Path(root), every, n_steps, precision
+        self.loss_sequences = dict(loss_sequences or {})
         self.n_probes = 0  # cells evaluated by this object (finished cells found on disk are not counted)
 
     def before_optimizer_step(self, model, optimizer, step: int) -> None:
         pass
 
     def after_optimizer_step(self, model, optimizer, step: int) -> None:
-        done = step + 1
-        if done % self.every == 0 or done == self.n_steps:
-            self.evaluate(model, done)
+        if self.due(step + 1):
+            self.evaluate(model, step + 1)
+
+    def due(self, done: int) -> bool:
+        """Is the state after `done` optimiser steps probed? (every `every`-th and the last)"""
+        return done % self.every == 0 or done == self.n_steps
 
     def evaluate(self, model, step: int) -> None:
         for task in self.tasks:
             folder = self.root / f"step-{step:06d}" / task.name
             if (folder / RESULT).exists():
                 continue
+            losses = self.loss_sequences.get(task.name)
             with preserved_rng():
-                probe(model, self.tokenizer, task, self.settings, self.styles, folder, self.precision)
+                probe(model, self.tokenizer, task, self.settings, self.styles, folder, self.precision, losses)
             self.n_probes += 1
 
 

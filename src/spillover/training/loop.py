@@ -76,11 +76,8 @@ def train(
     world = current()
     world.check_grad_accum(params.grad_accum)
     _check_data(sequences)
-    lengths = [len(s.input_ids) for s in sequences]
     if plan is None:
-        plan = BatchPlan(
-            lengths, params.batch_size, params.grad_accum, params.seed, params.epochs, params.max_steps
-        )
+        plan = default_plan(sequences, params)
     objective = OBJECTIVES.get(params.objective)
     settings = params.settings() | plan.describe()
     fingerprint = ckpt.fingerprint(settings, sequences, model)
@@ -168,6 +165,14 @@ def train(
     return world.main_first(
         lambda: save_final(model, tokenizer, out_dir, loss, plan.n_steps, n_tokens, seconds, fingerprint),
         lambda: read_result(out_dir, fingerprint),
+    )
+
+
+def default_plan(sequences: Sequence[Sequence_], params: TrainParams) -> BatchPlan:
+    """The step plan `train` uses when given none: length-bucketed epochs over all sequences."""
+    lengths = [len(s.input_ids) for s in sequences]
+    return BatchPlan(
+        lengths, params.batch_size, params.grad_accum, params.seed, params.epochs, params.max_steps
     )
 
 
