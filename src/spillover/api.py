@@ -22,22 +22,25 @@ from pathlib import Path
 from typing import Any, Literal
 
 from spillover.atomic import atomic_write_text
-from spillover.config import TrainSettings, TrainSpec, dump_spec
+from spillover.config import TrainSettings, TrainSpec, dump_spec, resolve_named
 from spillover.data.sft import build_multitask_sequences
 from spillover.data.tasks import TaskSpec, load_examples, resolve_tasks
 from spillover.engine.plan import content_hash
 from spillover.engine.tracking import RunSpec, Tracker, base_run, check_report_to, compose
 from spillover.errors import SpilloverError
+from spillover.evaluation.curves import CURVES_FILE, EvalCurves, eval_curves_hook
 from spillover.evaluation.evaluate import evaluate_tasks
 from spillover.memory import cap_heap_blocks
 from spillover.models.adapters import base_only, load_adapter, unload_adapter
 from spillover.models.load import load_model, resolve_precision
 from spillover.training import distributed
-from spillover.training.loop import train
+from spillover.training.artifacts import LOG_FILE
+from spillover.training.loop import default_plan, train
 from spillover.training.mixture_plan import MixturePlan, plan_for_settings
 from spillover.training.settings import prepare_for_training, train_params  # re-exported: public API
 
 log = logging.getLogger(__name__)
+PROBE_BATCH = 16  # prompts per batch of the probes during training (`eval_every`)
 
 
 def mixture_plan(
@@ -57,18 +60,23 @@ def run_training(spec: TrainSpec, progress: Callable[[dict], None] | None = None
     check_report_to(spec.report_to, spec.output_dir)
     cap_heap_blocks()  # freed activations go back to the OS, as in a study (memory.py)
     train_tasks = resolve_tasks(spec.tasks, spec.tasks_file)
-    eval_tasks = resolve_tasks(spec.eval_tasks, spec.tasks_file)
+    eval_tasks = resolve_named("eval_tasks", spec.eval_tasks, spec.tasks_file)
+    probe_tasks = (eval_tasks or train_tasks) if spec.eval_every else []
     parts = [(t, load_examples(t, "train", spec.limit)) for t in train_tasks]
     if spec.mixture is not None:  # bad ratio names fail here, before anything is written
         spec.mixture.to_schedule([t.name for t, _ in parts], [len(ex) for _, ex in parts])
     for task in eval_tasks:  # fail on bad evaluation data now, not after an hour of training
         _check_eval_data(task, spec.eval_limit, spec.eval_shots)
+    for task in probe_tasks:  # the rows probed during training (zero-shot)
+        _check_eval_data(task, spec.eval_limit, 0)
     precision = distributed.join(resolve_precision(spec.precision, spec.device))
     world = distributed.current()
     world.check_grad_accum(spec.grad_accum)
     model, tokenizer = load_model(spec.model, precision, frozen=spec.method == "lora")
     sequences = build_multitask_sequences(parts, tokenizer, spec.max_len, spec.shots, spec.seed, spec.demos)
     plan = mixture_plan(spec, [t.name for t, _ in parts], [len(ex) for _, ex in parts], sequences)
+    params = train_params(spec, precision)
+    steps = plan or default_plan(sequences, params)
     out = Path(spec.output_dir)
     if world.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -84,15 +92,70 @@ def run_training(spec: TrainSpec, progress: Callable[[dict], None] | None = None
     model = prepare_for_training(model, spec)
     with tracker.run(run, training=True) as logger:
         progress = compose(progress, logger.log_record)
+        hooks = []
+        if probe_tasks and world.is_main:  # rank 0 alone evaluates (the others wait at the next step)
+            hooks = [_curves_hook(spec, probe_tasks, tokenizer, out, steps.n_steps, precision, logger.log)]
         # a finished run returns its stored result and loads the trained weights into `model`
-        result = train(model, tokenizer, sequences, train_params(spec, precision), out, progress, plan=plan)
+        result = train(model, tokenizer, sequences, params, out, progress, hooks, plan=steps)
     summary["train"] = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(result).items()}
     if plan is not None:
         summary["mixture"] = plan.summary()
     if eval_tasks and world.is_main:
         summary["eval"] = _evaluate_once(model, tokenizer, eval_tasks, spec, precision, out / "eval")
         _track_scores(tracker, run, summary["eval"], result.n_steps)
+    if hooks:
+        hooks[0].finish()
+        summary["eval_curves"] = str(out / CURVES_FILE)
+        summary["report"] = str(write_train_report(out))
     return summary
+
+
+def _curves_hook(spec: TrainSpec, tasks, tokenizer, out: Path, n_steps: int, precision, log) -> EvalCurves:
+    """Probes `tasks` every `eval_every` steps on their first `eval_limit` test rows (docs/training.md)."""
+    return eval_curves_hook(
+        tasks,
+        tokenizer,
+        out,
+        spec.eval_every,
+        n_steps,
+        limit=spec.eval_limit,
+        batch_size=PROBE_BATCH,
+        max_len=spec.max_len,
+        precision=precision,
+        log=log,
+    )
+
+
+def write_train_report(out: str | Path) -> Path:
+    """`<out>/report.html` of a `spillover train` run folder: the evaluation curves (eval_curves.csv), the
+    training loss (train_log.jsonl), and the scores of the base and tuned models when evaluated."""
+    import pandas as pd
+    import yaml
+
+    from spillover.report.curves import curves_section, training_loss_section
+    from spillover.report.html import Section, render_report, write_report
+
+    out = Path(out)
+    if not (out / CURVES_FILE).exists():
+        raise SpilloverError(
+            f"{out} has no {CURVES_FILE}: train with eval_every set to get curves and a report"
+        )
+    settings = yaml.safe_load((out / "config.yaml").read_text()) if (out / "config.yaml").exists() else {}
+    curves = pd.read_csv(out / CURVES_FILE).assign(model=out.resolve().name)
+    sections = [curves_section(curves)]
+    if (out / LOG_FILE).exists():
+        records = [json.loads(line) for line in (out / LOG_FILE).read_text().splitlines() if line.strip()]
+        sections.append(training_loss_section(pd.DataFrame(records)))
+    tables = []
+    for name, folder in (("base model", "eval-base"), ("tuned model", "eval")):
+        if (out / folder / "results.json").exists():
+            rows = json.loads((out / folder / "results.json").read_text())
+            cols = ["task", "metric", "value", "n", "ci_low", "ci_high", "shots"]
+            tables.append((f"Scores of the {name} ({folder}/)", pd.DataFrame(rows)[cols]))
+    if tables:
+        sections.append(Section("scores", "Scores after training", tables=tables))
+    title = f"spillover train: {settings.get('model', '')} → {out.name}"
+    return write_report(out / "report.html", render_report(title, sections, settings))
 
 
 def adapter_labels(adapters: Sequence[str | Path]) -> list[str]:

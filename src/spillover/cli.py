@@ -99,11 +99,22 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("dir", help="the study's output folder")
     st.set_defaults(func=_cmd_status)
 
-    rp = sub.add_parser("report", help="re-render a study's report.html and tables/ from its results")
-    rp.add_argument("dir", help="the study's output folder")
+    rp = sub.add_parser(
+        "report",
+        help="re-render a study's report.html and tables/ from its results (or a `spillover train` folder's "
+        "report.html, with eval_every)",
+    )
+    rp.add_argument("dir", help="the study's (or training run's) output folder")
     rp.set_defaults(func=_cmd_report)
 
-    tr = sub.add_parser("train", help="fine-tune a model (LoRA or full) on one or more tasks")
+    tr = sub.add_parser(
+        "train",
+        help="fine-tune a model (LoRA or full) on one or more tasks",
+        description="Fine-tune a model (LoRA or full) on one or more tasks; the config's keys are in "
+        "docs/training.md. With `eval_every: N`, every eval task (eval_tasks; default: the training tasks) is "
+        "probed at step 0, every N steps and the last (score + validation loss on its first eval_limit test "
+        "rows): OUTPUT_DIR/eval_curves.csv, OUTPUT_DIR/report.html, and report_to's TensorBoard / MLflow.",
+    )
     tr.add_argument("config", help="training config YAML (see configs/sst2-lora.yaml)")
     tr.add_argument(
         "overrides",
@@ -315,6 +326,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         )
     for row in result.get("eval", []):
         print(_format_result(row))
+    if "report" in result:
+        print(f"evaluation curves: {result['eval_curves']}; report: {result['report']}")
     print(f"outputs: {spec.output_dir}")
     return 0
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from spillover.errors import SpilloverError
 
@@ -34,11 +34,26 @@ class TrainSpec(TrainSettings):
     output_dir: str = Field(min_length=1)
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     device: str = Field(default="auto", pattern=DEVICE)
-    eval_tasks: list[str] = Field(default_factory=list, description="evaluate these after training")
+    eval_tasks: list[str] = Field(
+        default_factory=list,
+        description="evaluate these after training; with eval_every also probe them during training "
+        "(default then: the training tasks)",
+    )
     eval_limit: int | None = Field(default=None, ge=1)
     eval_shots: int = Field(default=0, ge=0, le=32)
     eval_base: bool = Field(default=True, description="also evaluate the untuned model, for comparison")
     report_to: list[Literal["tensorboard", "mlflow"]] = Field(default_factory=list)
+
+
+def resolve_named(field: str, names: list[str], tasks_file: str | Path | None = None) -> list:
+    """`data.tasks.resolve_tasks` whose unknown-name message names the config field, e.g.
+    "eval_tasks: unknown task 'sst3'; did you mean 'sst2'? available: …"."""
+    from spillover.data.tasks import resolve_tasks
+
+    try:
+        return resolve_tasks(names, tasks_file)
+    except SpilloverError as e:
+        raise SpilloverError(f"{field}: {e}") from None
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str], origin: str) -> dict[str, Any]:
@@ -104,6 +119,16 @@ class StudyTrainSettings(TrainSettings):
         description="train every model once per seed (replicates; default: [seed]); differences are "
         "averaged over the seeds with a seeds-then-rows bootstrap (docs/studies.md)",
     )
+
+    @field_validator("eval_tasks")
+    @classmethod
+    def _probes_need_eval_every(cls, names: list[str], info: ValidationInfo) -> list[str]:
+        if names and info.data.get("eval_every", 0) is None:  # 0: eval_every itself failed and is reported
+            raise ValueError(
+                "probes tasks during training and needs eval_every (e.g. eval_every: 10); the study's "
+                "own evaluations are set by the study"
+            )
+        return names
 
     @field_validator("seeds")
     @classmethod

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +30,13 @@ from spillover.data.transforms import apply_transforms
 from spillover.engine.plan import Job, params_json
 from spillover.engine.store import Store
 from spillover.engine.tracking import RunSpec, Tracker, base_run
+from spillover.evaluation.curves import EvalCurves, eval_curves_hook
 from spillover.memory import cap_heap_blocks
 from spillover.merging.wise import interpolate_, scale_adapter_
 from spillover.models.adapters import is_peft, load_adapter
 from spillover.models.deltas import compact_model_dir, is_delta_dir, load_delta_into_
 from spillover.models.load import load_model, load_tokenizer, resolve_precision
-from spillover.training.loop import train
+from spillover.training.loop import default_plan, train
 from spillover.training.params import load_trainable_
 from spillover.training.settings import prepare_for_training, train_params
 
@@ -95,12 +96,26 @@ class StudyContext:
         hooks=(),
         plan=None,
         start=None,
+        train_tasks: Sequence[str] = (),
+        log: Callable[[dict[str, float], int], None] | None = None,
     ):
         """Train on ready sequences; LoRA on the shared base (then unloaded), full FT on a fresh copy.
         `progress`: the per-step callback (default: the context's); `hooks`, `plan`: passed to `train`;
-        `start`: trainable parameters to start from instead of θ0 (`training.params.load_trainable_`)."""
+        `start`: trainable parameters to start from instead of θ0 (`training.params.load_trainable_`).
+        With `settings.eval_every`, `settings.eval_tasks` (default: `train_tasks`, the tasks the sequences
+        come from) are probed during training into `out_dir` (`evaluation.curves`; `log`: the tracking
+        run's `RunLogger.log`), on the study's `eval.limit` test rows."""
         params = train_params(settings, self.precision)
         progress = progress or self.progress
+        plan = plan or default_plan(sequences, params)
+        curves = self._curves(settings, train_tasks, out_dir, plan.n_steps, log)
+        hooks = [*hooks, *([curves] if curves else [])]
+        result = self._train(sequences, settings, params, out_dir, progress, hooks, plan, start)
+        if curves is not None:
+            curves.finish()  # a finished run returns without running hooks: the CSV from what is on disk
+        return result
+
+    def _train(self, sequences, settings: TrainSettings, params, out_dir, progress, hooks, plan, start):
         if settings.method == "full":
             model, _ = load_model(self.spec.model, self.precision)
             model = prepare_for_training(model, settings)
@@ -116,6 +131,29 @@ class StudyContext:
             return train(model, self.tokenizer, sequences, params, out_dir, progress, hooks, plan)
         finally:
             self._model = model.unload()
+
+    def _curves(
+        self, settings: TrainSettings, train_tasks: Sequence[str], out_dir: Path, n_steps: int, log
+    ) -> EvalCurves | None:
+        """The evaluation-curves hook of a training run when its settings ask for one (`eval_every`)."""
+        if settings.eval_every is None:
+            return None
+        names = list(settings.eval_tasks or train_tasks)
+        assert names, "a training run with eval_every needs eval_tasks or the names of its training tasks"
+        e = self.spec.eval
+        return eval_curves_hook(
+            [self.tasks[n] for n in names],
+            self.tokenizer,
+            out_dir,
+            settings.eval_every,
+            n_steps,
+            limit=e.limit,
+            batch_size=e.batch_size,
+            max_len=settings.max_len,
+            precision=self.precision,
+            compile=e.compile,
+            log=log,
+        )
 
     def track_scores(self, trained: Job | None, scores: list[dict[str, Any]]) -> None:
         """Log evaluation scores into the evaluated model's run: its training job's (at its last step), or

@@ -228,6 +228,26 @@ def build_study_plan(kind: StudyKind, spec: StudySpec, fingerprints: dict[str, d
     return merged
 
 
+def eval_curves(results: Results) -> pd.DataFrame:
+    """Every finished job's evaluation curves (`train.eval_every`): the `eval_curves.csv` files in its folder
+    (a staged job has one per stage folder), with `model` = the job's name (and the stage folder)."""
+    from spillover.evaluation.curves import COLUMNS, CURVES_FILE
+
+    frames = []
+    for job in results.plan:
+        if job.id not in results.results:
+            continue
+        folder = results.job_dir(job)
+        for path in sorted(folder.rglob(CURVES_FILE)):
+            where = path.parent.relative_to(folder).as_posix()
+            name = job.name if where == "." else f"{job.name} ({where})"
+            frames.append(pd.read_csv(path).assign(model=name))
+    if not frames:
+        return pd.DataFrame(columns=["model", *COLUMNS])
+    curves = pd.concat(frames, ignore_index=True)
+    return curves[["model", *COLUMNS]]
+
+
 def handler_for(kind: StudyKind, job_kind: str) -> Handler:
     """The handler of a job kind: the study kind's own first, then the shared ones (studies/jobs.py)."""
     from spillover.studies.jobs import SHARED_HANDLERS
@@ -254,6 +274,11 @@ def report_job(kind: StudyKind, ctx: StudyContext, plan: Plan, job: Job) -> dict
             if "seed_spread" not in analysis.tables:  # a kind may compute its own (mixture: its probes)
                 analysis.tables["seed_spread"] = seed_spread(results)
             sections.append(seed_spread_section(analysis.tables["seed_spread"]))
+        if ctx.spec.train.eval_every is not None:  # probes during training, for every kind alike
+            from spillover.report.curves import curves_section
+
+            analysis.tables["eval_curves"] = eval_curves(results)
+            sections.append(curves_section(analysis.tables["eval_curves"]))
     except (SpilloverError, ValueError, KeyError, IndexError) as e:
         why = f"the {kind.name} analysis could not run on the finished jobs: {type(e).__name__}: {e}"
         log.error("%s", why, exc_info=True)  # the traceback, for a bug rather than missing inputs

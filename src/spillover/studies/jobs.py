@@ -106,7 +106,8 @@ def train_job(ctx: StudyContext, plan: Plan, job: Job, examples: list[Example] |
     )
     with ctx.tracker.run(RunSpec(job.name, job.id, params_json(job.params)), training=True) as run:
         progress = compose(ctx.progress, run.log_record)
-        result = ctx.train_sequences(seqs, settings, ctx.store.job_dir(job.id), progress)
+        folder = ctx.store.job_dir(job.id)
+        result = ctx.train_sequences(seqs, settings, folder, progress, train_tasks=[p.task], log=run.log)
     return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(result).items()}, []
 
 

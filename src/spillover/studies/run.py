@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from spillover.atomic import atomic_write_text, exclusive
-from spillover.config import StudySpec, apply_overrides, dump_spec
-from spillover.data.tasks import TaskSpec, resolve_tasks
+from spillover.config import StudySpec, apply_overrides, dump_spec, resolve_named
+from spillover.data.tasks import TaskSpec, load_examples, resolve_tasks
 from spillover.engine.executors import EXECUTORS, run_local
 from spillover.engine.plan import Job, Plan, content_hash, file_fingerprint
 from spillover.engine.ray_executor import RayOptions
@@ -79,10 +79,29 @@ def prepare(kind: StudyKind, spec: StudySpec) -> tuple[dict[str, TaskSpec], Plan
     """Resolve tasks, check every input, and build the plan — all before anything is written."""
     check_model(spec.model, spec.precision, spec.device)
     tasks = {t.name: t for t in resolve_tasks(spec.task_names(), spec.tasks_file)}
-    from spillover.data.tasks import load_examples
-
     kind.check(spec, tasks, lambda name, split, limit: load_examples(tasks[name], split, limit))
+    tasks |= probed_tasks(spec, tasks)
     return tasks, build_study_plan(kind, spec, task_fingerprints(tasks))
+
+
+def probed_tasks(spec: StudySpec, tasks: dict[str, TaskSpec]) -> dict[str, TaskSpec]:
+    """With `train.eval_every`: the tasks probed during training resolved — `train.eval_tasks`, else every
+    training job's own tasks (any of the study's tasks with a train split) — and their probe rows (the first
+    `eval.limit` test rows) read and checked. Returns the probed tasks that are not study tasks."""
+    if spec.train.eval_every is None:
+        return {}
+    extra = [n for n in spec.train.eval_tasks if n not in tasks]
+    found = {t.name: t for t in resolve_named("train.eval_tasks", extra, spec.tasks_file)}
+    probed = spec.train.eval_tasks or [n for n, t in tasks.items() if t.train is not None]
+    for name in probed:
+        task = found.get(name) or tasks[name]
+        if task.test is None:
+            raise SpilloverError(
+                f"train.eval_every probes task '{name}' during training, but it has no test split (set "
+                "`test:` in its spec, or list the tasks to probe in train.eval_tasks)"
+            )
+        load_examples(task, "test", spec.eval.limit)
+    return found
 
 
 def check_model(model: str, precision: str, device: str) -> None:
@@ -188,8 +207,13 @@ def dispatch(kind: StudyKind, ctx: StudyContext, plan: Plan, job: Job) -> tuple[
 
 
 def rerender_report(out: str | Path) -> Path:
-    """Re-run the analysis over the stored results of the study in `out` (no training, no evaluation)."""
+    """Re-run the analysis over the stored results of the study in `out` (no training, no evaluation); a
+    `spillover train` folder with evaluation curves (`eval_every`) gets its report.html re-rendered."""
     out = Path(out)
+    if not (out / SPEC_FILE).exists() and (out / "eval_curves.csv").exists():
+        from spillover.api import write_train_report
+
+        return write_train_report(out)
     kind, spec = _saved_study(out)
     tasks, plan = prepare(kind, spec)
     store = Store(out)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_serializer
 from torch import nn
 
 from spillover.data.mixture import MixtureSettings
@@ -71,6 +71,36 @@ class TrainSettings(BaseModel):
     mixture: MixtureSettings | None = Field(
         default=None, description="weighted task mixture (docs/mixture.md)"
     )
+    eval_every: int | None = Field(
+        default=None,
+        ge=1,
+        description="probe every eval task (score + validation loss) before training, every N optimiser "
+        "steps and at the last; curves in eval_curves.csv and the report (docs/training.md)",
+    )
+    eval_tasks: list[str] = Field(
+        default_factory=list,
+        description="the tasks probed every eval_every steps (default: the task(s) the run trains on)",
+    )
+
+    @field_validator("eval_tasks")
+    @classmethod
+    def _distinct_eval_tasks(cls, names: list[str]) -> list[str]:
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"lists {', '.join(repeated)} twice; name each task once")
+        return names
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_probes(self, handler) -> dict[str, Any]:
+        """`eval_every` and `eval_tasks` are left out of a dump while unset, so the configs, job
+        parameters and job ids of runs made before they existed stay the same (a study re-runs nothing)."""
+        data = handler(self)
+        if isinstance(data, dict):
+            if data.get("eval_every", 0) is None:
+                del data["eval_every"]
+            if data.get("eval_tasks") == []:
+                del data["eval_tasks"]
+        return data
 
     @field_validator("objective")
     @classmethod

@@ -57,7 +57,9 @@ def train_mixture_job(ctx: StudyContext, plan: Plan, job: Job) -> JobOutput:
     hook = _evaluator(ctx, p, parts, folder / PROBES, steps.n_steps)
     with ctx.tracker.run(RunSpec(job.name, job.id, params_json(job.params)), training=True) as run:
         progress = compose(ctx.progress, run.log_record)
-        result = ctx.train_sequences(seqs, settings, folder, progress, hooks=[hook], plan=steps)
+        result = ctx.train_sequences(
+            seqs, settings, folder, progress, hooks=[hook], plan=steps, train_tasks=names, log=run.log
+        )
     out = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(result).items()}
     return {**out, "mixture": steps.summary(), "probes": collect(folder / PROBES)}, []
 

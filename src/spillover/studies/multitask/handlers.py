@@ -64,12 +64,15 @@ def _train(
     start: State | None = None,
     hooks=(),
     part: str = "",
+    *,
+    tasks: list[str],
 ) -> TrainResult:
-    """`states.train_run` with the job's progress and tracking run (one run per stage: `part` names it)."""
+    """`states.train_run` with the job's progress and tracking run (one run per stage: `part` names it);
+    `tasks`: the tasks `sequences` come from (the default eval tasks of `train.eval_every`)."""
     spec = RunSpec(f"{job.name}{part}", f"{job.id}{part.replace(' ', '-')}", params_json(job.params))
     with ctx.tracker.run(spec, training=True) as run:
         progress = compose(ctx.progress, run.log_record)
-        return train_run(ctx, sequences, settings, out_dir, start, hooks, progress)
+        return train_run(ctx, sequences, settings, out_dir, start, hooks, progress, tasks, run.log)
 
 
 def _sequences(ctx: StudyContext, settings: TrainSettings, parts: list[tuple[str, list[Example]]]):
@@ -99,7 +102,8 @@ def probe_job(ctx: StudyContext, plan: Plan, job: Job) -> JobOutput:
     """Single-task fine-tune θ⁽ⁱ⁾ on the task's training data (the study's `train:`)."""
     p: ProbeJob = job.params
     seqs = _sequences(ctx, p.train, [(p.task, ctx.examples(p.task, "train", p.train.limit))])
-    return {"task": p.task, **_out(_train(ctx, job, seqs, p.train, ctx.store.job_dir(job.id)))}, []
+    result = _train(ctx, job, seqs, p.train, ctx.store.job_dir(job.id), tasks=[p.task])
+    return {"task": p.task, **_out(result)}, []
 
 
 def _probe_artifacts(ctx: StudyContext, plan: Plan, job: Job) -> dict[str, str]:
@@ -169,7 +173,8 @@ def mt_train_job(ctx: StudyContext, plan: Plan, job: Job) -> JobOutput:
     data = {t: ctx.examples(t, "train", settings.limit) for t in p.tasks}
     if p.method == "joint":
         seqs = _sequences(ctx, settings, list(data.items()))
-        return {"method": "joint", "stages": [p.tasks], **_out(_train(ctx, job, seqs, settings, folder))}, []
+        result = _train(ctx, job, seqs, settings, folder, tasks=p.tasks)
+        return {"method": "joint", "stages": [p.tasks], **_out(result)}, []
     found = ctx.store.result(cores_of(plan, job).id)
     if p.method == "cpi":
         stages = stage_plan(found["jaccard"], found["tasks"], p.cpi.tau, p.seed).orders[p.cpi.order]
@@ -179,7 +184,8 @@ def mt_train_job(ctx: StudyContext, plan: Plan, job: Job) -> JobOutput:
 
     def stage(k: int, start: State | None) -> TrainResult:
         seqs = _sequences(ctx, settings, [(t, data[t]) for t in stages[k]])
-        return _train(ctx, job, seqs, settings, folder / f"stage-{k + 1}", start, part=f" stage {k + 1}")
+        out = folder / f"stage-{k + 1}"
+        return _train(ctx, job, seqs, settings, out, start, part=f" stage {k + 1}", tasks=stages[k])
 
     results = train_stages(len(stages), stage, lambda a: trained_state(ctx, a, settings))
     info = [
@@ -232,7 +238,8 @@ def _cpi(
         parts = [(t, [data[t][i] for i in idx]) for t, idx in zip(s.tasks, s.picks, strict=True)]
         hooks = [FreezeHook(s.frozen)] if s.frozen else []
         seqs = _sequences(ctx, settings, parts)
-        return _train(ctx, job, seqs, settings, folder / f"stage-{k + 1}", start, hooks, f" stage {k + 1}")
+        out = folder / f"stage-{k + 1}"
+        return _train(ctx, job, seqs, settings, out, start, hooks, f" stage {k + 1}", tasks=s.tasks)
 
     try:
         results = train_stages(
@@ -271,7 +278,7 @@ def sequential_job(ctx: StudyContext, plan: Plan, job: Job) -> JobOutput:
         mask = load_masks(ctx, plan, job, [a], _shapes(ctx))[a]
         hooks, frozen = [FreezeHook(mask)], mask_size(mask)
     seqs = _sequences(ctx, settings, [(b, ctx.examples(b, "train", settings.limit))])
-    result = _train(ctx, job, seqs, settings, ctx.store.job_dir(job.id), start, hooks)
+    result = _train(ctx, job, seqs, settings, ctx.store.job_dir(job.id), start, hooks, tasks=[b])
     return {"method": p.method, "first": a, "second": b, "frozen": frozen, **_out(result)}, []
 
 

@@ -61,10 +61,15 @@ def train_run(
     start: Mapping[str, Tensor] | None = None,
     hooks: Sequence[StepHook] = (),
     progress: Callable[[dict[str, Any]], None] | None = None,
+    train_tasks: Sequence[str] = (),
+    log: Callable[[dict[str, float], int], None] | None = None,
 ) -> TrainResult:
     """`StudyContext.train_sequences` from `start` (None: θ0) with step `hooks` (a fresh full copy, stored as
     its delta, or a fresh adapter over the shared base); once the run is saved its optimiser checkpoints are
-    deleted, since later stages read the saved weights."""
-    result = ctx.train_sequences(sequences, settings, out_dir, progress, hooks=hooks, start=start)
+    deleted, since later stages read the saved weights. `train_tasks`, `log`: for the evaluation curves
+    (`StudyContext.train_sequences`)."""
+    result = ctx.train_sequences(
+        sequences, settings, out_dir, progress, hooks=hooks, start=start, train_tasks=train_tasks, log=log
+    )
     drop_checkpoints(out_dir)
     return result
