@@ -112,6 +112,7 @@ def test_train_with_eval_every_writes_curves_and_the_report_plots_them(toy, tmp_
     assert main(["report", str(out)]) == 0 and (out / "report.html").read_text() == html
 
 
+@pytest.mark.integration  # three / two training runs: the fast tier keeps the acceptance test
 def test_probes_leave_training_unchanged_and_a_rerun_probes_nothing(toy, tmp_path, monkeypatch):
     run_training(toy("plain", eval_every=None, eval_tasks=[], eval_base=False))
     run_training(toy("probed", eval_tasks=[], eval_base=False))  # eval_tasks default: the training task
@@ -131,6 +132,7 @@ def test_probes_leave_training_unchanged_and_a_rerun_probes_nothing(toy, tmp_pat
     assert (tmp_path / "probed" / "eval_curves.csv").read_text() == before
 
 
+@pytest.mark.integration  # three / two training runs: the fast tier keeps the acceptance test
 def test_eval_every_set_after_the_run_finished_warns_of_the_missing_probes(toy, tmp_path, caplog):
     run_training(toy(eval_every=None, eval_base=False))
     with caplog.at_level(logging.WARNING):
