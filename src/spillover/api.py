@@ -30,6 +30,7 @@ from spillover.engine.tracking import RunSpec, Tracker, base_run, check_report_t
 from spillover.errors import SpilloverError
 from spillover.evaluation.curves import CURVES_FILE, EvalCurves, eval_curves_hook
 from spillover.evaluation.evaluate import evaluate_tasks
+from spillover.harness.tasks import LmEvalTarget, check_target
 from spillover.memory import cap_heap_blocks
 from spillover.models.adapters import base_only, load_adapter, unload_adapter
 from spillover.models.load import load_model, resolve_precision
@@ -169,8 +170,11 @@ def adapter_labels(adapters: Sequence[str | Path]) -> list[str]:
     return [f"{label}-{i + 1}" for i, label in enumerate(labels)]
 
 
-def _check_eval_data(task: TaskSpec, limit: int | None, shots: int) -> None:
-    """Read every test row the evaluation will use (and the train split its demonstrations come from)."""
+def _check_eval_data(task: TaskSpec | LmEvalTarget, limit: int | None, shots: int) -> None:
+    """Read every test row the evaluation will use (and the train split its demonstrations come from);
+    an lm-eval target: build its task and requests."""
+    if isinstance(task, LmEvalTarget):
+        return check_target(task, limit, shots)
     load_examples(task, "test", limit)
     if shots:
         load_examples(task, "train")
@@ -211,6 +215,7 @@ def run_evaluation(
     *,
     adapter: str | Path | Sequence[str | Path] | None = None,
     tasks_file: str | None = None,
+    lm_eval_include: Sequence[str | Path] = (),
     limit: int | None = None,
     shots: int = 0,
     seed: int = 0,
@@ -221,13 +226,14 @@ def run_evaluation(
     json_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate a model (optionally with a PEFT adapter) on tasks; per-example predictions go to out_dir.
-    `compile=True`: scoring runs its forward passes compiled (`evaluation.scoring`).
+    `compile=True`: scoring runs its forward passes compiled (`evaluation.scoring`). `lm_eval:TASK` tasks
+    are lm-evaluation-harness tasks, looked up in the `lm_eval_include` folders first (`harness.tasks`).
 
     Several adapters (a list): the base model is loaded once and each adapter in turn is applied, evaluated
     on every task and removed. Predictions go to `out_dir/<label>/`, label = the shortest tail of the
     adapter's path that is unique (`adapter_labels`); the payload then has `adapters` ({label: {adapter, tasks}}) and `rows`
     (one per adapter and task: the results table)."""
-    specs = resolve_tasks(tasks, tasks_file)
+    specs = resolve_tasks(tasks, tasks_file, lm_eval_include)
     for task in specs:
         _check_eval_data(task, limit, shots)
     adapters = [adapter] if isinstance(adapter, str | Path) else list(adapter or [])

@@ -133,8 +133,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="a PEFT adapter folder to apply to the model; several, comma-separated (a,b,c): the base is "
         "loaded once and each adapter evaluated on every task in turn (predictions in OUT/<path tail>/)",
     )
-    ev.add_argument("--tasks", required=True, help="comma-separated task names")
+    ev.add_argument(
+        "--tasks",
+        required=True,
+        help="comma-separated task names; lm_eval:TASK is an lm-evaluation-harness task, prompted and scored "
+        "by lm-eval (pip install 'spillover[lm-eval]'; docs/evaluation.md)",
+    )
     ev.add_argument("--tasks-file", default=None, help="YAML file with a `tasks:` list of your own tasks")
+    ev.add_argument(
+        "--lm-eval-include",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder of lm-eval task YAMLs searched for lm_eval:TASK before lm-eval's own tasks (repeatable)",
+    )
     ev.add_argument("--limit", type=_positive_int, default=None, help="first N test examples per task")
     ev.add_argument(
         "--shots", type=_nonnegative_int, default=0, help="in-context demonstrations from the train split"
@@ -346,6 +358,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         adapter=adapters,
         tasks=names,
         tasks_file=args.tasks_file,
+        lm_eval_include=args.lm_eval_include,
         limit=args.limit,
         shots=args.shots,
         seed=args.seed,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import string
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 from spillover.data.sources import read_rows, shown
 from spillover.errors import SpilloverError, unknown_name_message
 from spillover.evaluation.metrics import check_task_metric, get_metric
+from spillover.harness.tasks import LmEvalTarget, check_include, is_lm_eval_name, resolve_targets
 from spillover.yamlio import load_yaml, validate
 
 BUILTIN_FILE = Path(__file__).parent / "builtin" / "tasks.yaml"
@@ -155,19 +157,28 @@ def builtin_tasks() -> dict[str, TaskSpec]:
     return load_task_file(BUILTIN_FILE)
 
 
-def resolve_tasks(names: list[str], tasks_file: str | Path | None = None) -> list[TaskSpec]:
-    """Look up task names in the user's task file first, then the built-in suite."""
+def resolve_tasks(
+    names: list[str], tasks_file: str | Path | None = None, lm_eval_include: Sequence[str | Path] = ()
+) -> list[TaskSpec | LmEvalTarget]:
+    """Look up task names in the user's task file first, then the built-in suite. `lm_eval:TASK` names an
+    lm-evaluation-harness task, found in the `lm_eval_include` folders, then lm-eval's own (`harness`)."""
     known = builtin_tasks()
     if tasks_file is not None:
         known.update(load_task_file(tasks_file))
-    missing = [n for n in names if n not in known]
+    if lm_eval_include:
+        check_include(lm_eval_include)
+    missing = [n for n in names if n not in known and not is_lm_eval_name(n)]
     if missing:
         raise SpilloverError(unknown_name_message("task", missing[0], known))
-    return [known[n] for n in names]
+    harness = [n for n in names if is_lm_eval_name(n)]
+    targets = resolve_targets(harness, lm_eval_include) if harness else {}
+    return [targets[n] if n in targets else known[n] for n in names]
 
 
 def load_examples(task: TaskSpec, split: Literal["train", "test"], limit: int | None = None) -> list[Example]:
     """Read and check one split; every problem names the file and line."""
+    if isinstance(task, LmEvalTarget):  # lm-eval reads its own documents (`harness.tasks`)
+        raise SpilloverError(f"{task.name}: an lm-eval task is a target only; spillover does not train on it")
     source = task.train if split == "train" else task.test
     if source is None:
         raise SpilloverError(f"task '{task.name}' has no {split} split (set `{split}:` in its spec)")

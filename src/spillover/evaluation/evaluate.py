@@ -36,6 +36,7 @@ from spillover.evaluation.metrics import (
     reported_metrics,
 )
 from spillover.evaluation.scoring import ScoredExample, score_examples
+from spillover.harness.tasks import LmEvalTarget, evaluate_target
 from spillover.models.load import Precision
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ class TaskResult:
 def evaluate_task(
     model,
     tokenizer,
-    task: TaskSpec,
+    task: TaskSpec | LmEvalTarget,
     *,
     limit: int | None = None,
     shots: int = 0,
@@ -86,7 +87,19 @@ def evaluate_task(
     compile: Literal["auto"] | bool = "auto",
 ) -> TaskResult:
     """Evaluate `model` on the test split of `task` (first `limit` rows) with `shots` train demos.
-    `compile=True`: run scoring's forward passes compiled (`evaluation.scoring`; generation stays eager)."""
+    `compile=True`: run scoring's forward passes compiled (`evaluation.scoring`; generation stays eager).
+    An lm-eval target (`lm_eval:TASK`) is built, prompted and scored by lm-eval (`harness.tasks`)."""
+    if isinstance(task, LmEvalTarget):
+        settings = {"limit": limit, "shots": shots, "seed": seed, "batch_size": batch_size}
+        return evaluate_target(
+            model,
+            tokenizer,
+            task,
+            **settings,
+            precision=precision,
+            predictions_path=predictions_path,
+            compile=compile,
+        )
     metric = get_metric(task.metric)
     run = _RUNNERS[REQUEST_KIND[task.type]]
     examples = load_examples(task, "test", limit)
