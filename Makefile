@@ -58,6 +58,7 @@ format: setup
 bench: setup
 	$(BIN)/pip install -q -c constraints.txt -e '.[bench]'
 	$(BIN)/python benchmarks/eval_vs_lm_eval.py
+	$(BIN)/python benchmarks/lm_eval_parity.py
 	$(BIN)/python benchmarks/train_vs_trl.py
 	$(BIN)/python benchmarks/generation_vs_generate.py
 	$(BIN)/python benchmarks/matmul_shapes.py

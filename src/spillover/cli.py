@@ -149,7 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--limit", type=_positive_int, default=None, help="first N test examples per task")
     ev.add_argument(
-        "--shots", type=_nonnegative_int, default=0, help="in-context demonstrations from the train split"
+        "--shots",
+        type=_nonnegative_int,
+        default=0,
+        help="in-context demonstrations from the train split; for lm_eval:TASK, lm-eval's --num_fewshot "
+        "(0 keeps the task's own)",
     )
     ev.add_argument("--seed", type=int, default=0, help="seed for demonstration sampling")
     ev.add_argument(
