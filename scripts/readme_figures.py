@@ -16,7 +16,7 @@ The figures live in README.md between ``<!-- quickstart-figures:begin … -->`` 
   above their permutation null.
 
 Prose that reads the figures stays outside the markers. Number formats: Δ and CIs in points with one
-decimal and a sign; q with two decimals, three below 0.01, "< 0.001" below that; scores with three
+decimal and a sign; q with three decimals below 0.1 (two above), "< 0.001" below that; scores with three
 decimals; shares of variance and of rows in whole percent.
 
 Usage::
@@ -54,10 +54,11 @@ def points(x: float) -> str:
 
 
 def q_value(q: float) -> str:
-    """q as the README gives it: "q = 0.02", "q = 0.007", "q < 0.001"."""
+    """q as the README gives it: "q = 0.048", "q = 0.007", "q < 0.001", "q = 0.42". Three decimals below
+    0.1, so a significant q (< 0.05) never prints as "q = 0.05"."""
     if q < 0.001:
         return "q < 0.001"
-    return f"q = {q:.3f}" if q < 0.01 else f"q = {q:.2f}"
+    return f"q = {q:.3f}" if q < 0.1 else f"q = {q:.2f}"
 
 
 def flags(column: pd.Series) -> pd.Series:

@@ -49,7 +49,7 @@ is tuned minus base in points of the target's metric, with its paired 95% CI (`d
 
 | tuned on ↓ / evaluated on → | sst2 | review_sentiment |
 | --- | --- | --- |
-| sst2 | +12.5 [+4.2, +21.7], q = 0.02 | +5.0, not significant at n = 120 |
+| sst2 | +12.5 [+4.2, +21.7], q = 0.020 | +5.0, not significant at n = 120 |
 | hate_speech | −20.0 [−30.0, −10.0], q = 0.002 | −38.3 [−47.5, −29.2], q < 0.001 |
 | {MISLABEL} | −20.8 [−30.0, −11.7], q = 0.007 | 0.0, not significant at n = 120 |
 
