@@ -51,17 +51,9 @@ def score_figure(part: pd.DataFrame, task: str) -> go.Figure:
     """One task's own metric against the step, per model, with its 95% CI as error bars."""
     metric = part["metric"].iloc[0]
     rows = part[part["metric"] == metric]
-    fig = plots.lines(rows, "step", "value", color="model", title=f"{task}: {metric} vs step")
-    for trace in fig.data:
-        sub = rows[rows["model"].map(esc) == trace.name].sort_values("step")
-        trace.error_y = dict(
-            type="data",
-            symmetric=False,
-            array=sub["ci_high"] - sub["value"],
-            arrayminus=sub["value"] - sub["ci_low"],
-            thickness=1,
-            width=3,
-        )
+    fig = plots.lines(
+        rows, "step", "value", color="model", title=f"{task}: {metric} vs step", ci=("ci_low", "ci_high")
+    )
     fig.update_yaxes(title_text=esc(metric))
     return fig
 

@@ -121,9 +121,17 @@ def bars(frame: pd.DataFrame, x: str, y: str, color: str | None = None, title: s
 
 
 def lines(
-    frame: pd.DataFrame, x: str, y: str, color: str | None = None, title: str = "", *, log_x: bool = False
+    frame: pd.DataFrame,
+    x: str,
+    y: str,
+    color: str | None = None,
+    title: str = "",
+    *,
+    log_x: bool = False,
+    ci: tuple[str, str] | None = None,
 ) -> go.Figure:
-    """One line per `color` group of `frame[y]` against `frame[x]` (sorted by x), e.g. score vs step."""
+    """One line per `color` group of `frame[y]` against `frame[x]` (sorted by x), e.g. score vs step;
+    `ci` = (low column, high column) draws each point's interval as asymmetric error bars."""
     fig = go.Figure()
     groups = [(None, frame)] if color is None else list(frame.groupby(color, sort=False))
     for key, part in groups:
@@ -131,6 +139,7 @@ def lines(
         fig.add_scatter(
             x=part[x],
             y=part[y],
+            error_y=None if ci is None else error_bars(part, y, *ci),
             mode="lines+markers",
             name=esc(key) if key is not None else esc(y),
             showlegend=key is not None,
@@ -141,6 +150,18 @@ def lines(
     fig.update_xaxes(title_text=esc(x), type="log" if log_x else None)
     fig.update_yaxes(title_text=esc(y))
     return finish(fig, title, HEIGHT, legend=dict(x=1.01, y=1))
+
+
+def error_bars(frame: pd.DataFrame, y: str, low: str, high: str) -> dict:
+    """Plotly asymmetric error bars from `frame[low]` to `frame[high]` around `frame[y]`."""
+    return dict(
+        type="data",
+        symmetric=False,
+        array=frame[high] - frame[y],
+        arrayminus=frame[y] - frame[low],
+        thickness=1,
+        width=3,
+    )
 
 
 def histogram(

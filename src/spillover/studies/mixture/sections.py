@@ -79,17 +79,9 @@ def mixture_sections(a: Analysis) -> list[Section]:
 def curve_figure(curves: pd.DataFrame, task: str) -> go.Figure:
     """One task: score vs step per mixture with its 95% CI as error bars; ✕ where it has degraded."""
     part = curves[curves["task"] == task]
-    fig = plots.lines(part, "step", "value", color="mixture", title=f"{task}: score vs step")
-    for trace in fig.data:
-        sub = part[part["mixture"].map(esc) == trace.name].sort_values("step")
-        trace.error_y = dict(
-            type="data",
-            symmetric=False,
-            array=sub["ci_high"] - sub["value"],
-            arrayminus=sub["value"] - sub["ci_low"],
-            thickness=1,
-            width=3,
-        )
+    fig = plots.lines(
+        part, "step", "value", color="mixture", title=f"{task}: score vs step", ci=("ci_low", "ci_high")
+    )
     hit = part[part["degraded"]]
     if len(hit):
         fig.add_scatter(
