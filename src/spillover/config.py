@@ -160,6 +160,11 @@ class StudySpec(BaseModel):
     study: str
     model: str = "embedded"
     tasks_file: str | None = None
+    lm_eval_include: list[str] = Field(
+        default_factory=list,
+        description="folders of lm-eval task YAMLs searched for lm_eval:TASK targets before lm-eval's own "
+        "tasks (relative to the study YAML's folder)",
+    )
     output_dir: str = Field(min_length=1)
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
     precision: Literal["auto", "bf16", "fp32"] = "auto"
@@ -172,3 +177,8 @@ class StudySpec(BaseModel):
         description="keep every full fine-tune's model folder; by default one is deleted once every job "
         "that reads it is done (LoRA adapters are always kept; docs/studies.md)",
     )
+
+    def lm_eval_targets(self) -> list[str]:
+        """The names that may be lm-eval tasks (`lm_eval:TASK`): those of the kind's fields it only evaluates
+        on, never trains on (none by default; the transfer study's `targets`)."""
+        return []

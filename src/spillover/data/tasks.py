@@ -18,7 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 from spillover.data.sources import read_rows, shown
 from spillover.errors import SpilloverError, unknown_name_message
 from spillover.evaluation.metrics import check_task_metric, get_metric
-from spillover.harness.tasks import LmEvalTarget, check_include, is_lm_eval_name, resolve_targets
+from spillover.harness.tasks import (
+    LmEvalTarget,
+    check_include,
+    is_lm_eval_name,
+    resolve_targets,
+    target_examples,
+)
 from spillover.yamlio import load_yaml, validate
 
 BUILTIN_FILE = Path(__file__).parent / "builtin" / "tasks.yaml"
@@ -178,6 +184,8 @@ def resolve_tasks(
 def load_examples(task: TaskSpec, split: Literal["train", "test"], limit: int | None = None) -> list[Example]:
     """Read and check one split; every problem names the file and line."""
     if isinstance(task, LmEvalTarget):  # lm-eval reads its own documents (`harness.tasks`)
+        if split == "test":
+            return target_examples(task, limit)
         raise SpilloverError(f"{task.name}: an lm-eval task is a target only; spillover does not train on it")
     source = task.train if split == "train" else task.test
     if source is None:

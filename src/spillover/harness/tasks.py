@@ -7,7 +7,8 @@ scorer has answered them (`backend.SpilloverLM`: log-likelihood rows and greedy 
 own filters (`apply_filters`), per-document metrics (`process_results`) and aggregations score them, as
 `lm_eval.evaluate` does. The result is an ordinary `TaskResult` named `lm_eval:TASK` whose metric is
 lm-eval's (`acc`, or `exact_match,strict-match` for a filter other than `none`, lm-eval's own key): the
-first metric of the first filter is the target's metric, every other one is reported beside it. Each
+first metric of its metric_list under the first filter of its filter_list is the target's metric
+(`own_key`), every other one is reported beside it. Each
 document's metric values go to the predictions file, so paired comparisons work on these rows too.
 
 Settings as lm-eval's CLI applies them: `shots` > 0 is `--num_fewshot` (a task whose config says 0 keeps
@@ -47,6 +48,67 @@ class LmEvalTarget:
     @property
     def name(self) -> str:
         return PREFIX + self.task
+
+    # What a study reads of a task, answered from lm-eval's own task config (`task_info`): an lm-eval task
+    # is a target only, so it has no train split, no labels spillover knows, and no task_type or domain.
+    train = None
+    labels = None
+    task_type = None
+    domain = None
+
+    @property
+    def test(self) -> str:
+        return self.name  # not a file: lm-eval reads its own documents
+
+    @property
+    def type(self) -> str:
+        """spillover's name for lm-eval's output_type (`generate_until` -> generation, ...)."""
+        return OUTPUT_TYPES.get(task_info(self).output_type, task_info(self).output_type)
+
+    @property
+    def metric(self) -> str:
+        """The metric `evaluate_target` reports as the target's own (`TaskInfo.metric`)."""
+        return task_info(self).metric
+
+
+OUTPUT_TYPES = {"generate_until": "generation", "loglikelihood_rolling": "perplexity"}
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What a study needs to know of an lm-eval task before it is evaluated."""
+
+    output_type: str
+    metric: str  # the own metric: lm-eval's first aggregated metric under its first filter (`own_key`)
+    config: dict[str, Any]  # lm-eval's task config (`TaskConfig.to_dict`), for the study's fingerprint
+
+
+def task_info(target: LmEvalTarget) -> TaskInfo:
+    """The target's `TaskInfo`, built once per state of its include folders' YAML files."""
+    return _task_info(target, _yaml_stamp(target.include))
+
+
+def _yaml_stamp(folders: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
+    return tuple(
+        (str(path), path.stat().st_mtime_ns)
+        for folder in folders
+        for path in sorted(Path(folder).rglob("*"))
+        if path.suffix in (".yaml", ".yml")
+    )
+
+
+@functools.cache
+def _task_info(target: LmEvalTarget, stamp) -> TaskInfo:
+    task = build_task(target)
+    metric, filter_name = own_key(task)
+    return TaskInfo(task.OUTPUT_TYPE, metric_name(metric, filter_name), task.config.to_dict())
+
+
+def own_key(task) -> tuple[str, str]:
+    """(metric, filter) of a task's own metric: the first metric lm-eval aggregates (its metric_list's
+    order) under the first filter it applies (its filter_list's order; `none` without one)."""
+    filters = task.config.filter_list or [{"name": "none"}]
+    return next(iter(task.aggregation())), filters[0]["name"]
 
 
 def is_lm_eval_name(name: str) -> bool:
@@ -112,12 +174,22 @@ def _find(task: str, folders: tuple[str, ...]) -> None:
     )
 
 
-@functools.cache
 def task_manager(folders: tuple[str, ...], defaults: bool):
-    """lm-eval's task index over `folders` (and its own task folder with `defaults`), built once."""
+    """lm-eval's task index over `folders` (and its own task folder with `defaults`). The user's folders
+    are indexed afresh each time (small, and an edited YAML must be seen); lm-eval's own ~15,000 task
+    YAMLs (~10 s) once per process."""
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(include_path=list(folders) or None, include_defaults=defaults)
+    if defaults:
+        return _default_task_manager(folders)
+    return TaskManager(include_path=list(folders) or None, include_defaults=False)
+
+
+@functools.cache
+def _default_task_manager(folders: tuple[str, ...]):
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=list(folders) or None, include_defaults=True)
 
 
 def _lm_eval_version() -> str:
@@ -146,6 +218,37 @@ def build_task(target: LmEvalTarget, shots: int = 0, seed: int = 0):
 
 def _in_folders(target: LmEvalTarget) -> bool:
     return bool(target.include) and target.task in task_manager(target.include, False).all_subtasks
+
+
+def fingerprint(target: LmEvalTarget) -> dict[str, Any]:
+    """What a study's results on `target` depend on besides the model: lm-eval's version, the task's
+    config (prompts, filters, metrics, few-shot settings) and its evaluation documents (all of them)."""
+    task = build_task(target)
+    spec = {"lm_eval": _lm_eval_version(), "task": target.task, "config": task_info(target).config}
+    return {"spec": spec, "test": list(task.eval_docs)}
+
+
+def target_examples(target: LmEvalTarget, limit: int | None = None) -> list:
+    """The task's first `limit` evaluation documents as spillover `Example`s (for dataset statistics): the
+    prompt lm-eval renders without few-shot examples, and the gold answer (a multiple-choice task's gold
+    choice, with its choices as `options`; the first of several golds)."""
+    from spillover.data.tasks import Example
+
+    task = build_task(target)
+    examples = []
+    for doc_id, doc in task.doc_iterator(limit=limit):
+        gold = task.doc_to_target(doc)
+        gold = gold[0] if isinstance(gold, list) and gold else gold
+        options, index = None, None
+        if task.OUTPUT_TYPE == "multiple_choice":
+            options = tuple(str(c) for c in task.doc_to_choice(doc))
+            index = (
+                gold if isinstance(gold, int) else options.index(str(gold)) if str(gold) in options else None
+            )
+            gold = options[index] if index is not None else gold
+        text = task.doc_to_text(doc)
+        examples.append(Example(str(doc_id), str(text), str(gold), dict(doc), options, index))
+    return examples
 
 
 def check_target(target: LmEvalTarget, limit: int | None, shots: int) -> None:
@@ -184,8 +287,9 @@ def evaluate_target(
     answer_requests(lm, task.instances)
     seconds = time.perf_counter() - start
     rows, metrics = score_documents(task, limit)
-    values = [metric_summary(task, key, per_doc, seed) for key, per_doc in metrics.items()]
-    own, beside = values[0], values[1:]
+    first = own_key(task)
+    keys = [first, *(k for k in metrics if k != first)]
+    own, *beside = (metric_summary(task, key, metrics[key], seed) for key in keys)
     if predictions_path is not None:
         write_jsonl_atomic(Path(predictions_path), rows)
     result = TaskResult(
@@ -234,18 +338,20 @@ def score_documents(task, limit: int | None) -> tuple[list[dict], dict[tuple[str
         for f, values in per_filter.items():
             for metric, value in values.items():
                 metrics.setdefault((metric, f), []).append(value)
-        rows.append(_record(task, doc_id, doc, requests, per_filter, filters[0]))
+        rows.append(_record(task, doc_id, doc, requests, per_filter))
     return rows, metrics
 
 
-def _record(task, doc_id: int, doc, requests, per_filter: dict[str, dict], first: str) -> dict[str, Any]:
-    """One document's prediction record (the predictions JSONL)."""
+def _record(task, doc_id: int, doc, requests, per_filter: dict[str, dict]) -> dict[str, Any]:
+    """One document's prediction record (the predictions JSONL): `score` is its value of the task's own
+    metric (`own_key`), what paired comparisons compare; `prediction` is under the own metric's filter."""
     values = {metric_name(m, f): v for f, ms in per_filter.items() for m, v in ms.items()}
+    own, first = own_key(task)
     record = {
         "id": str(doc_id),
         "prompt": requests[0].args[0],
         "gold": _jsonable(task.doc_to_target(doc)),
-        "score": _jsonable(next(iter(per_filter[first].values()))),
+        "score": _jsonable(per_filter[first][own]),
         "metrics": {k: _jsonable(v) for k, v in values.items()},
     }
     if task.OUTPUT_TYPE == "multiple_choice":

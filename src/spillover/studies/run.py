@@ -21,6 +21,7 @@ from spillover.engine.scheduler import Runner, RunSummary
 from spillover.engine.store import Store
 from spillover.engine.tracking import check_report_to
 from spillover.errors import SpilloverError, unknown_name_message
+from spillover.harness.tasks import LmEvalTarget, fingerprint, is_lm_eval_name
 from spillover.studies import STUDIES
 from spillover.studies.context import StudyContext
 from spillover.studies.contract import StudyKind, build_study_plan, handler_for, report_job
@@ -51,20 +52,30 @@ def load_study(
         kind = STUDIES.get(str(data["study"]))()
     except SpilloverError as e:
         raise SpilloverError(f"{path}: study = {data['study']!r}: {e}") from None
-    if (
-        isinstance(data.get("tasks_file"), str)
-        and data["tasks_file"]
-        and not Path(data["tasks_file"]).is_absolute()
-    ):
-        data["tasks_file"] = str((path.parent / data["tasks_file"]).resolve())
+    if isinstance(data.get("tasks_file"), str) and data["tasks_file"]:
+        data["tasks_file"] = _relative_to(path, data["tasks_file"])
+    if isinstance(data.get("lm_eval_include"), list):
+        data["lm_eval_include"] = [
+            _relative_to(path, d) if isinstance(d, str) and d else d for d in data["lm_eval_include"]
+        ]
     return kind, validate(kind.spec, data, str(path))
 
 
-def task_fingerprints(tasks: dict[str, TaskSpec]) -> dict[str, dict[str, str]]:
-    """Content hashes of each task's spec and data files: a changed row re-runs what depends on it."""
+def _relative_to(study: Path, entry: str) -> str:
+    """A path written in a study YAML: absolute as it is, else relative to the YAML's folder."""
+    return entry if Path(entry).is_absolute() else str((study.parent / entry).resolve())
+
+
+def task_fingerprints(tasks: dict[str, TaskSpec | LmEvalTarget]) -> dict[str, dict[str, str]]:
+    """Content hashes of each task's spec and data files: a changed row re-runs what depends on it. An
+    lm-eval target: its config and lm-eval's version (`spec`), its evaluation documents (`test`)."""
     out = {}
     for name, t in tasks.items():
+        if isinstance(t, LmEvalTarget):
+            out[name] = {part: content_hash(v) for part, v in fingerprint(t).items()}
+            continue
         fp = {"spec": content_hash(t.model_dump(mode="json"))}
+
         for split in ("train", "test"):
             src = getattr(t, split)
             if src is None:
@@ -78,10 +89,25 @@ def task_fingerprints(tasks: dict[str, TaskSpec]) -> dict[str, dict[str, str]]:
 def prepare(kind: StudyKind, spec: StudySpec) -> tuple[dict[str, TaskSpec], Plan]:
     """Resolve tasks, check every input, and build the plan — all before anything is written."""
     check_model(spec.model, spec.precision, spec.device)
-    tasks = {t.name: t for t in resolve_tasks(spec.task_names(), spec.tasks_file)}
+    check_lm_eval_names(spec)
+    tasks = {t.name: t for t in resolve_tasks(spec.task_names(), spec.tasks_file, spec.lm_eval_include)}
     kind.check(spec, tasks, lambda name, split, limit: load_examples(tasks[name], split, limit))
     tasks |= probed_tasks(spec, tasks)
     return tasks, build_study_plan(kind, spec, task_fingerprints(tasks))
+
+
+def check_lm_eval_names(spec: StudySpec) -> None:
+    """`lm_eval:TASK` names only where the kind evaluates without training (`StudySpec.lm_eval_targets`)."""
+    allowed = set(spec.lm_eval_targets())
+    misplaced = [n for n in spec.task_names() if is_lm_eval_name(n) and n not in allowed]
+    if misplaced:
+        where = (
+            "only in `targets`" if allowed else f"not in a {spec.study} study (the transfer study's targets)"
+        )
+        raise SpilloverError(
+            f"{misplaced[0]}: an lm-eval task is a target only (evaluated, never trained on or probed): "
+            f"allowed {where}"
+        )
 
 
 def probed_tasks(spec: StudySpec, tasks: dict[str, TaskSpec]) -> dict[str, TaskSpec]:
@@ -90,6 +116,12 @@ def probed_tasks(spec: StudySpec, tasks: dict[str, TaskSpec]) -> dict[str, TaskS
     `eval.limit` test rows) read and checked. Returns the probed tasks that are not study tasks."""
     if spec.train.eval_every is None:
         return {}
+    harness = [n for n in spec.train.eval_tasks if is_lm_eval_name(n)]
+    if harness:
+        raise SpilloverError(
+            f"train.eval_tasks: {harness[0]} is an lm-eval task; probes during training take spillover tasks "
+            "(their validation loss needs the task's target text): evaluate it as a study target instead"
+        )
     extra = [n for n in spec.train.eval_tasks if n not in tasks]
     found = {t.name: t for t in resolve_named("train.eval_tasks", extra, spec.tasks_file)}
     probed = spec.train.eval_tasks or [n for n, t in tasks.items() if t.train is not None]

@@ -11,6 +11,7 @@ from spillover.config import Strict
 from spillover.data.tasks import TaskSpec
 from spillover.data.transforms import apply_transforms
 from spillover.errors import SpilloverError
+from spillover.harness.tasks import LmEvalTarget, check_target
 from spillover.studies.specs import SourcesTargetsSpec, StatsSettings
 
 
@@ -34,6 +35,9 @@ class TransferStudySpec(SourcesTargetsSpec):
     analysis: TransferAnalysisSpec = Field(default_factory=TransferAnalysisSpec)
     stats: StatsSettings = Field(default_factory=StatsSettings)
 
+    def lm_eval_targets(self) -> list[str]:
+        return self.targets
+
 
 def check_inputs(spec: TransferStudySpec, tasks: dict[str, TaskSpec], load) -> None:
     """Fail before any work: every source has a train split and valid transforms, every target a test split,
@@ -44,6 +48,8 @@ def check_inputs(spec: TransferStudySpec, tasks: dict[str, TaskSpec], load) -> N
             "the mixture study or `spillover train` with several tasks"
         )
     for i, s in enumerate(spec.sources):
+        if isinstance(tasks[s.task], LmEvalTarget):
+            raise SpilloverError(f"sources[{i}]: {s.task} is an lm-eval task: a target only, not trained on")
         if tasks[s.task].train is None:
             raise SpilloverError(f"source '{s.task}' has no train split (set `train:` in its task spec)")
         examples = load(s.task, "train", spec.train.limit)
@@ -52,6 +58,9 @@ def check_inputs(spec: TransferStudySpec, tasks: dict[str, TaskSpec], load) -> N
         except SpilloverError as e:  # a value that does not fit the data (a label, a size)
             raise SpilloverError(f"sources[{i}] (task '{s.task}') transforms: {e}") from None
     for t in spec.targets:
+        if isinstance(tasks[t], LmEvalTarget):  # lm-eval builds its prompts and few-shot blocks itself
+            check_target(tasks[t], spec.eval.limit, spec.eval.shots)
+            continue
         load(t, "test", spec.eval.limit)
         if spec.eval.shots:  # demonstrations come from the target's whole train split
             load(t, "train", None)
