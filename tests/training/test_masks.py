@@ -152,7 +152,7 @@ def test_freeze_hook_rejects_unknown_names():
 
 def test_flat_magnitudes_and_top_p_indices_match_the_masks_with_ties():
     """`flat_update_magnitudes` + `top_p_indices` select exactly what `top_p_mask` of `update_magnitudes`
-    selects — the same torch.topk call on the same values, so also among many ties at the cut."""
+    selects — the same selection on the same values, so also among many ties at the cut."""
     from spillover.training.masks import IndexMask, flat_update_magnitudes, top_p_indices
 
     g = torch.Generator().manual_seed(0)
@@ -176,10 +176,32 @@ def test_flat_magnitudes_and_top_p_indices_match_the_masks_with_ties():
             assert {n: i.tolist() for n, i in got.indices.items()} == {
                 n: i.tolist() for n, i in mask_to_indices(want).items()
             }
-    k = n_selected(flat.numel(), 10.0)  # the definition: torch.topk over the concatenation
+    k = n_selected(flat.numel(), 10.0)  # the definition: the k largest of the concatenation, ties by position
     chosen = torch.zeros(flat.numel(), dtype=torch.bool)
-    chosen[torch.topk(flat, k, sorted=False).indices] = True
+    chosen[torch.sort(flat, descending=True, stable=True).indices[:k]] = True
     assert torch.equal(torch.cat([v.flatten() for v in top_p_mask(mags, 10.0).values()]), chosen)
+
+
+@pytest.mark.parametrize("chunk", [7, 1000, 1 << 22])
+def test_top_k_is_the_k_largest_with_ties_to_the_lowest_positions(monkeypatch, chunk):
+    """The streamed radix select against a stable descending sort (the definition), over signed values
+    with many ties, ±0, infinities and values equal in their high 16 bits, in chunks smaller and larger
+    than the input."""
+    from spillover.training import masks
+
+    monkeypatch.setattr(masks, "CHUNK", chunk)
+    g = torch.Generator().manual_seed(2)
+    ties = torch.randint(-4, 5, (900,), generator=g).float() * 0.5
+    close = 1.0 + torch.arange(50) * 2.0**-23  # adjacent floats: one high-16-bit bucket
+    special = torch.tensor([0.0, -0.0, float("inf"), -float("inf"), 3e38, -3e38, 1e-45])
+    flat = torch.cat([ties, close, special, torch.randn(300, generator=g)])[torch.randperm(1257, generator=g)]
+    flat = torch.cat([torch.tensor([-0.0]), flat])  # the first of the zeros: a tie, kept first
+    at_zero = [int((flat > 0).sum()) + j for j in (1, 2, 3)]  # the cut among the zeros, -0.0 one of them
+    for k in (1, 2, 49, 50, 300, 628, 1257, 1258, *at_zero):
+        want = torch.sort(flat, descending=True, stable=True).indices[:k].sort().values
+        assert torch.equal(masks._top_k(flat, k), want), (chunk, k)
+    with pytest.raises(SpilloverError, match="k=0"):
+        masks._top_k(flat, 0)
 
 
 def test_index_masks_union_size_and_jaccard_match_the_boolean_ones():

@@ -8,9 +8,9 @@ every tensor separately (`scope="per_tensor"`).
 
 Memory (a 135M-parameter model: 540 MB per fp32 copy, 135 MB per boolean mask): `flat_update_magnitudes`
 lays one model's magnitudes out in a single fp32 vector and `top_p_indices` selects from it, so a caller
-can take several tasks' cores one task at a time. `torch.topk` over N elements allocates 16 bytes per
-element besides its input (2.2 GB at N = 135M); it stays the selector, since which of the elements tied at
-the cut it keeps is its own (deterministic) choice and the cores must not change. An `IndexMask` is a
+can take several tasks' cores one task at a time; the selection (`_top_k`, an exact streamed radix
+select) needs 8 bytes per selected element besides its input, where `torch.topk` allocates 16 bytes per
+element (2.2 GB at N = 135M). Of the elements tied at the cut, the lowest positions are kept. An `IndexMask` is a
 mask stored as the flat indices of its selected elements (8 bytes per selected element: 11 MB for a 1%
 core of 135M parameters) and read as a `ParamMask`, one boolean tensor at a time; `mask_union`,
 `mask_size`, `jaccard` and `FreezeHook` use the indices directly.
@@ -79,7 +79,8 @@ def n_selected(n: int, p: float) -> int:
 
 def top_p_mask(scores: Mapping[str, Tensor], p: float, scope: str = "global") -> ParamMask:
     """The elements with the largest scores: exactly `n_selected(N, p)` of the N elements of all tensors
-    (`global`), or of each tensor's own elements (`per_tensor`). Ties at the cut are broken by torch.topk."""
+    (`global`), or of each tensor's own elements (`per_tensor`). Of the elements tied at the cut, the first
+    ones (in the order of `scores`, each tensor flattened) are kept."""
     _check_scope(scope)
     shapes = {name: s.shape for name, s in scores.items()}
     flat = torch.cat([s.flatten().float() for s in scores.values()]) if scores else torch.zeros(0)
@@ -90,8 +91,7 @@ def top_p_indices(
     flat: Tensor, shapes: Mapping[str, torch.Size], p: float, scope: str = "global"
 ) -> IndexMask:
     """`top_p_mask` of scores given flat (`flat_update_magnitudes`: the tensors of `shapes`, in that
-    order, flattened one after the other), as an `IndexMask`: the same elements (the same torch.topk calls
-    on the same values), held as indices."""
+    order, flattened one after the other), as an `IndexMask`: the same elements, held as indices."""
     _check_scope(scope)
     n = sum(s.numel() for s in shapes.values())
     if flat.numel() != n:
@@ -120,9 +120,54 @@ def _check_scope(scope: str) -> None:
         raise SpilloverError(f"mask scope '{scope}' is not allowed; use one of: {', '.join(SCOPES)}")
 
 
+CHUNK = 1 << 22  # elements per step of `_top_k`'s passes: 4M (32 MB of int64 keys)
+BUCKETS = 1 << 16
+
+
 def _top_k(flat: Tensor, k: int) -> Tensor:
-    """The positions of the k largest entries of flat: (N,), as sorted int64 (k,)."""
-    return torch.topk(flat, k, sorted=False).indices.sort().values
+    """The positions of the k largest entries of flat (N,), as sorted int64 (k,); of the entries equal to
+    the k-th largest, the lowest positions.
+
+    Written by hand because `torch.topk` (like `kthvalue` and `sort`) allocates 8–16 bytes per input element
+    (2.2 GB at N = 135M), which set the multitask study's peak memory. This is an exact radix select on the
+    values' order-preserving integer keys (`_keys`), streamed over chunks of `CHUNK` elements: one pass
+    counts the keys' high 16 bits (the bucket holding the k-th largest), one the low 16 bits inside that
+    bucket (its key t), one collects every position with a key > t and the first ones with key == t. Extra
+    memory: 8 bytes per selected element and a few chunks' keys."""
+    n = flat.numel()
+    if not 0 < k <= n:
+        raise SpilloverError(f"top-k: k={k} of {n} elements")
+    high, need = _kth_bucket(sum(torch.bincount(keys >> 16, minlength=BUCKETS) for keys in _keys(flat)), k)
+    low_counts = sum(
+        torch.bincount(keys[keys >> 16 == high] & 0xFFFF, minlength=BUCKETS) for keys in _keys(flat)
+    )
+    low, need = _kth_bucket(low_counts, need)
+    cut = (high << 16) | low
+    chosen = []
+    for start, keys in zip(range(0, n, CHUNK), _keys(flat), strict=True):
+        chosen.append(torch.nonzero(keys > cut).flatten() + start)
+        if need:
+            tied = torch.nonzero(keys == cut).flatten()[:need] + start
+            chosen.append(tied)
+            need -= tied.numel()
+    return torch.cat(chosen).sort().values
+
+
+def _keys(flat: Tensor) -> Iterator[Tensor]:
+    """`flat`'s values chunk by chunk as int64 keys in [0, 2³²) ordered as the float32 values are: the bit
+    pattern as int32, its magnitude bits flipped for negatives (so a more negative value gets a smaller
+    key), shifted by 2³¹ to be non-negative."""
+    for start in range(0, flat.numel(), CHUNK):
+        bits = (flat[start : start + CHUNK].float() + 0.0).view(torch.int32)  # + 0.0: -0.0 ties with 0.0
+        yield (bits ^ ((bits >> 31) & 0x7FFFFFFF)).long() + (1 << 31)
+
+
+def _kth_bucket(counts: Tensor, k: int) -> tuple[int, int]:
+    """(b, j): the bucket b holding the k-th largest key given per-bucket counts, and which of its keys
+    that is, counted from its largest (j = k minus the keys in higher buckets)."""
+    at_least = counts.flip(0).cumsum(0).flip(0)  # at_least[b] = keys in bucket b or higher
+    bucket = int(torch.nonzero(at_least >= k).max())
+    return bucket, k - int(at_least[bucket] - counts[bucket])
 
 
 class IndexMask(Mapping):

@@ -9,8 +9,8 @@ element: 11 MB per task at p = 1% of 135M parameters) instead of full boolean ma
 
 Memory (full fine-tuning of a 135M model, 540 MB per fp32 copy): `cores` holds one task's update
 magnitudes at a time (flat, fp32) and keeps every core as indices (`training.masks.IndexMask`); its peak
-is θ0, one task's magnitudes and torch.topk's working memory (16 bytes per parameter), with θ0 set aside
-during the selection. `cpi` and `sequential` read cores as indices too, and CPI-FT's fused start is
+is θ0 and one task's magnitudes (the selection, `training.masks._top_k`, streams over them: 8 bytes per
+selected element), with θ0 set aside during the selection. `cpi` and `sequential` read cores as indices too, and CPI-FT's fused start is
 written to the job folder (fp32, exact) and read back tensor by tensor by the first stage, so no state
 but the training copy is in memory while a stage trains.
 """
@@ -126,7 +126,7 @@ def cores_job(ctx: StudyContext, plan: Plan, job: Job) -> JobOutput:
         check_full_state(tuned)
         flat, shapes = flat_update_magnitudes(tuned, init)
         del tuned
-        ctx.release_base()  # θ0 is not needed for the selection (torch.topk's 16 bytes per parameter)
+        ctx.release_base()  # θ0 is not needed for the selection
         for q in ps:
             found[q][t] = top_p_indices(flat, shapes, q, p.scope)
         del flat
