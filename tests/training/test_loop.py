@@ -77,6 +77,33 @@ def test_same_seed_same_losses_bit_for_bit(make_model, tokenizer, toy_sequences,
 
 
 @pytest.mark.parametrize("lora", [True, False])
+def test_gradient_checkpointing_gives_the_same_run_and_is_switched_off_after(
+    make_model, tokenizer, toy_sequences, make_params, tmp_path, lora
+):
+    """Recomputed activations are the stored ones: the same losses and weights bit for bit (LoRA dropout's
+    RNG state is restored for the recompute); the model leaves training without checkpointing or the
+    embedding hook it adds, so a shared base model evaluates as before."""
+    runs = []
+    for on in (False, True):
+        model = make_model()
+        if lora:
+            model = apply_lora(model, r=4, dropout=0.1)
+        p = make_params(max_steps=3, gradient_checkpointing=on)
+        base = model.get_base_model() if lora else model
+        seen = GradCapture()
+        seen.before_optimizer_step = lambda *_: seen.grads.append(base.is_gradient_checkpointing)
+        result = train(model, tokenizer, toy_sequences, p, tmp_path / f"run-{lora}-{on}", hooks=[seen])
+        assert seen.grads == [on] * 3  # on while training
+        assert not base.is_gradient_checkpointing and not getattr(base, "_require_grads_hooks", None)
+        runs.append((losses(result), {n: t.detach().clone() for n, t in model.named_parameters()}))
+    (plain, plain_w), (ckpt, ckpt_w) = runs
+    assert ckpt == plain
+    assert all(torch.equal(plain_w[n], ckpt_w[n]) for n in plain_w)
+    with pytest.raises(SpilloverError, match="gradient_checkpointing"):
+        make_params(gradient_checkpointing=True, compile=True)
+
+
+@pytest.mark.parametrize("lora", [True, False])
 def test_loss_decreases_on_toy_task(make_model, tokenizer, toy_sequences, make_params, tmp_path, lora):
     model = apply_lora(make_model(), r=8) if lora else make_model()
     p = make_params(max_steps=30, lr=5e-2 if lora else 1e-2, warmup_ratio=0.1)

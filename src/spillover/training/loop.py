@@ -112,7 +112,10 @@ def train(
     pad_id = _pad_id(tokenizer)
     n_tokens, loss, started = state.n_tokens, state.last_loss, time.perf_counter() - state.seconds
     model.train()
-    with _open_log(out_dir / LOG_FILE, state.step) if world.is_main else open(os.devnull, "w") as log_file:
+    with (
+        _checkpointing(model, params.gradient_checkpointing),
+        _open_log(out_dir / LOG_FILE, state.step) if world.is_main else open(os.devnull, "w") as log_file,
+    ):
         for step in range(state.step, plan.n_steps):
             t0 = time.perf_counter()
             micro = plan.micro_batches(step)
@@ -166,6 +169,25 @@ def train(
         lambda: save_final(model, tokenizer, out_dir, loss, plan.n_steps, n_tokens, seconds, fingerprint),
         lambda: read_result(out_dir, fingerprint),
     )
+
+
+@contextlib.contextmanager
+def _checkpointing(model: nn.Module, on: bool):
+    """transformers' activation checkpointing (non-reentrant `torch.utils.checkpoint` around each decoder
+    layer) for the block, switched off again after it: a study's base model is shared with later jobs."""
+    if not on:
+        yield
+        return
+    enable = getattr(model, "activation_checkpointing_enable", None)  # transformers ≥ 5.23
+    disable = getattr(model, "activation_checkpointing_disable", None)
+    if enable is None:  # the older name of the same public method
+        enable, disable = model.gradient_checkpointing_enable, model.gradient_checkpointing_disable
+    enable({"use_reentrant": False})
+    try:
+        yield
+    finally:
+        disable()
+        model.disable_input_require_grads()  # the embedding hook enable() adds for frozen-base training
 
 
 def default_plan(sequences: Sequence[Sequence_], params: TrainParams) -> BatchPlan:

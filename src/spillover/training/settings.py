@@ -68,6 +68,11 @@ class TrainSettings(BaseModel):
         description="torch.compile the training forward pass: true compiles, auto and false run eagerly "
         "(docs/training.md)",
     )
+    gradient_checkpointing: bool = Field(
+        default=False,
+        description="recompute each decoder layer's activations in the backward pass instead of keeping "
+        "them: less memory, more compute, the same results; not with compile: true (docs/training.md)",
+    )
     mixture: MixtureSettings | None = Field(
         default=None, description="weighted task mixture (docs/mixture.md)"
     )
@@ -92,15 +97,27 @@ class TrainSettings(BaseModel):
 
     @model_serializer(mode="wrap")
     def _omit_unset_probes(self, handler) -> dict[str, Any]:
-        """`eval_every` and `eval_tasks` are left out of a dump while unset, so the configs, job
-        parameters and job ids of runs made before they existed stay the same (a study re-runs nothing)."""
+        """`eval_every`, `eval_tasks` and `gradient_checkpointing` are left out of a dump while unset, so
+        the configs, job parameters and job ids of runs made before they existed stay the same (a study
+        re-runs nothing)."""
         data = handler(self)
         if isinstance(data, dict):
+            if data.get("gradient_checkpointing") is False:
+                del data["gradient_checkpointing"]
             if data.get("eval_every", 0) is None:
                 del data["eval_every"]
             if data.get("eval_tasks") == []:
                 del data["eval_tasks"]
         return data
+
+    @field_validator("gradient_checkpointing")
+    @classmethod
+    def _not_compiled(cls, on: bool, info: ValidationInfo) -> bool:
+        if on and info.data.get("compile") is True:
+            raise ValueError(
+                "gradient_checkpointing: true does not combine with compile: true; set one of them"
+            )
+        return on
 
     @field_validator("objective")
     @classmethod
@@ -155,6 +172,7 @@ def train_params(settings: TrainSettings, precision: Precision) -> TrainParams:
         log_every=settings.log_every,
         checkpoint_every=settings.checkpoint_every,
         compile=settings.compile,
+        gradient_checkpointing=settings.gradient_checkpointing,
         precision=precision,
     )
 

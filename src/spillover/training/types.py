@@ -19,8 +19,9 @@ from spillover.training.optim import SCHEDULES
 
 # training settings that change how fast or how often, not what is computed: excluded from a training run's
 # fingerprint (free to change on resume) and from a study's job ids (changing them re-runs nothing).
-# `compile`, like the thread count, may change the last bits of bf16 results.
-NOT_RESULT_AFFECTING = ("log_every", "checkpoint_every", "compile")
+# `compile`, like the thread count, may change the last bits of bf16 results; `gradient_checkpointing`
+# recomputes the same activations (the same kernels, the RNG state restored) instead of storing them.
+NOT_RESULT_AFFECTING = ("log_every", "checkpoint_every", "compile", "gradient_checkpointing")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class TrainParams:
     log_every: int = 1
     checkpoint_every: int = 0
     compile: bool | str = "auto"  # torch.compile the forward (models.compile): only True compiles
+    gradient_checkpointing: bool = False  # recompute each decoder layer's activations in the backward pass
     precision: Precision = field(default_factory=lambda: Precision(torch.device("cpu"), torch.float32))
 
     def __post_init__(self) -> None:
@@ -66,6 +68,7 @@ class TrainParams:
             "log_every": self.log_every >= 1,
             "checkpoint_every": self.checkpoint_every >= 0,
             "compile": self.compile in (True, False, "auto"),
+            "gradient_checkpointing": not (self.gradient_checkpointing and self.compile is True),
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
