@@ -72,3 +72,32 @@ def test_checkpoints_are_paired_with_step_0_and_the_previous_probe(finished):
     assert d.at["toy_a", "first_degraded_step"] == 4 and pd.isna(d.at["toy_b", "first_degraded_step"])
     html = render_report("t", sections.sections(a, results), {})
     assert "2 of 9 probe comparisons are significant" in html
+
+
+def test_every_two_mixtures_final_checkpoints_are_compared(tmp_path, tiny_model_dir):
+    """Mixture m forgets toy_a at its last step, mixture n does not: the m − n row on toy_a is the 8
+    discordant rows (diff −1, exact McNemar p = 2 · 0.5⁸); on the other tasks they agree row for row."""
+    study = write_mixture_study(
+        tmp_path, tiny_model_dir, "[{name: m, strategy: equal}, {name: n, strategy: proportional}]"
+    )
+    kind, spec = load_study(study)
+    tasks, plan = prepare(kind, spec)
+    root, done = tmp_path / "store", {}
+    for job in [*plan.by_kind("probe_base"), *plan.by_kind("train_mixture")]:
+        steps = [0] if job.kind == "probe_base" else [2, 4]
+        for step in steps:
+            for t in TASKS:
+                rows = (
+                    [1] * 8 if (job.params.label, t) == ("n", "toy_a") else _rows(job.params.label, step, t)
+                )
+                write_rows(
+                    root / "jobs" / job.id / PROBES / f"step-{step:06d}" / t / "predictions.jsonl", rows
+                )
+        done[job.id] = {"probes": [_probe(s, t) for s in steps for t in TASKS]}
+    results = Results(spec, tasks, plan, root, done, pd.DataFrame(columns=SCORE_COLUMNS))
+    table = analysis.analyse(results, plan.by_kind("analyse")[0].params).tables["comparisons"]
+    finals = table[table["b"] == "n · step 4"].set_index("target")
+    assert list(finals.index) == TASKS and (finals["a"] == "m · step 4").all()
+    assert finals.at["toy_a", "diff"] == -1 and finals.at["toy_a", "p"] == pytest.approx(2 * 0.5**8)
+    assert (finals.drop(index="toy_a")["diff"] == 0).all()
+    assert len(table) == 2 * 3 * 3 + 3  # per mixture and task 3 checkpoint rows, plus 3 final pairs

@@ -6,7 +6,8 @@
 Definitions (also in docs/mixture.md):
 - **Paired probe comparisons** (`comparisons`): every checkpoint's probe of a task vs the base model's
   probe (step 0) and vs the previous checkpoint's probe, on the same probe rows (each probe keeps its
-  per-row scores in `probes/step-NNNNNN/<task>/predictions.jsonl`); q: Benjamini–Hochberg over the table.
+  per-row scores in `probes/step-NNNNNN/<task>/predictions.jsonl`); and every two mixtures' final
+  checkpoints on each task (`vs` = "mixture <b>"); q: Benjamini–Hochberg over the table.
 - **Degraded.** At checkpoint s a task has degraded when it is significantly worse than at step 0: its
   paired difference to the base model's probe is negative with q < 0.05. The *degradation point* is the
   first such checkpoint. (A running best of earlier noisy scores is biased upward, so it is not the
@@ -32,7 +33,7 @@ from spillover.studies.evidence import PREDICTIONS, compare_scores, comparison_r
 from spillover.studies.mixture.handlers import PROBES
 from spillover.studies.mixture.plan import MixtureAnalyseJob
 
-PROBE_KEYS = ["mixture", "step", "task", "vs"]  # vs: "step 0" or "previous"
+PROBE_KEYS = ["mixture", "step", "task", "vs"]  # vs: "step 0", "previous", or "mixture <other>" (finals)
 
 
 def analyse(results: Results, p: MixtureAnalyseJob) -> Analysis:
@@ -129,7 +130,8 @@ def probe_comparisons(
     scores: dict[tuple[str, int, str], list[pd.Series]], metrics: dict[str, str], mixtures: list[str]
 ) -> pd.DataFrame:
     """PROBE_KEYS + the comparisons columns: each checkpoint vs step 0 (the base model's probe) and vs the
-    previous checkpoint (from the second on), paired on the rows both probes scored."""
+    previous checkpoint (from the second on), and every two mixtures' final checkpoints on each task (the
+    earlier mixture in study order is `a`), paired on the rows both probes scored."""
     rank = {m: i for i, m in enumerate(mixtures)}
     tuned = sorted((k for k in scores if k[0] != BASE), key=lambda k: (rank.get(k[0], len(rank)), k[1]))
     keys, rows, previous = [], [], {}
@@ -144,6 +146,20 @@ def probe_comparisons(
             rows.append(comparison_row(probe_label(mix, step), b, task, metrics[task], result))
             keys.append({"mixture": mix, "step": step, "task": task, "vs": vs})
         previous[(mix, task)] = (mix, step, task)
+    final = {}  # (mixture, task) -> its last probe, in study order
+    for mix, step, task in tuned:
+        final[(mix, task)] = (mix, step, task)
+    for (a, task), key_a in final.items():  # every two mixtures' final checkpoints, on each task
+        for (b, other), key_b in final.items():
+            if other != task or rank.get(b, len(rank)) <= rank.get(a, len(rank)):
+                continue
+            result = compare_scores(scores[key_a], scores[key_b])
+            rows.append(
+                comparison_row(
+                    probe_label(a, key_a[1]), probe_label(b, key_b[1]), task, metrics[task], result
+                )
+            )
+            keys.append({"mixture": a, "step": key_a[1], "task": task, "vs": f"mixture {b}"})
     table = comparisons_table(rows)
     keys_frame = pd.DataFrame(keys, columns=PROBE_KEYS).astype({"step": int})
     return pd.concat([keys_frame, table], axis=1)

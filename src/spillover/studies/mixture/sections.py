@@ -128,7 +128,8 @@ _CURVES_INTRO = (
 _PAIRED_INTRO = (
     "Every checkpoint's probe of a task against the base model's probe (step 0) and against the previous "
     "checkpoint's probe, on the same probe rows. Rows 'mixture · step s − base · step 0' are the degradation "
-    "test: the first checkpoint significantly below step 0 is the task's degradation point."
+    "test: the first checkpoint significantly below step 0 is the task's degradation point. Rows between two "
+    "mixtures' last checkpoints compare the mixtures themselves (e.g. a schedule against a fixed ratio)."
 )
 _FINAL_INTRO = (
     "Scores at the last checkpoint of every mixture, with the base model's row first, and each task's final "
