@@ -3,6 +3,7 @@ element must not move at all, bit for bit, over many steps."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -176,17 +177,28 @@ def test_flat_magnitudes_and_top_p_indices_match_the_masks_with_ties():
             assert {n: i.tolist() for n, i in got.indices.items()} == {
                 n: i.tolist() for n, i in mask_to_indices(want).items()
             }
-    k = n_selected(flat.numel(), 10.0)  # the definition: the k largest of the concatenation, ties by position
+    k = n_selected(
+        flat.numel(), 10.0
+    )  # the definition: the k largest of the concatenation (`_by_definition`)
     chosen = torch.zeros(flat.numel(), dtype=torch.bool)
-    chosen[torch.sort(flat, descending=True, stable=True).indices[:k]] = True
+    chosen[_by_definition(flat, k)] = True
     assert torch.equal(torch.cat([v.flatten() for v in top_p_mask(mags, 10.0).values()]), chosen)
 
 
+def _by_definition(flat: torch.Tensor, k: int) -> torch.Tensor:
+    """The k largest entries, ties ordered by the golden-ratio hash of the position (larger first), by a
+    full sort: the reference for the streamed select."""
+    positions = np.arange(flat.numel(), dtype=np.uint64)
+    hashes = (positions * np.uint64(0x9E3779B1)) & np.uint64(0xFFFFFFFF)
+    order = np.lexsort((-hashes.astype(np.float64), -flat.double().numpy()))  # value first, then hash
+    return torch.from_numpy(np.sort(order[:k]).astype(np.int64))
+
+
 @pytest.mark.parametrize("chunk", [7, 1000, 1 << 22])
-def test_top_k_is_the_k_largest_with_ties_to_the_lowest_positions(monkeypatch, chunk):
-    """The streamed radix select against a stable descending sort (the definition), over signed values
-    with many ties, ±0, infinities and values equal in their high 16 bits, in chunks smaller and larger
-    than the input."""
+def test_top_k_is_the_k_largest_with_ties_by_position_hash(monkeypatch, chunk):
+    """The streamed radix select against a full sort (the definition), over signed values with many ties,
+    ±0 (equal), infinities and values equal in their high 16 bits, in chunks smaller and larger than the
+    input."""
     from spillover.training import masks
 
     monkeypatch.setattr(masks, "CHUNK", chunk)
@@ -195,13 +207,22 @@ def test_top_k_is_the_k_largest_with_ties_to_the_lowest_positions(monkeypatch, c
     close = 1.0 + torch.arange(50) * 2.0**-23  # adjacent floats: one high-16-bit bucket
     special = torch.tensor([0.0, -0.0, float("inf"), -float("inf"), 3e38, -3e38, 1e-45])
     flat = torch.cat([ties, close, special, torch.randn(300, generator=g)])[torch.randperm(1257, generator=g)]
-    flat = torch.cat([torch.tensor([-0.0]), flat])  # the first of the zeros: a tie, kept first
-    at_zero = [int((flat > 0).sum()) + j for j in (1, 2, 3)]  # the cut among the zeros, -0.0 one of them
+    flat = torch.cat([torch.tensor([-0.0]), flat])  # -0.0 ties with the zeros
+    at_zero = [int((flat > 0).sum()) + j for j in (1, 2, 3)]  # the cut among the zeros
     for k in (1, 2, 49, 50, 300, 628, 1257, 1258, *at_zero):
-        want = torch.sort(flat, descending=True, stable=True).indices[:k].sort().values
-        assert torch.equal(masks._top_k(flat, k), want), (chunk, k)
+        assert torch.equal(masks._top_k(flat, k), _by_definition(flat, k)), (chunk, k)
     with pytest.raises(SpilloverError, match="k=0"):
         masks._top_k(flat, 0)
+
+
+def test_top_k_spreads_ties_over_the_positions():
+    """Half of 100,000 equal values: the kept ones are spread evenly (each tenth of the positions keeps
+    about a tenth), not the lowest positions."""
+    from spillover.training.masks import _top_k
+
+    chosen = _top_k(torch.ones(100_000), 50_000)
+    per_tenth = torch.bincount(chosen // 10_000, minlength=10)
+    assert chosen.numel() == 50_000 and (per_tenth - 5_000).abs().max() < 100, per_tenth.tolist()
 
 
 def test_index_masks_union_size_and_jaccard_match_the_boolean_ones():

@@ -22,6 +22,7 @@ from spillover.engine.store import Store
 from spillover.engine.tracking import check_report_to
 from spillover.errors import SpilloverError, unknown_name_message
 from spillover.harness.tasks import LmEvalTarget, fingerprint, is_lm_eval_name
+from spillover.memory import release_free_memory
 from spillover.studies import STUDIES
 from spillover.studies.context import StudyContext
 from spillover.studies.contract import StudyKind, build_study_plan, handler_for, report_job
@@ -232,10 +233,13 @@ def study_runner(
 def dispatch(kind: StudyKind, ctx: StudyContext, plan: Plan, job: Job) -> tuple[dict[str, Any], list[dict]]:
     """Run one job with the study's context: the kind's own handler, else the shared one (studies/jobs.py);
     `analyse` writes the study's shared outputs, one writer at a time."""
-    if job.kind == "analyse":
-        with exclusive(Path(ctx.spec.output_dir) / OUTPUTS_LOCK):
-            return report_job(kind, ctx, plan, job), []
-    return handler_for(kind, job.kind)(ctx, plan, job)
+    try:
+        if job.kind == "analyse":
+            with exclusive(Path(ctx.spec.output_dir) / OUTPUTS_LOCK):
+                return report_job(kind, ctx, plan, job), []
+        return handler_for(kind, job.kind)(ctx, plan, job)
+    finally:
+        release_free_memory()  # what the job freed goes back to the OS before the next one
 
 
 def rerender_report(out: str | Path) -> Path:

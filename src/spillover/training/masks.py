@@ -10,7 +10,8 @@ Memory (a 135M-parameter model: 540 MB per fp32 copy, 135 MB per boolean mask): 
 lays one model's magnitudes out in a single fp32 vector and `top_p_indices` selects from it, so a caller
 can take several tasks' cores one task at a time; the selection (`_top_k`, an exact streamed radix
 select) needs 8 bytes per selected element besides its input, where `torch.topk` allocates 16 bytes per
-element (2.2 GB at N = 135M). Of the elements tied at the cut, the lowest positions are kept. An `IndexMask` is a
+element (2.2 GB at N = 135M). Of the elements tied at the cut, a fixed pseudo-random choice spread evenly over
+the positions is kept. An `IndexMask` is a
 mask stored as the flat indices of its selected elements (8 bytes per selected element: 11 MB for a 1%
 core of 135M parameters) and read as a `ParamMask`, one boolean tensor at a time; `mask_union`,
 `mask_size`, `jaccard` and `FreezeHook` use the indices directly.
@@ -27,7 +28,7 @@ it is never applied.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -79,8 +80,8 @@ def n_selected(n: int, p: float) -> int:
 
 def top_p_mask(scores: Mapping[str, Tensor], p: float, scope: str = "global") -> ParamMask:
     """The elements with the largest scores: exactly `n_selected(N, p)` of the N elements of all tensors
-    (`global`), or of each tensor's own elements (`per_tensor`). Of the elements tied at the cut, the first
-    ones (in the order of `scores`, each tensor flattened) are kept."""
+    (`global`), or of each tensor's own elements (`per_tensor`). Of the elements tied at the cut, a fixed
+    pseudo-random choice spread over the positions is kept (`_top_k`)."""
     _check_scope(scope)
     shapes = {name: s.shape for name, s in scores.items()}
     flat = torch.cat([s.flatten().float() for s in scores.values()]) if scores else torch.zeros(0)
@@ -125,32 +126,49 @@ BUCKETS = 1 << 16
 
 
 def _top_k(flat: Tensor, k: int) -> Tensor:
-    """The positions of the k largest entries of flat (N,), as sorted int64 (k,); of the entries equal to
-    the k-th largest, the lowest positions.
+    """The positions of the k largest entries of flat (N,), as sorted int64 (k,). Of the entries equal to
+    the k-th largest, those with the largest `_tie_hash` of their position are kept: a fixed pseudo-random
+    order, spread evenly over the positions (fine-tuning updates tie often: AdamW's first steps move many
+    weights by exactly the learning rate, so keeping the lowest positions would pile a core's ties into the
+    first tensors, the embedding and the first layers).
 
     Written by hand because `torch.topk` (like `kthvalue` and `sort`) allocates 8–16 bytes per input element
     (2.2 GB at N = 135M), which set the multitask study's peak memory. This is an exact radix select on the
-    values' order-preserving integer keys (`_keys`), streamed over chunks of `CHUNK` elements: one pass
-    counts the keys' high 16 bits (the bucket holding the k-th largest), one the low 16 bits inside that
-    bucket (its key t), one collects every position with a key > t and the first ones with key == t. Extra
-    memory: 8 bytes per selected element and a few chunks' keys."""
+    values' order-preserving integer keys (`_keys`), streamed over chunks of `CHUNK` elements (`_select`: one
+    pass per 16 bits), then the same select over the tied entries' position hashes, and one pass that
+    collects the selected positions. Extra memory: 8 bytes per selected element and a few chunks."""
     n = flat.numel()
     if not 0 < k <= n:
         raise SpilloverError(f"top-k: k={k} of {n} elements")
-    high, need = _kth_bucket(sum(torch.bincount(keys >> 16, minlength=BUCKETS) for keys in _keys(flat)), k)
-    low_counts = sum(
-        torch.bincount(keys[keys >> 16 == high] & 0xFFFF, minlength=BUCKETS) for keys in _keys(flat)
-    )
-    low, need = _kth_bucket(low_counts, need)
-    cut = (high << 16) | low
+    if n >= 1 << 32:  # `_tie_hash` is a bijection below 2³² only
+        raise SpilloverError(f"top-k over {n} elements (≥ 2³²) at once: select per tensor (scope per_tensor)")
+    cut, need = _select(lambda: _keys(flat), k)
+
+    def tie_hashes() -> Iterator[Tensor]:
+        for start, keys in zip(range(0, n, CHUNK), _keys(flat), strict=True):
+            yield _tie_hash(torch.nonzero(keys == cut).flatten() + start)
+
+    tie_cut, _ = _select(tie_hashes, need)  # hashes are distinct: exactly `need` reach tie_cut
     chosen = []
     for start, keys in zip(range(0, n, CHUNK), _keys(flat), strict=True):
-        chosen.append(torch.nonzero(keys > cut).flatten() + start)
-        if need:
-            tied = torch.nonzero(keys == cut).flatten()[:need] + start
-            chosen.append(tied)
-            need -= tied.numel()
+        tied = torch.nonzero(keys == cut).flatten() + start
+        chosen += [torch.nonzero(keys > cut).flatten() + start, tied[_tie_hash(tied) >= tie_cut]]
     return torch.cat(chosen).sort().values
+
+
+def _select(chunks: Callable[[], Iterator[Tensor]], k: int) -> tuple[int, int]:
+    """(t, j): the k-th largest of the keys in [0, 2³²) that `chunks()` yields (called once per pass),
+    and how many keys equal to t the k largest include."""
+    high, need = _kth_bucket(sum(torch.bincount(c >> 16, minlength=BUCKETS) for c in chunks()), k)
+    low_counts = sum(torch.bincount(c[c >> 16 == high] & 0xFFFF, minlength=BUCKETS) for c in chunks())
+    low, need = _kth_bucket(low_counts, need)
+    return (high << 16) | low, need
+
+
+def _tie_hash(positions: Tensor) -> Tensor:
+    """A bijection of positions below 2³² onto [0, 2³²) that scatters neighbours (multiplication by an odd
+    constant, Knuth's golden-ratio multiplier, modulo 2³²): distinct positions get distinct hashes."""
+    return (positions * 0x9E3779B1) & 0xFFFFFFFF
 
 
 def _keys(flat: Tensor) -> Iterator[Tensor]:
