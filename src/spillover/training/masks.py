@@ -27,6 +27,7 @@ it is never applied.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
@@ -107,7 +108,7 @@ def top_p_indices(
         ]
         found = torch.cat(chosen) if chosen else torch.zeros(0, dtype=torch.int64, device=flat.device)
     else:
-        found = _top_k(flat, k)
+        found = _top_k(flat, k, report=True)
     cuts = torch.searchsorted(found, torch.tensor(offsets, dtype=found.dtype, device=found.device)).tolist()
     indices = {}
     for name, a, lo, hi in zip(shapes, offsets, cuts, cuts[1:], strict=False):
@@ -121,11 +122,12 @@ def _check_scope(scope: str) -> None:
         raise SpilloverError(f"mask scope '{scope}' is not allowed; use one of: {', '.join(SCOPES)}")
 
 
+log = logging.getLogger(__name__)
 CHUNK = 1 << 22  # elements per step of `_top_k`'s passes: 4M (32 MB of int64 keys)
 BUCKETS = 1 << 16
 
 
-def _top_k(flat: Tensor, k: int) -> Tensor:
+def _top_k(flat: Tensor, k: int, report: bool = False) -> Tensor:
     """The positions of the k largest entries of flat (N,), as sorted int64 (k,). Of the entries equal to
     the k-th largest, those with the largest `_tie_hash` of their position are kept: a fixed pseudo-random
     order, spread evenly over the positions (fine-tuning updates tie often: AdamW's first steps move many
@@ -136,19 +138,22 @@ def _top_k(flat: Tensor, k: int) -> Tensor:
     (2.2 GB at N = 135M), which set the multitask study's peak memory. This is an exact radix select on the
     values' order-preserving integer keys (`_keys`), streamed over chunks of `CHUNK` elements (`_select`: one
     pass per 16 bits), then the same select over the tied entries' position hashes, and one pass that
-    collects the selected positions. Extra memory: 8 bytes per selected element and a few chunks."""
+    collects the selected positions. Extra memory: 8 bytes per selected element and a few chunks. `report`:
+    log how many elements tied at the cut."""
     n = flat.numel()
     if not 0 < k <= n:
         raise SpilloverError(f"top-k: k={k} of {n} elements")
     if n >= 1 << 32:  # `_tie_hash` is a bijection below 2³² only
         raise SpilloverError(f"top-k over {n} elements (≥ 2³²) at once: select per tensor (scope per_tensor)")
-    cut, need = _select(lambda: _keys(flat), k)
+    cut, need, tied = _select(lambda: _keys(flat), k)
+    if report:
+        log.info("top-k: %d of %d elements; %d of the %d tied at the cut kept", k, n, need, tied)
 
     def tie_hashes() -> Iterator[Tensor]:
         for start, keys in zip(range(0, n, CHUNK), _keys(flat), strict=True):
             yield _tie_hash(torch.nonzero(keys == cut).flatten() + start)
 
-    tie_cut, _ = _select(tie_hashes, need)  # hashes are distinct: exactly `need` reach tie_cut
+    tie_cut, _, _ = _select(tie_hashes, need)  # hashes are distinct: exactly `need` reach tie_cut
     chosen = []
     for start, keys in zip(range(0, n, CHUNK), _keys(flat), strict=True):
         tied = torch.nonzero(keys == cut).flatten() + start
@@ -156,13 +161,13 @@ def _top_k(flat: Tensor, k: int) -> Tensor:
     return torch.cat(chosen).sort().values
 
 
-def _select(chunks: Callable[[], Iterator[Tensor]], k: int) -> tuple[int, int]:
-    """(t, j): the k-th largest of the keys in [0, 2³²) that `chunks()` yields (called once per pass),
-    and how many keys equal to t the k largest include."""
+def _select(chunks: Callable[[], Iterator[Tensor]], k: int) -> tuple[int, int, int]:
+    """(t, j, m): the k-th largest t of the keys in [0, 2³²) that `chunks()` yields (called once per pass),
+    how many keys equal to t the k largest include, and how many keys equal t."""
     high, need = _kth_bucket(sum(torch.bincount(c >> 16, minlength=BUCKETS) for c in chunks()), k)
     low_counts = sum(torch.bincount(c[c >> 16 == high] & 0xFFFF, minlength=BUCKETS) for c in chunks())
     low, need = _kth_bucket(low_counts, need)
-    return (high << 16) | low, need
+    return (high << 16) | low, need, int(low_counts[low])
 
 
 def _tie_hash(positions: Tensor) -> Tensor:
