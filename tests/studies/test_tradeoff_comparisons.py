@@ -40,12 +40,20 @@ def test_runs_vs_base_vs_each_other_and_at_matched_domain_score(two_methods, tmp
     kind, spec = two_methods
     results = fake_results(kind, spec, tmp_path / "store", _scores)
     runs = pd.DataFrame([{"model": _label(m, lr), "domain_score": v} for (m, lr), v in DOMAIN_SCORE.items()])
-    table, matched = comparisons(results, runs, ["toy_a", "toy_b"])
+    table, matched = comparisons(results, runs, ["toy_a", "toy_b"], tolerance=0.25)
     assert list(table.columns) == COLUMNS
     vs_base = table[table["b"] == "base"]
     assert len(vs_base) == 4 * 3  # 4 runs × (domain + 2 general tasks)
-    same_lr = table[(table["b"] != "base") & (table["target"] != "general")]
+    between = table[(table["b"] != "base") & (table["target"] != "general")]
+    same_lr = between[between["a"].str.contains("cross|ce") & between["b"].str.contains("talr")]
     assert len(same_lr) == 2 * 3 and set(same_lr["a"]) == {_label("ce", 0.001), _label("ce", 0.03)}
+    # each method's neighbouring learning rates, the lower one as a, per target
+    lrs = between.drop(same_lr.index)
+    assert sorted(zip(lrs["a"], lrs["b"], strict=True)) == sorted(
+        [(_label("ce", 0.001), _label("ce", 0.03))] * 3 + [(_label("talr", 0.001), TALR_HIGH)] * 3
+    )
+    planted_lr = lrs.set_index(["b", "target"]).loc[(TALR_HIGH, "toy_a")]  # 2 of 4 rows better at 0.03
+    assert planted_lr["diff"] == -0.5 and planted_lr["n"] == 4
     # closest domain score; ties go to the lower learning rate; a pair found both ways is kept once
     pairs = list(zip(matched["a"], matched["b"], strict=True))
     assert pairs == [
@@ -60,6 +68,10 @@ def test_runs_vs_base_vs_each_other_and_at_matched_domain_score(two_methods, tmp
     assert planted["diff"] == -0.25 and planted["p"] == pytest.approx(0.5) and not planted["significant"]
     same = table[table["diff"] == 0]
     assert (same["p"] == 1).all() and not same["significant"].any()
+    # every matched pair here is 0.25 apart: at a tolerance of 0.2 they are listed, not compared
+    narrow, listed = comparisons(results, runs, ["toy_a", "toy_b"], tolerance=0.2)
+    assert len(listed) == 3 and not listed["matched"].any()
+    assert not (narrow["target"] == "general").any() and len(narrow) == len(table) - 3
 
 
 def test_code_length_defaults_to_general_text_not_label_tokens(tradeoff_file):  # noqa: F811

@@ -36,7 +36,7 @@ def analyse(results: Results, p: TradeoffAnalyseJob) -> Analysis:
             cl[["model", "domain", "dCL_domain", "dCL_general"]], on=["model", "domain"], how="left"
         )
     token_results = [results.result(j) for j in results.finished("tokens")]
-    paired, matched = comparisons(results, runs, p.general)
+    paired, matched = comparisons(results, runs, p.general, p.match_tolerance)
     tables = {
         "runs": runs,
         "scores": scores,

@@ -1,16 +1,21 @@
 """The tradeoff study's paired comparisons (`tables/comparisons.csv`, issue 24): every model vs the base,
-methods vs each other at the same learning rate, and methods vs each other at matched domain score.
+methods vs each other at the same learning rate, neighbouring learning rates of one method, and methods vs
+each other at matched domain score.
 
 - **vs base**: each run (and WiSE-FT point) against the base model, per target (its domain and every
   general task), on the test rows both scored.
 - **same learning rate**: for each domain, format and learning rate, every pair of methods trained there
   (e.g. talr vs cross_entropy), per target.
+- **neighbouring learning rates**: for each domain, format and method, every two consecutive learning
+  rates (a = the lower), per target: does the smaller rate keep more general ability, at what domain cost.
 - **matched domain score** (target `general`): for each pair of methods (X before Y in the study's order)
   on a domain and format, each trained run of X is paired with the run of Y whose domain score is closest,
   and each run of Y with the closest run of X (ties: the lower learning rate; a pair found both ways is
-  kept once). The two are compared on the general tasks' test rows pooled (ids prefixed by task), so
-  `diff` is the difference of the row-weighted mean general score (the `general_score` difference when the
-  general tasks score the same number of rows). `matched_pairs` lists each pair's domain scores.
+  kept once). A pair whose domain scores differ by more than the study's `match_tolerance` is not matched:
+  it is listed (`matched` false) but not compared. Matched pairs are compared on the general tasks' test
+  rows pooled (ids prefixed by task), so `diff` is the difference of the row-weighted mean general score
+  (the `general_score` difference when the general tasks score the same number of rows).
+  `matched_pairs` lists each pair's domain scores.
 
 One BH family: q over the whole table. WiSE-FT points enter only the vs-base rows.
 """
@@ -18,7 +23,7 @@ One BH family: q over the whole table. WiSE-FT points enter only the vs-base row
 from __future__ import annotations
 
 from collections import defaultdict
-from itertools import combinations
+from itertools import combinations, pairwise
 
 import pandas as pd
 
@@ -66,9 +71,25 @@ def same_lr_pairs(
     ]
 
 
-def matched_pairs(runs: dict[str, object], domain_score: dict[str, float]) -> pd.DataFrame:
-    """a, b, domain, format, domain_score_a, domain_score_b: each run paired with the closest-domain-score
-    run of every other method (see the module docstring)."""
+def lr_pairs(jobs: dict[tuple[str, str], list[Job]], runs: dict[str, object]) -> list[tuple[str, str, str]]:
+    """(a, b, target) for every two consecutive learning rates of one method, domain and format (a lower)."""
+    groups: dict[tuple, list[tuple[float, str]]] = defaultdict(list)
+    for label, r in runs.items():
+        groups[(r.domain, r.format, r.method)].append((r.lr, label))
+    targets = list(dict.fromkeys(t for _, t in jobs))
+    return [
+        (a, b, t)
+        for runs_of in groups.values()
+        for (_, a), (_, b) in pairwise(sorted(runs_of))
+        for t in targets
+        if (a, t) in jobs and (b, t) in jobs
+    ]
+
+
+def matched_pairs(runs: dict[str, object], domain_score: dict[str, float], tolerance: float) -> pd.DataFrame:
+    """a, b, domain, format, domain_score_a, domain_score_b, matched: each run paired with the
+    closest-domain-score run of every other method; matched = within `tolerance` (see the module
+    docstring)."""
     by_method: dict[tuple, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     for label, r in sorted(runs.items(), key=lambda kv: kv[1].lr):
         if label in domain_score and domain_score[label] == domain_score[label]:  # not NaN
@@ -86,6 +107,7 @@ def matched_pairs(runs: dict[str, object], domain_score: dict[str, float]) -> pd
     out = pd.DataFrame(rows, columns=["a", "b", "domain", "format"])
     out["domain_score_a"] = out["a"].map(domain_score)
     out["domain_score_b"] = out["b"].map(domain_score)
+    out["matched"] = (out["domain_score_a"] - out["domain_score_b"]).abs() <= tolerance + 1e-12
     return out
 
 
@@ -104,20 +126,21 @@ def _prefixed(scores: pd.Series, task: str) -> pd.Series:
 
 
 def comparisons(
-    results: Results, runs_table: pd.DataFrame, general: list[str]
+    results: Results, runs_table: pd.DataFrame, general: list[str], tolerance: float
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(`comparisons` table, `matched_pairs`) from the finished evaluations; `runs_table` gives domain
-    scores (the `runs` table)."""
+    scores (the `runs` table); `tolerance`: the largest domain-score difference of a matched pair."""
     jobs, runs = eval_jobs(results), trained_runs(results)
     metric = {t: results.tasks[t].metric for t in results.tasks}
     rows = [
         comparison_row(a, b, t, metric[t], compare_jobs(results, jobs[(a, t)], jobs[(b, t)]))
-        for a, b, t in [*vs_base_pairs(jobs), *same_lr_pairs(jobs, runs)]
+        for a, b, t in [*vs_base_pairs(jobs), *same_lr_pairs(jobs, runs), *lr_pairs(jobs, runs)]
     ]
     scores = runs_table.drop_duplicates("model").set_index("model")["domain_score"] if len(runs_table) else {}
-    pairs = matched_pairs(runs, dict(scores))
+    pairs = matched_pairs(runs, dict(scores), tolerance)
     general_metric = "/".join(dict.fromkeys(metric[t] for t in general))
-    for a, b in zip(pairs["a"], pairs["b"], strict=True):
+    matched = pairs[pairs["matched"]]
+    for a, b in zip(matched["a"], matched["b"], strict=True):
         side_a, side_b = _pooled(results, jobs, a, general), _pooled(results, jobs, b, general)
         if side_a and side_b:
             rows.append(comparison_row(a, b, GENERAL, general_metric, compare_scores(side_a, side_b)))

@@ -87,6 +87,7 @@ class TradeoffAnalyseJob(JobParams):
     general: list[str]
     cl_general: list[str]
     tokens: TokenSettings
+    match_tolerance: float
 
 
 def format_transforms(task: TaskSpec, fmt: str) -> list[dict[str, Any]]:
@@ -139,7 +140,11 @@ def build_plan(
                     run = RunKey(domain=d, format=fmt, method=m.label, lr=lr)
                     needed += _run_jobs(plan, spec, tasks, model, run, m, fingerprints)
     analyse = TradeoffAnalyseJob(
-        domains=spec.domains, general=spec.general, cl_general=spec.cl_general(tasks), tokens=spec.tokens
+        domains=spec.domains,
+        general=spec.general,
+        cl_general=spec.cl_general(tasks),
+        tokens=spec.tokens,
+        match_tolerance=spec.match_tolerance,
     )
     plan.add("analyse", "analyse + report", analyse, deps=needed)
     return plan

@@ -178,6 +178,8 @@ _TALR_INTRO = (
     "Values are averages over the step's micro-batches, weighted by their target tokens."
 )
 _COMPARISONS_INTRO = """Every run against the base model per target; methods against each other at the \
-same learning rate per target; and methods at matched domain score: each run of one method paired with the \
-run of the other whose domain score is closest (ties: the lower learning rate), compared on the general \
-tasks' test rows pooled (target "general"). All paired on the same test rows."""
+same learning rate per target; each method's neighbouring learning rates per target (a = the lower rate); \
+and methods at matched domain score: each run of one method paired with the run of the other whose domain \
+score is closest (ties: the lower learning rate) and within the study's match_tolerance, compared on the \
+general tasks' test rows pooled (target "general"); pairs farther apart are listed, not compared. All \
+paired on the same test rows."""

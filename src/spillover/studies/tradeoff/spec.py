@@ -82,6 +82,13 @@ class TradeoffStudySpec(StudySpec):
     formats: list[Literal["target", "label_only"]] = Field(default=["target"], min_length=1)
     tokens: TokenSettings = Field(default_factory=TokenSettings)
     codelength: CodeLengthSettings = Field(default_factory=CodeLengthSettings)
+    match_tolerance: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="largest domain-score difference at which two methods' runs count as matched (the "
+        "matched-domain-score comparisons); farther pairs are listed in matched_pairs, not compared",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> TradeoffStudySpec:
