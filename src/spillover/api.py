@@ -30,7 +30,7 @@ from spillover.engine.tracking import RunSpec, Tracker, base_run, check_report_t
 from spillover.errors import SpilloverError
 from spillover.evaluation.curves import CURVES_FILE, EvalCurves, eval_curves_hook
 from spillover.evaluation.evaluate import evaluate_tasks
-from spillover.harness.tasks import LmEvalTarget, check_target
+from spillover.harness.tasks import LmEvalTarget, check_target, is_lm_eval_name
 from spillover.memory import cap_heap_blocks
 from spillover.models.adapters import base_only, load_adapter, unload_adapter
 from spillover.models.load import load_model, resolve_precision
@@ -60,6 +60,13 @@ def run_training(spec: TrainSpec, progress: Callable[[dict], None] | None = None
     step (`training.distributed`); rank 0 alone writes files, evaluates and reports (docs/scaling.md)."""
     check_report_to(spec.report_to, spec.output_dir)
     cap_heap_blocks()  # freed activations go back to the OS, as in a study (memory.py)
+    harness = [n for n in spec.eval_tasks if is_lm_eval_name(n)]
+    if harness and spec.eval_every:
+        raise SpilloverError(
+            f"eval_tasks: {harness[0]} is an lm-eval task; with eval_every the eval tasks are probed during "
+            "training, which takes spillover tasks (their validation loss needs the task's target text): "
+            "evaluate lm-eval tasks after training (without eval_every) or with `spillover eval`"
+        )
     train_tasks = resolve_tasks(spec.tasks, spec.tasks_file)
     eval_tasks = resolve_named("eval_tasks", spec.eval_tasks, spec.tasks_file)
     probe_tasks = (eval_tasks or train_tasks) if spec.eval_every else []

@@ -62,3 +62,18 @@ def test_unknown_task_names_where_it_looked(tmp_path, tiny_model_dir, no_model_l
         str(TASKS_DIR),
         "lm-eval",
     )
+
+
+def test_probing_an_lm_eval_task_during_training_is_refused(
+    tmp_path, tiny_model_dir, no_model_loading, capsys
+):
+    config = tmp_path / "train.yaml"
+    config.write_text(f"""model: {tiny_model_dir}
+tasks: [sst2]
+output_dir: {tmp_path / "out"}
+eval_every: 2
+eval_tasks: [sst2, lm_eval:anything]
+""")
+    expect_rejected(
+        ["train", str(config)], tmp_path / "out", capsys, "eval_tasks: lm_eval:anything", "eval_every"
+    )
