@@ -64,8 +64,8 @@ def test_mixture_study_runs_and_reports(mixture_study, tmp_path):
     assert set(degradation.columns) >= {"minor", "first_degraded_step", "final_minus_best"}
     paired = pd.read_csv(tables / "comparisons.csv")
     assert list(paired.columns) == COLUMNS
-    # per mixture × task: checkpoints 2 and 4 vs step 0, and 4 vs 2
-    assert len(paired) == 3 * 3 * 3 and set(paired["b"]) >= {"base · step 0", "equal · step 2"}
+    # per mixture × task: checkpoints 2 and 4 vs step 0, and 4 vs 2; per task: the 3 pairs of final checkpoints
+    assert len(paired) == 3 * 3 * 3 + 3 * 3 and set(paired["b"]) >= {"base · step 0", "equal · step 2"}
     assert {"diff_vs_step0", "q_vs_step0", "worse_than_previous"} <= set(curves.columns)
     minor = degradation.set_index(["mixture", "task"])["minor"]
     assert minor[("a_heavy", "toy_b")] and not minor[("equal", "toy_b")]  # 1/3 is not below 1/3
