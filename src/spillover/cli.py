@@ -11,6 +11,9 @@ from pathlib import Path
 from spillover import __version__
 from spillover.errors import SpilloverError
 
+# analysis.prediction.METHODS, spelled out so building the parser imports no pandas (a test checks they match)
+PREDICTION_METHODS = ("stats", "gradient", "combined", "semantic", "task_type", "mean_row")
+
 log = logging.getLogger("spillover")
 
 
@@ -178,6 +181,41 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     ev.set_defaults(func=_cmd_eval)
 
+    pr = sub.add_parser(
+        "predict",
+        help="predict a new source's transfer row from a finished transfer study, without fine-tuning on it",
+        description="Predict Δ(new source → each target) of a finished transfer study from dataset statistics "
+        "and gradient alignment at the base model (docs/prediction.md), or check the methods by "
+        "leave-one-source-out over the study (--evaluate).",
+    )
+    pr.add_argument("dir", help="the finished transfer study's folder")
+    pr.add_argument(
+        "--source",
+        default=None,
+        help="the new source: a task name (built-in or in the study's tasks_file); writes "
+        "DIR/prediction/<source>/predicted_delta.csv (source,target,predicted_delta,low,high)",
+    )
+    pr.add_argument(
+        "--evaluate",
+        action="store_true",
+        help="leave-one-source-out over the study's measured sources: DIR/tables/prediction_eval.csv",
+    )
+    pr.add_argument(
+        "--method",
+        choices=list(PREDICTION_METHODS),
+        default="combined",
+        help="with --source: which predictor writes the row (default: combined)",
+    )
+    pr.add_argument(
+        "--grad-examples",
+        type=_nonnegative_int,
+        default=32,
+        help="training rows per task for the mean LoRA gradient; 0 leaves the gradient signal out (default: 32)",
+    )
+    pr.add_argument("--out", default=None, help="with --source: folder for predicted_delta.csv and cost.json")
+    pr.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    pr.set_defaults(func=_cmd_predict)
+
     ts = sub.add_parser("tasks", help="list tasks, or `tasks show NAME` for one task's spec and an example")
     ts.add_argument("action", nargs="?", choices=["list", "show"], default="list")
     ts.add_argument("name", nargs="?", help="task name (with `show`)")
@@ -318,6 +356,33 @@ def _cmd_report(args: argparse.Namespace) -> int:
     path = rerender_report(args.dir)
     print(f"report: {path}")
     return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from spillover.studies.transfer import predict
+
+    if args.evaluate == (args.source is not None):
+        raise SpilloverError("spillover predict: give either --source TASK or --evaluate (one of them)")
+    _set_threads(args.threads)
+    if args.evaluate:
+        path = predict.evaluate(args.dir, args.grad_examples or None)
+        print(_table_text(path))
+        print(f"leave-one-source-out: {path}")
+        return 0
+    from spillover.studies.specs import SourceSpec
+
+    path = predict.predict(
+        args.dir, SourceSpec(task=args.source), args.out, args.method, args.grad_examples or None
+    )
+    print(_table_text(path))
+    print(f"predicted row: {path}")
+    return 0
+
+
+def _table_text(path: Path) -> str:
+    import pandas as pd
+
+    return pd.read_csv(path).to_string(index=False, float_format=lambda v: f"{v:.3f}")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
