@@ -41,6 +41,14 @@ def test_transfer_study_runs_skips_and_extends(study_file, tmp_path, monkeypatch
     assert syntax.notna().all().all() if parsed else syntax.isna().all().all()
     assert parsed or html_escape(SYNTAX_INSTALL_NOTE) in html
 
+    # generated lengths, paired (toy_gen is the only generation target): 3 sources vs base, 3 source pairs
+    lengths = pd.read_csv(out / "tables" / "length_stats.csv")
+    assert set(lengths["target"]) == {"toy_gen"} and len(lengths) == 6
+    assert (lengths["b"] == "base").sum() == 3 and (lengths["metric"] == "generated tokens").all()
+    row = lengths[(lengths["a"] == "toy_b") & (lengths["b"] == "base")].iloc[0]
+    by_hand = _mean_generated_tokens(out, "toy_b", spec) - _mean_generated_tokens(out, "base", spec)
+    assert row["diff"] == pytest.approx(by_hand) and row["n"] == 6
+
     before = (out / "report.html").stat().st_mtime_ns
     again, _ = run_study(*load_study(study_file))
     assert not again.done and len(again.skipped) == len(summary.done)
@@ -224,3 +232,20 @@ def test_study_writes_delta_stats_pca_null_and_marks_significant_cells(study_fil
     assert "* = significant, BH q" in html and "faded = not)" in html  # the Δ heatmap's marking
     assert '"opacity":0.35' in html and "not significant" in html  # cells that are not significant fade
     assert "permutation null" in html
+
+
+def _mean_generated_tokens(out, label: str, spec) -> float:
+    """Mean token count of `label`'s generations on toy_gen, from its predictions file."""
+    from spillover.engine.store import Store
+    from spillover.models.load import load_tokenizer
+
+    store = Store(out)
+    try:
+        (job,) = [j for j in store.jobs() if j["name"] == f"eval {label} -> toy_gen"]
+    finally:
+        store.close()
+    rows = [
+        json.loads(line) for line in (out / "jobs" / job["id"] / "predictions.jsonl").read_text().splitlines()
+    ]
+    tok = load_tokenizer(spec.model)
+    return float(np.mean([len(tok(r["prediction"], add_special_tokens=False)["input_ids"]) for r in rows]))

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from spillover.errors import SpilloverError
+
 IGNORE = -100
 
 
@@ -45,6 +47,14 @@ def truncate(ctx: list[int], cont: list[int], max_len: int) -> Sequence_:
     cont = cont[:max_len]
     ctx = ctx[max(0, len(ctx) - (max_len - len(cont))) :] if max_len > len(cont) else []
     return Sequence_(ctx + cont, len(ctx))
+
+
+def pad_id(tokenizer) -> int:
+    """The id training and loss computations pad with: the tokenizer's pad token, else its eos token."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad is None:
+        raise SpilloverError("the tokenizer has neither a pad nor an eos token; set tokenizer.pad_token")
+    return pad
 
 
 def pad_batch(seqs: Sequence[Sequence_], pad_id: int) -> dict[str, torch.Tensor]:

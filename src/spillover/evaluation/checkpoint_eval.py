@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from spillover.analysis.behaviour import behaviour_stats
 from spillover.atomic import atomic_write_text
-from spillover.data.collate import Sequence_
+from spillover.data.collate import Sequence_, pad_id
 from spillover.data.stats import style_profile
 from spillover.data.tasks import Example, TaskSpec, load_examples
 from spillover.evaluation.evaluate import _inference, evaluate_task, write_jsonl_atomic
@@ -142,8 +142,7 @@ def validation_loss(
 ) -> dict[str, Any]:
     """{"val_loss": Σ NLL / Σ target tokens over `sequences` (nats; None without target tokens),
     "n_loss_tokens"}: the loop's token-mean cross-entropy, in eval mode, without gradients."""
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    nll = sequence_nll(model, sequences, pad, precision, batch_size)
+    nll = sequence_nll(model, sequences, pad_id(tokenizer), precision, batch_size)
     n_tokens = sum(len(t) for t in nll)
     total = sum(float(t.double().sum()) for t in nll)
     return {"val_loss": total / n_tokens if n_tokens else None, "n_loss_tokens": n_tokens}

@@ -33,12 +33,12 @@ from spillover.engine.tracking import RunSpec, Tracker, base_run
 from spillover.evaluation.curves import EvalCurves, eval_curves_hook
 from spillover.memory import cap_heap_blocks
 from spillover.merging.wise import interpolate_, scale_adapter_
-from spillover.models.adapters import is_peft, load_adapter
+from spillover.models.adapters import apply_lora, is_peft, load_adapter
 from spillover.models.deltas import compact_model_dir, is_delta_dir, load_delta_into_
 from spillover.models.load import load_model, load_tokenizer, resolve_precision
 from spillover.training.loop import default_plan, train
 from spillover.training.params import load_trainable_
-from spillover.training.settings import prepare_for_training, train_params
+from spillover.training.settings import LoraSpec, prepare_for_training, train_params
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,18 @@ class StudyContext:
         try:
             load_trainable_(model, start)
             return train(model, self.tokenizer, sequences, params, out_dir, progress, hooks, plan)
+        finally:
+            self._model = model.unload()
+
+    @contextlib.contextmanager
+    def fresh_lora(self, lora: LoraSpec, seed: int) -> Iterator[Any]:
+        """The shared base wrapped in a new, untrained LoRA adapter (`apply_lora`, seeded), unloaded again
+        when the block ends (for signals taken at the base model, e.g. `training.gradients`)."""
+        model = apply_lora(
+            self.base_model(), lora.r, lora.alpha, lora.dropout, lora.target_modules, seed=seed
+        )
+        try:
+            yield model
         finally:
             self._model = model.unload()
 

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from spillover.atomic import atomic_write_text
-from spillover.data.collate import IGNORE, Sequence_, pad_batch
+from spillover.data.collate import IGNORE, Sequence_, pad_batch, pad_id
 from spillover.errors import SpilloverError
 from spillover.models.compile import Compiled, wants_compile
 from spillover.models.packing import model_mask, tree_attention_mask
@@ -87,7 +87,7 @@ def train(
             params.objective_params,
             model,
             sequences,
-            _pad_id(tokenizer),
+            pad_id(tokenizer),
             params.precision,
             out_dir,
             fingerprint,
@@ -109,7 +109,7 @@ def train(
     weights = [p for group in optimizer.param_groups for p in group["params"]]
     world.broadcast_from_main(weights)
     forward = _forward_fn(model, params, _compiled(model, params))
-    pad_id = _pad_id(tokenizer)
+    pad = pad_id(tokenizer)
     n_tokens, loss, started = state.n_tokens, state.last_loss, time.perf_counter() - state.seconds
     model.train()
     with (
@@ -119,7 +119,7 @@ def train(
         for step in range(state.step, plan.n_steps):
             t0 = time.perf_counter()
             micro = plan.micro_batches(step)
-            batches = [pad_batch([sequences[i] for i in idx], pad_id) for idx in micro]
+            batches = [pad_batch([sequences[i] for i in idx], pad) for idx in micro]
             extras = [{} if seq_weights is None else {"sequence_weights": seq_weights[idx]} for idx in micro]
             n_step_tokens = sum(count_targets(b["labels"]) for b in batches)  # of the global step
             mine = world.share(len(micro))
@@ -375,13 +375,6 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def _pad_id(tokenizer) -> int:
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    if pad is None:
-        raise SpilloverError("the tokenizer has neither a pad nor an eos token; set tokenizer.pad_token")
-    return pad
 
 
 def _check_data(sequences: Sequence[Sequence_]) -> None:

@@ -14,6 +14,7 @@ import math
 
 import torch
 
+from spillover.data.collate import pad_id
 from spillover.data.sft import build_sequences
 from spillover.engine.plan import Job, Plan
 from spillover.studies.context import StudyContext
@@ -23,10 +24,6 @@ from spillover.studies.tradeoff.plan import CodelenJob, TokensJob
 from spillover.training.sequence_nll import sequence_nll
 
 
-def _pad_id(tokenizer) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-
-
 def tokens_job(ctx: StudyContext, plan: Plan, job: Job) -> JobOutput:
     """Result: p (every target token's probability under the base model, rounded to 1e-6), and `examples`
     [{id, tokens: [str], p: [float]}] for the first `examples` sequences."""
@@ -34,7 +31,7 @@ def tokens_job(ctx: StudyContext, plan: Plan, job: Job) -> JobOutput:
     task = ctx.tasks[p.task]
     examples = ctx.examples(p.task, "train", p.limit, p.transforms)
     seqs = build_sequences(task, ctx.tokenizer, examples, p.max_len, 0, ctx.spec.seed)
-    nll = sequence_nll(ctx.base_model(), seqs, _pad_id(ctx.tokenizer), ctx.precision)
+    nll = sequence_nll(ctx.base_model(), seqs, pad_id(ctx.tokenizer), ctx.precision)
     probs = [torch.exp(-n) for n in nll]
     shown = []
     for ex, seq, pr in list(zip(examples, seqs, probs, strict=True))[: p.examples]:
@@ -67,7 +64,7 @@ def codelen_job(ctx: StudyContext, plan: Plan, job: Job) -> JobOutput:
             task = ctx.tasks[item.task]
             examples = ctx.examples(task.name, "test", p.limit)
             seqs = build_sequences(task, ctx.tokenizer, examples, p.max_len, 0, ctx.spec.seed)
-            nll = torch.cat(sequence_nll(model, seqs, _pad_id(ctx.tokenizer), ctx.precision, p.batch_size))
+            nll = torch.cat(sequence_nll(model, seqs, pad_id(ctx.tokenizer), ctx.precision, p.batch_size))
             out[task.name] = {
                 "bits": float(nll.mean()) / math.log(2),
                 "n_tokens": int(nll.numel()),

@@ -16,12 +16,12 @@ import numpy as np
 import pandas as pd
 
 from spillover.analysis.attribution import anomalies, attribute, length_shift_table, similarity_frames
-from spillover.analysis.paired import delta_stats_table, pca_null
+from spillover.analysis.paired import comparisons_table, delta_stats_table, pca_null
 from spillover.analysis.traits import TransferPCA, fit_held_out
 from spillover.analysis.transfer import BASE, task_of, transfer_tables
 from spillover.data.stats import DatasetStats, syntax_summary
 from spillover.studies.contract import Analysis, Results, mean_over_seeds
-from spillover.studies.evidence import compare_jobs
+from spillover.studies.evidence import PREDICTIONS, compare_jobs, compare_scores, comparison_row
 from spillover.studies.transfer.plan import TransferAnalyseJob
 from spillover.studies.transfer.spec import TransferAnalysisSpec
 
@@ -50,6 +50,7 @@ def analyse(results: Results, p: TransferAnalyseJob) -> Analysis:
         delta_stats=stats_table,
         metrics={t: tasks[t].metric for t in p.targets},
     )
+    analysis.tables["length_stats"] = length_stats(results, p.sources, p.targets, seed=results.spec.seed)
     analysis.footer = f"{len(evals)} evaluations, {len(scores)} scores"
     return analysis
 
@@ -133,6 +134,43 @@ def delta_stats(results: Results, sources: list[str], targets: list[str], seed: 
                 metric = results.tasks[target].metric
                 rows.append({"source": source, "target": target, "metric": metric, **result.as_dict()})
     return delta_stats_table(rows)
+
+
+def length_stats(results: Results, sources: list[str], targets: list[str], seed: int = 0) -> pd.DataFrame:
+    """`tables/length_stats.csv`: on every target whose rows are generated (not chosen among labels), the
+    generated length in tokens, per row, of each source's model minus the base model's (b = "base"), and of
+    every two sources' models (methods.md §1: is a source's output length inherited?). Paired over the
+    same rows, seeds then rows as `delta_stats` (`compare_scores`: bootstrap CI, sign-flip permutation p),
+    BH q over this table. Columns as `delta_stats` with `metric` = "generated tokens"."""
+    from spillover.analysis.behaviour import generated_text
+    from spillover.data.stats import token_lengths
+    from spillover.evaluation.predictions import read_predictions
+    from spillover.models.load import load_tokenizer
+
+    evals: dict[tuple[str, str], list] = defaultdict(list)
+    for job in results.finished("eval"):
+        evals[job.params.label, job.params.target].append(job)
+    tokenizer, lengths = None, {}
+    for (label, target), jobs in evals.items():
+        per_seed = []
+        for job in jobs:
+            rows = read_predictions(results.job_dir(job) / PREDICTIONS)
+            texts = [generated_text(r) for r in rows]
+            if not rows or any(t is None for t in texts):
+                break  # log-likelihood rows: a chosen label has no generated length
+            tokenizer = tokenizer or load_tokenizer(results.spec.model)
+            ids = pd.Index([str(r["id"]) for r in rows], name="id")
+            per_seed.append(pd.Series(token_lengths(texts, tokenizer), index=ids, dtype=float))
+        else:
+            lengths[label, target] = per_seed
+    rows = []
+    for target in targets:
+        models = [m for m in (BASE, *sources) if (m, target) in lengths]
+        for i, a in enumerate(models):
+            for b in models[:i] if a != BASE else ():
+                result = compare_scores(lengths[a, target], lengths[b, target], seed=seed)
+                rows.append(comparison_row(a, b, target, "generated tokens", result))
+    return comparisons_table(rows)
 
 
 def _traits(

@@ -18,6 +18,7 @@ seconds in the study); a target's gradient is shared by every source and not cou
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -31,6 +32,7 @@ import torch
 
 from spillover.analysis.prediction import (
     COMBINED,
+    GRADIENT,
     GRADIENT_FEATURE,
     METHODS,
     SourceFeatures,
@@ -39,6 +41,7 @@ from spillover.analysis.prediction import (
     predicted_table,
 )
 from spillover.atomic import atomic_write_text
+from spillover.data.collate import pad_id
 from spillover.data.sft import build_sequences
 from spillover.data.stats import DatasetStats, dataset_stats, pair_similarities
 from spillover.data.tasks import TaskSpec
@@ -142,36 +145,32 @@ def _grad_key(f: Finished, task: str, split: str, transforms: list[dict], n: int
 
 
 class Gradients:
-    """Mean LoRA gradients at the study's base model, one fresh adapter for all of them, cached on disk."""
+    """Mean LoRA gradients at the study's base model, one fresh adapter for all of them (made on first
+    use, unloaded when the block ends), cached on disk."""
 
     def __init__(self, f: Finished, n_examples: int) -> None:
         self.f, self.n = f, n_examples
         self.folder = f.root / PREDICTION / "gradients"
+        self._stack = contextlib.ExitStack()
         self._model = None
 
     def __enter__(self) -> Gradients:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._model is not None:
-            self.f.ctx._model = self._model.unload()  # the context's base again, adapter removed
-            self._model = None
+        self._stack.close()
+        self._model = None
 
     def _peft(self):
         if self._model is None:
-            from spillover.models.adapters import apply_lora
-
-            lora, seed = self.f.ctx.spec.train.lora, self.f.ctx.spec.train.seed
-            self._model = apply_lora(
-                self.f.ctx.base_model(), lora.r, lora.alpha, 0.0, lora.target_modules, seed=seed
-            )
+            train = self.f.ctx.spec.train
+            self._model = self._stack.enter_context(self.f.ctx.fresh_lora(train.lora, train.seed))
         return self._model
 
     def of(self, task: str, transforms: list[dict] = ()) -> tuple[torch.Tensor | None, float]:
         """(mean gradient, seconds it took when it was computed: a cached vector keeps its cost). None for
         an lm-eval target, which has no training text of its own."""
         from spillover.training.gradients import mean_gradient
-        from spillover.training.loop import _pad_id
 
         spec: TaskSpec = self.f.ctx.tasks[task]
         if not isinstance(spec, TaskSpec):
@@ -188,7 +187,7 @@ class Gradients:
             spec, self.f.ctx.tokenizer, examples, settings.max_len, settings.shots, settings.seed
         )
         model = self._peft()
-        grad = mean_gradient(model, seqs, _pad_id(self.f.ctx.tokenizer), self.f.ctx.precision)
+        grad = mean_gradient(model, seqs, pad_id(self.f.ctx.tokenizer), self.f.ctx.precision)
         seconds = time.perf_counter() - start
         self.folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path.with_suffix(".json"), json.dumps({"task": task, "seconds": seconds}))
@@ -246,7 +245,7 @@ def _target_gradients(f: Finished, grads: Gradients | None) -> dict[str, torch.T
 
 def study_features(f: Finished, grad_examples: int | None) -> Study:
     """The measured sources' features (gradients computed or read from the cache)."""
-    with Gradients(f, grad_examples) if grad_examples else _null() as grads:
+    with Gradients(f, grad_examples) if grad_examples else contextlib.nullcontext() as grads:
         target_grads = _target_gradients(f, grads)
         features = {
             s.name: _source_features(
@@ -264,27 +263,14 @@ def study_features(f: Finished, grad_examples: int | None) -> Study:
     return Study(delta=f.delta, q=f.q, features=features)
 
 
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc) -> None:
-        return None
-
-
 def evaluate(study_dir: str | Path, grad_examples: int | None = GRAD_EXAMPLES) -> Path:
     """Leave-one-source-out over a finished transfer study → `tables/prediction_eval.csv`."""
     f = load_finished(study_dir)
-    table = evaluate_loso(study_features(f, grad_examples), METHODS if grad_examples else _no_gradient())
+    methods = METHODS if grad_examples else tuple(m for m in METHODS if m != GRADIENT)
+    table = evaluate_loso(study_features(f, grad_examples), methods)
     out = f.root / "tables" / "prediction_eval.csv"
     atomic_write_text(out, table.to_csv(index=False))
     return out
-
-
-def _no_gradient() -> tuple[str, ...]:
-    from spillover.analysis.prediction import GRADIENT
-
-    return tuple(m for m in METHODS if m != GRADIENT)
 
 
 def predict(
@@ -306,7 +292,7 @@ def predict(
     start = time.perf_counter()
     stats = _stats(f, source)
     stats_seconds = time.perf_counter() - start
-    with Gradients(f, grad_examples) if grad_examples else _null() as grads:
+    with Gradients(f, grad_examples) if grad_examples else contextlib.nullcontext() as grads:
         new = _source_features(
             f,
             source.name,

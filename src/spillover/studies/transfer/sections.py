@@ -134,7 +134,14 @@ def transfer_sections(a: Analysis, tasks) -> list[Section]:
                     y_title="model",
                 ),
             ],
-            tables=[("Behaviour statistics", t["behaviour"])],
+            tables=[
+                ("Behaviour statistics", t["behaviour"]),
+                (
+                    "Generated length (tokens), paired over the same rows: each source vs the base model and "
+                    "every two sources (generation targets; BH q over this table)",
+                    t["length_stats"],
+                ),
+            ],
         ),
         Section(
             "controls",
