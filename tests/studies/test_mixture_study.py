@@ -69,6 +69,19 @@ def test_mixture_study_runs_and_reports(mixture_study, tmp_path):
     assert {"diff_vs_step0", "q_vs_step0", "worse_than_previous"} <= set(curves.columns)
     minor = degradation.set_index(["mixture", "task"])["minor"]
     assert minor[("a_heavy", "toy_b")] and not minor[("equal", "toy_b")]  # 1/3 is not below 1/3
+    # score-vs-ratio regression over the 3 mixtures: each held out once, proposals inside the measured range
+    held_out = pd.read_csv(tables / "mixture_prediction.csv")
+    assert len(held_out) == 3 * 3 and held_out[["measured", "predicted"]].notna().all().all()
+    assert list(pd.read_csv(tables / "mixture_prediction_summary.csv")["task"]) == [
+        "toy_a",
+        "toy_b",
+        "toy_gen",
+    ]
+    proposed = pd.read_csv(tables / "mixture_recommendation.csv")
+    ratios = pd.read_csv(tables / "ratios.csv", index_col="mixture")
+    assert 0 < len(proposed) <= 5
+    for task in ratios.columns:
+        assert proposed[f"ratio/{task}"].between(ratios[task].min() - 1e-9, ratios[task].max() + 1e-9).all()
     main_task = pd.read_csv(tables / "main_task.csv")
     assert list(main_task["mixture"]) == ["equal", "a_heavy", "anneal"]
     assert main_task.set_index("mixture").at["a_heavy", "largest_ratio_task"] == "toy_a"
@@ -121,6 +134,9 @@ def test_degradation_is_the_first_checkpoint_significantly_below_step_0():
         ("[{name: m, strategy: temperature, temperature: 0}]", "", "temperature"),
         ("[{name: m, schedule: {phases: [{until: 0.5, ratios: [1, 1, 1]}]}}]", "", "the last must be 1.0"),
         ("[{name: m}]", "colour: red", "unknown key 'colour'"),
+        ("[{name: m}]", "recommend: {grid: 0.3}", "grid 0.3 does not divide 1 into equal steps"),
+        ("[{name: m}]", "recommend: {grid: 0.001}", "is 501501 ratio vectors (at most 200000)"),
+        ("[{name: m}]", "recommend: {epsilon: -1}", "recommend.epsilon"),
     ],
 )
 def test_bad_mixture_study_exits_2_and_writes_nothing(

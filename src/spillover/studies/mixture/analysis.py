@@ -26,12 +26,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from spillover.analysis.mixture_regression import MIN_MIXTURES, leave_one_mixture_out, loo_summary, recommend
 from spillover.analysis.paired import COMPARISON_COLUMNS, comparisons_table
 from spillover.engine.plan import Job
 from spillover.studies.contract import BASE, Analysis, Results, mean_over_seeds
 from spillover.studies.evidence import PREDICTIONS, compare_scores, comparison_row, file_scores, spread_of
 from spillover.studies.mixture.handlers import PROBES
 from spillover.studies.mixture.plan import MixtureAnalyseJob
+from spillover.studies.mixture.spec import RecommendSettings
 
 PROBE_KEYS = ["mixture", "step", "task", "vs"]  # vs: "step 0", "previous", or "mixture <other>" (finals)
 
@@ -56,7 +58,7 @@ def analyse(results: Results, p: MixtureAnalyseJob) -> Analysis:
     ratio_frame = pd.DataFrame.from_dict(ratios, orient="index").reindex(columns=p.tasks)
     ratio_frame.index.name = "mixture"
     probes = mean_probe_rows(pd.DataFrame(rows))
-    analysis = analyse_mixture(probes, ratio_frame, pd.DataFrame(plans), p.mixtures, paired)
+    analysis = analyse_mixture(probes, ratio_frame, pd.DataFrame(plans), p.mixtures, paired, p.recommend)
     if results.plan.seed_of and rows:
         analysis.tables["seed_spread"] = probe_spread(pd.DataFrame(rows).assign(_seed=seeds))
     analysis.footer = f"{len(rows)} probes over {len(ratios)} mixtures"
@@ -257,6 +259,7 @@ def analyse_mixture(
     plans: pd.DataFrame,
     mixtures: list[str],
     paired: pd.DataFrame,
+    recommend: RecommendSettings | None = None,
 ) -> Analysis:
     """rows: `probe_rows` of every job (base included); ratios: mixture × task run-average ratio;
     plans: per (mixture, task) sequences drawn, realised fraction and epochs; paired: `probe_comparisons`.
@@ -283,10 +286,33 @@ def analyse_mixture(
     out.tables["behaviour_final"] = pd.concat([base, final], ignore_index=True)[
         ["mixture", "task", *behaviour_cols]
     ]
+    _ratio_model(out, ratios, recommend or RecommendSettings())
     missing = sorted(set(mixtures) - set(rows["mixture"]))
     if missing:
         out.notes.append(f"mixtures without results (failed or not run yet): {', '.join(missing)}")
     return out
+
+
+def _ratio_model(out: Analysis, ratios: pd.DataFrame, settings: RecommendSettings) -> None:
+    """Score-vs-ratio regression (`analysis.mixture_regression`): leave-one-mixture-out check
+    (`mixture_prediction`, `mixture_prediction_summary`) and proposed ratios (`mixture_recommendation`)."""
+    final = out.tables["final_scores"]
+    scores = final.drop(index=BASE, errors="ignore").drop(columns="mean")
+    scores = scores.loc[[m for m in scores.index if m in ratios.index]]
+    if len(scores) < MIN_MIXTURES:
+        out.notes.append(
+            f"ratio regression needs at least {MIN_MIXTURES} finished mixtures; {len(scores)} finished"
+        )
+        return
+    ratios = ratios.loc[scores.index, scores.columns].fillna(0.0)
+    loo = leave_one_mixture_out(ratios, scores)
+    out.tables["mixture_prediction"] = loo
+    out.tables["mixture_prediction_summary"] = loo_summary(loo)
+    if BASE in final.index:
+        base = final.loc[BASE].drop("mean")
+        out.tables["mixture_recommendation"] = recommend(
+            ratios, scores, base, settings.epsilon, settings.grid
+        )
 
 
 def _final_matrix(final: pd.DataFrame, base: pd.DataFrame) -> pd.DataFrame:

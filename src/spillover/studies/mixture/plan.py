@@ -13,7 +13,7 @@ from spillover.config import NOT_RESULT_AFFECTING, EvalSettings, TrainSettings
 from spillover.engine.plan import JobParams, Plan
 from spillover.studies.contract import BASE
 from spillover.studies.jobs import ModelJob
-from spillover.studies.mixture.spec import CheckpointSettings, MixtureStudySpec
+from spillover.studies.mixture.spec import CheckpointSettings, MixtureStudySpec, RecommendSettings
 
 EVAL_NEUTRAL = ("eval.compile",)
 
@@ -49,6 +49,7 @@ class MixtureAnalyseJob(JobParams):
 
     tasks: list[str]
     mixtures: list[str]
+    recommend: RecommendSettings
 
 
 def build_plan(spec: MixtureStudySpec, fingerprints: dict[str, dict[str, str]]) -> Plan:
@@ -69,5 +70,10 @@ def build_plan(spec: MixtureStudySpec, fingerprints: dict[str, dict[str, str]]) 
         params = TrainMixtureJob(**common, label=m.name, train=train)
         deps.append(plan.add("train_mixture", f"train mixture {m.name}", params))
     mixtures = [m.name for m in spec.mixtures]
-    plan.add("analyse", "analyse + report", MixtureAnalyseJob(tasks=spec.tasks, mixtures=mixtures), deps=deps)
+    plan.add(
+        "analyse",
+        "analyse + report",
+        MixtureAnalyseJob(tasks=spec.tasks, mixtures=mixtures, recommend=spec.recommend),
+        deps=deps,
+    )
     return plan

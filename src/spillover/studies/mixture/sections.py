@@ -54,6 +54,7 @@ def mixture_sections(a: Analysis) -> list[Section]:
             ],
         ),
         comparisons_section(t["comparisons"], _PAIRED_INTRO, "probe comparisons"),
+        *_ratio_model_sections(t),
         Section(
             "main", "The de-facto main task", _MAIN_INTRO, tables=[("Main task per mixture", t["main_task"])]
         ),
@@ -147,3 +148,27 @@ _BEHAVIOUR_INTRO = (
     "first, an extractable answer), the predicted-label prior shift, and the style similarity to each training "
     "task's outputs (style/<task> columns; sounds_like = the most similar)."
 )
+
+
+_RATIO_INTRO = (
+    "A per-task ridge regression of the final score on the mixture's run-average ratios (each ratio and "
+    "its log; RegMix-style, docs/mixture.md). Leave one mixture out: each mixture's scores predicted from "
+    "the others, and per task the rank correlation of predicted with measured scores. Proposed ratios: the "
+    "grid vectors with the highest mean predicted score among those with no task predicted more than "
+    "recommend.epsilon below the base model. With a handful of mixtures this is an extrapolation to check, "
+    "not a result: train the proposed mixture before relying on it; schedules enter with their average ratios."
+)
+
+
+def _ratio_model_sections(t: dict) -> list[Section]:
+    if "mixture_prediction" not in t:
+        return []
+    tables = [
+        ("Held-out mixtures: rank correlation per task", t["mixture_prediction_summary"]),
+        ("Held-out mixtures: predicted and measured final scores", t["mixture_prediction"]),
+    ]
+    if "mixture_recommendation" in t:
+        tables.append(("Proposed ratios (predicted)", t["mixture_recommendation"]))
+    return [
+        Section("ratio-model", "Score vs ratio: prediction and proposed ratios", _RATIO_INTRO, tables=tables)
+    ]

@@ -3,6 +3,7 @@ every task is probed during training; and the checks every input passes before a
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
@@ -52,11 +53,36 @@ class CheckpointSettings(BaseModel):
         )
 
 
+class RecommendSettings(BaseModel):
+    """Ratio recommendation from the finished mixtures (`analysis.mixture_regression.recommend`)."""
+
+    model_config = Strict
+    epsilon: float = Field(
+        default=0.02, ge=0, description="no task predicted more than this below the base model's score"
+    )
+    grid: float = Field(default=0.05, gt=0, le=0.5, description="step of the ratio grid searched")
+
+    @model_validator(mode="after")
+    def _divides_one(self) -> RecommendSettings:
+        n = round(1 / self.grid)
+        if abs(n * self.grid - 1) > 1e-9:
+            raise ValueError(f"grid {self.grid} does not divide 1 into equal steps; use e.g. 0.05, 0.1, 0.25")
+        return self
+
+    def grid_size(self, n_tasks: int) -> int:
+        """Ratio vectors the grid holds over `n_tasks` tasks."""
+        return math.comb(round(1 / self.grid) + n_tasks - 1, n_tasks - 1)
+
+
+MAX_GRID = 200_000
+
+
 class MixtureStudySpec(StudySpec):
     study: Literal["mixture"] = "mixture"
     tasks: list[str] = Field(min_length=2)
     mixtures: list[MixtureEntry] = Field(min_length=1)
     checkpoints: CheckpointSettings = Field(default_factory=CheckpointSettings)
+    recommend: RecommendSettings = Field(default_factory=RecommendSettings)
 
     @model_validator(mode="after")
     def _consistent(self) -> MixtureStudySpec:
@@ -69,6 +95,12 @@ class MixtureStudySpec(StudySpec):
             raise ValueError("a mixture study takes its mixtures from `mixtures:`; remove `train.mixture`")
         if self.eval.shots:
             raise ValueError("the mixture study probes zero-shot; set eval.shots: 0")
+        size = self.recommend.grid_size(len(self.tasks))
+        if size > MAX_GRID:
+            raise ValueError(
+                f"recommend.grid {self.recommend.grid} over {len(self.tasks)} tasks is {size} ratio vectors "
+                f"(at most {MAX_GRID}); use a coarser grid"
+            )
         return self
 
     def task_names(self) -> list[str]:
