@@ -12,7 +12,7 @@ from spillover import __version__
 from spillover.errors import SpilloverError
 
 # analysis.prediction.METHODS, spelled out so building the parser imports no pandas (a test checks they match)
-PREDICTION_METHODS = ("stats", "gradient", "combined", "semantic", "task_type", "mean_row")
+PREDICTION_METHODS = ("stats", "gradient", "probe", "combined", "semantic", "task_type", "mean_row")
 
 log = logging.getLogger("spillover")
 
@@ -212,6 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=32,
         help="training rows per task for the mean LoRA gradient; 0 leaves the gradient signal out (default: 32)",
     )
+    pr.add_argument(
+        "--probe-fraction",
+        type=_nonnegative_float,
+        default=0.05,
+        help="the short probe's share of the source's fine-tune (optimiser steps, at least one); 0 leaves the "
+        "probe signal out (default: 0.05)",
+    )
     pr.add_argument("--out", default=None, help="with --source: folder for predicted_delta.csv and cost.json")
     pr.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     pr.set_defaults(func=_cmd_predict)
@@ -365,14 +372,19 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise SpilloverError("spillover predict: give either --source TASK or --evaluate (one of them)")
     _set_threads(args.threads)
     if args.evaluate:
-        path = predict.evaluate(args.dir, args.grad_examples or None)
+        path = predict.evaluate(args.dir, args.grad_examples or None, args.probe_fraction or None)
         print(_table_text(path))
         print(f"leave-one-source-out: {path}")
         return 0
     from spillover.studies.specs import SourceSpec
 
     path = predict.predict(
-        args.dir, SourceSpec(task=args.source), args.out, args.method, args.grad_examples or None
+        args.dir,
+        SourceSpec(task=args.source),
+        args.out,
+        args.method,
+        args.grad_examples or None,
+        args.probe_fraction or None,
     )
     print(_table_text(path))
     print(f"predicted row: {path}")

@@ -11,6 +11,7 @@ import pytest
 
 from spillover.analysis.prediction import METHODS
 from spillover.cli import PREDICTION_METHODS, main
+from spillover.studies.context import StudyContext
 from spillover.studies.run import load_study, run_study
 from spillover.training import gradients
 
@@ -31,16 +32,26 @@ def finished(make_study):
 
 @pytest.mark.integration
 def test_evaluate_and_predict(finished, monkeypatch, capsys):
-    calls = []
+    calls, probes = [], []
     real = gradients.mean_gradient
     monkeypatch.setattr(gradients, "mean_gradient", lambda *a, **k: calls.append(1) or real(*a, **k))
+    train = StudyContext.train_sequences
+    monkeypatch.setattr(
+        StudyContext,
+        "train_sequences",
+        lambda self, seqs, settings, *a, **k: (
+            probes.append(settings.max_steps) or train(self, seqs, settings, *a, **k)
+        ),
+    )
     assert main(["predict", str(finished), "--evaluate", "--grad-examples", "4"]) == 0
     table = pd.read_csv(finished / "tables" / "prediction_eval.csv")
     assert list(table.columns) == COLUMNS and list(table["method"]) == list(METHODS)
     assert (table["n_sources"] <= 3).all()
     cost = table.set_index("method")["cost_fraction"]
     assert cost["mean_row"] == 0 and cost["task_type"] == 0
-    assert 0 < cost["gradient"] < cost["combined"]  # combined pays for statistics and gradients
+    assert 0 < cost["gradient"] < cost["combined"] and 0 < cost["probe"] < cost["combined"]
+    # the probe: 5% of each source's run (toy: 3 steps, so the minimum of 1 step), once per source
+    assert probes == [1, 1, 1]
     # one vector per task: a source's gradient (its first train rows, no transforms) is also the
     # gradient of the target of the same task
     assert len(calls) == 3
@@ -50,7 +61,7 @@ def test_evaluate_and_predict(finished, monkeypatch, capsys):
 
     again = table.copy()
     assert main(["predict", str(finished), "--evaluate", "--grad-examples", "4"]) == 0
-    assert len(calls) == 3  # every vector from the cache, costs included: the same table
+    assert len(calls) == 3 and len(probes) == 3  # everything from the cache, costs included: the same table
     pd.testing.assert_frame_equal(pd.read_csv(finished / "tables" / "prediction_eval.csv"), again)
 
     # a new source, added to the study's task file after the study ran
@@ -65,7 +76,12 @@ def test_evaluate_and_predict(finished, monkeypatch, capsys):
     assert np.isfinite(row["predicted_delta"]).all()
     assert (row["low"] <= row["predicted_delta"]).all() and (row["predicted_delta"] <= row["high"]).all()
     cost = json.loads((finished / "prediction" / "toy_c" / "cost.json").read_text())
-    assert cost["seconds"]["gradient"] > 0 and cost["fraction_of_a_fine_tune"] > 0
+    assert (
+        cost["seconds"]["gradient"] > 0
+        and cost["seconds"]["probe"] > 0
+        and cost["fraction_of_a_fine_tune"] > 0
+    )
+    assert len(probes) == 4  # toy_c's own probe
 
 
 @pytest.mark.integration
@@ -78,6 +94,10 @@ def test_refusals(finished, tmp_path, capsys):
     assert "unknown task 'nope'" in refused("--source", "nope")
     assert "either --source TASK or --evaluate" in refused()
     assert "either --source TASK or --evaluate" in refused("--evaluate", "--source", "toy_a")
+    assert "the probe fraction must be in (0, 1]" in refused("--evaluate", "--probe-fraction", "1.5")
+    assert "--method probe needs its signal" in refused(
+        "--source", "toy_b", "--method", "probe", "--probe-fraction", "0"
+    )
     unfinished = finished.parent  # the study's input folder: a study.yaml, no tables
     assert main(["predict", str(unfinished), "--evaluate"]) == 2
     assert "no tables/delta_stats.csv yet; finish the study" in capsys.readouterr().err

@@ -16,8 +16,10 @@ Everything here is arithmetic on tables a transfer study already has; the signal
     semantics, syntax): each measure min–max scaled over the measured sources, then averaged.
   - `gradient`: Δ(s, t) − mean_t = b · (g(s, t) − mean_t of g), one slope b fitted over the measured cells,
     g = cosine between the source's and the target's mean LoRA gradient at the base model.
+  - `probe`: the same with g = the drop of the target's loss after a short training probe on the source.
   - `combined`: the same centred regression on every cell feature (the source–target similarities, the
-    gradient cosine, and the stats kernel's own LOSO prediction), ridge-regularised (scikit-learn).
+    gradient cosine, the probe's loss drop, and the stats kernel's own LOSO prediction), ridge-regularised
+    (scikit-learn).
 - `evaluate_loso`: per method, mean Spearman ρ between predicted and measured rows, sign accuracy on the
   cells the paired test calls significant, regret of picking each target's best source by prediction, and
   the signal's cost as a fraction of the fine-tune it replaces.
@@ -36,17 +38,19 @@ from scipy import stats as sps
 
 from spillover.errors import SpilloverError
 
-MEAN_ROW, TASK_TYPE, SEMANTIC, STATS, GRADIENT, COMBINED = (
+MEAN_ROW, TASK_TYPE, SEMANTIC, STATS, GRADIENT, PROBE, COMBINED = (
     "mean_row",
     "task_type",
     "semantic",
     "stats",
     "gradient",
+    "probe",
     "combined",
 )
-METHODS = (STATS, GRADIENT, COMBINED, SEMANTIC, TASK_TYPE, MEAN_ROW)
+METHODS = (STATS, GRADIENT, PROBE, COMBINED, SEMANTIC, TASK_TYPE, MEAN_ROW)
 BASELINES = (SEMANTIC, TASK_TYPE, MEAN_ROW)
 GRADIENT_FEATURE = "gradient_cosine"
+PROBE_FEATURE = "probe_loss_gain"
 
 
 @dataclass
@@ -201,8 +205,9 @@ def predict_row(
         )
         return _weighted_row(delta, _kernel_weights(sims, sources))
     known = study.cell_features(sources)
-    if method == GRADIENT:
-        return _regression_row(delta, known, new.to_targets, [GRADIENT_FEATURE], alpha=0.0)
+    if method in (GRADIENT, PROBE):
+        feature = GRADIENT_FEATURE if method == GRADIENT else PROBE_FEATURE
+        return _regression_row(delta, known, new.to_targets, [feature], alpha=0.0)
     # combined: every cell feature plus the stats kernel's prediction, each measured source's own
     # prediction made without it (so the fitted weight is the kernel's out-of-sample worth)
     known = dict(known)
@@ -281,7 +286,8 @@ SIGNALS: dict[str, tuple[str, ...]] = {
     STATS: ("stats",),
     SEMANTIC: ("stats",),
     GRADIENT: ("gradient",),
-    COMBINED: ("stats", "gradient"),
+    PROBE: ("probe",),
+    COMBINED: ("stats", "gradient", "probe"),
     TASK_TYPE: (),
     MEAN_ROW: (),
 }
@@ -295,7 +301,7 @@ def _cost_fraction(study: Study, method: str) -> float:
     for f in study.features.values():
         if not f.train_seconds:
             return float("nan")
-        fractions.append(sum(f.cost_seconds.get(s, np.nan) for s in signals) / f.train_seconds)
+        fractions.append(sum(f.cost_seconds.get(s, 0.0) for s in signals) / f.train_seconds)
     return float(np.mean(fractions))
 
 

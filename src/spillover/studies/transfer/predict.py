@@ -9,11 +9,14 @@ The signals, for a source and each of the study's targets:
 - gradient alignment at the base model: the cosine between the source's and the target's mean LoRA
   gradient (`training.gradients.mean_gradient`; a fresh adapter of the study's LoRA shape, seeded as the
   study's training), over the first `grad_examples` training rows of each (a target without a train split
-  uses its first test rows; an lm-eval target has no gradient feature). Vectors are cached in
-  `STUDY_DIR/prediction/gradients/` by a hash of everything they depend on.
+  uses its first test rows; an lm-eval target has no gradient feature);
+- a short probe: 5% of the source's fine-tune (its optimiser steps, at least one) with the study's own
+  training settings, then the loss of each target's first rows against the base model's.
+Everything is cached in `STUDY_DIR/prediction/` by a hash of what it depends on (`Signals`).
 
 Costs: the seconds each signal took for a source, against the source's fine-tune (`train_result.json`'s
-seconds in the study); a target's gradient is shared by every source and not counted.
+seconds in the study); what every source shares (a target's gradient, the base model's target losses) is
+not counted.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +39,8 @@ from spillover.analysis.prediction import (
     GRADIENT,
     GRADIENT_FEATURE,
     METHODS,
+    PROBE,
+    PROBE_FEATURE,
     SourceFeatures,
     Study,
     evaluate_loso,
@@ -47,13 +53,16 @@ from spillover.data.stats import DatasetStats, dataset_stats, pair_similarities
 from spillover.data.tasks import TaskSpec
 from spillover.engine.store import Store
 from spillover.errors import SpilloverError
+from spillover.harness.tasks import is_lm_eval_name
 from spillover.studies.context import StudyContext
 from spillover.studies.specs import SourceSpec
 
 log = logging.getLogger(__name__)
 
 PREDICTION = "prediction"
-GRAD_EXAMPLES = 32
+GRAD_EXAMPLES = 32  # rows per task for the mean gradient
+PROBE_FRACTION = 0.05  # the short probe's share of the source's full run (optimiser steps)
+PROBE_ROWS = 16  # rows per target whose loss the probe reads
 
 
 @dataclass
@@ -127,74 +136,199 @@ def load_finished(study_dir: str | Path) -> Finished:
     )
 
 
-def _grad_key(f: Finished, task: str, split: str, transforms: list[dict], n: int) -> str:
+def _task_json(f: Finished, task: str) -> Any:
+    spec = f.ctx.tasks[task]
+    return spec.model_dump(mode="json") if isinstance(spec, TaskSpec) else task
+
+
+def _data_key(
+    f: Finished, task: str | None, split: str, transforms: list[dict], targets: bool = False, **extra: Any
+) -> str:
+    """A hash of everything a signal computed on a task's rows depends on (model, task spec, rows,
+    training settings; with `targets`, every target's spec; the signal's own settings in `extra`)."""
     spec = f.ctx.spec
     payload = {
         "model": spec.model,
         "precision": spec.precision,
-        "task": f.ctx.tasks[task].model_dump(mode="json"),
+        "task": _task_json(f, task) if task else None,
         "split": split,
         "transforms": transforms,
-        "n": n,
-        "lora": spec.train.lora.model_dump(mode="json"),
-        "max_len": spec.train.max_len,
-        "shots": spec.train.shots,
-        "seed": spec.train.seed,
+        "train": spec.train.model_dump(mode="json"),
+        "targets": [_task_json(f, t) for t in f.targets] if targets else None,
+        **extra,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-class Gradients:
-    """Mean LoRA gradients at the study's base model, one fresh adapter for all of them (made on first
-    use, unloaded when the block ends), cached on disk."""
+def _rows(f: Finished, task: str) -> tuple[TaskSpec | None, str]:
+    """A task's spec and the split its signal rows come from (train, else test); None for an lm-eval
+    target, which has no training text of its own."""
+    spec = f.ctx.tasks[task]
+    if not isinstance(spec, TaskSpec):
+        return None, ""
+    return spec, "train" if spec.train is not None else "test"
 
-    def __init__(self, f: Finished, n_examples: int) -> None:
-        self.f, self.n = f, n_examples
-        self.folder = f.root / PREDICTION / "gradients"
+
+def _sequences(f: Finished, spec: TaskSpec, split: str, limit: int | None, transforms: list[dict] = ()):
+    settings = f.ctx.spec.train
+    examples = f.ctx.examples(spec.name, split, limit, list(transforms))
+    return build_sequences(spec, f.ctx.tokenizer, examples, settings.max_len, settings.shots, settings.seed)
+
+
+def _cached(path: Path, compute) -> dict[str, Any]:
+    """The JSON record at `path`, computing and writing it first when absent (atomically)."""
+    if path.exists():
+        return json.loads(path.read_text())
+    record = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(record))
+    return record
+
+
+class Signals:
+    """The model-based signals of issue 26 for any source of a finished study, cached in
+    `STUDY_DIR/prediction/` (a cached record keeps the seconds it took, so costs survive the cache).
+
+    - gradients (`grad_examples` rows; None = off): the mean gradient of the target-token loss w.r.t. a
+      fresh LoRA adapter of the study's shape, seeded as its training (`training.gradients`); features are
+      cosines between a source's and each target's vector.
+    - the short probe (`probe_fraction` of the source's full run, at least one optimiser step; None = off):
+      the study's own training settings for those steps, then the loss of each target's first
+      `probe_rows` rows; the feature is the base model's loss minus the probe's (positive = helps)."""
+
+    def __init__(
+        self,
+        f: Finished,
+        grad_examples: int | None,
+        probe_fraction: float | None,
+        probe_rows: int = PROBE_ROWS,
+    ) -> None:
+        self.f, self.grad_examples, self.probe_fraction, self.probe_rows = (
+            f,
+            grad_examples,
+            probe_fraction,
+            probe_rows,
+        )
+        if probe_fraction is not None and not 0 < probe_fraction <= 1:
+            raise SpilloverError(
+                f"the probe fraction must be in (0, 1] (a share of the fine-tune); got {probe_fraction}"
+            )
+        self.root = f.root / PREDICTION
         self._stack = contextlib.ExitStack()
-        self._model = None
+        self._lora = None
+        self._target_grads: dict[str, torch.Tensor | None] | None = None
+        self._target_rows: dict[str, list] = {}
+        self._base_losses: dict[str, float] | None = None
 
-    def __enter__(self) -> Gradients:
+    def __enter__(self) -> Signals:
         return self
 
     def __exit__(self, *exc) -> None:
         self._stack.close()
-        self._model = None
+        self._lora = None
 
-    def _peft(self):
-        if self._model is None:
-            train = self.f.ctx.spec.train
-            self._model = self._stack.enter_context(self.f.ctx.fresh_lora(train.lora, train.seed))
-        return self._model
+    # gradients
 
-    def of(self, task: str, transforms: list[dict] = ()) -> tuple[torch.Tensor | None, float]:
-        """(mean gradient, seconds it took when it was computed: a cached vector keeps its cost). None for
-        an lm-eval target, which has no training text of its own."""
+    def _gradient(self, task: str, transforms: list[dict] = ()) -> tuple[torch.Tensor | None, float]:
         from spillover.training.gradients import mean_gradient
 
-        spec: TaskSpec = self.f.ctx.tasks[task]
-        if not isinstance(spec, TaskSpec):
-            return None, 0.0  # an lm-eval target: no training text of its own
-        split = "train" if spec.train is not None else "test"
-        key = _grad_key(self.f, task, split, list(transforms), self.n)
-        path = self.folder / f"{key}.pt"
+        spec, split = _rows(self.f, task)
+        if spec is None:
+            return None, 0.0
+        key = _data_key(self.f, task, split, list(transforms), n=self.grad_examples, signal="gradient")
+        path = self.root / "gradients" / f"{key}.pt"
         if path.exists():
             return torch.load(path), json.loads(path.with_suffix(".json").read_text())["seconds"]
         start = time.perf_counter()
-        examples = self.f.ctx.examples(task, split, self.n, list(transforms))
-        settings = self.f.ctx.spec.train
-        seqs = build_sequences(
-            spec, self.f.ctx.tokenizer, examples, settings.max_len, settings.shots, settings.seed
-        )
-        model = self._peft()
-        grad = mean_gradient(model, seqs, pad_id(self.f.ctx.tokenizer), self.f.ctx.precision)
+        seqs = _sequences(self.f, spec, split, self.grad_examples, transforms)
+        if self._lora is None:
+            train = self.f.ctx.spec.train
+            self._lora = self._stack.enter_context(self.f.ctx.fresh_lora(train.lora, train.seed))
+        grad = mean_gradient(self._lora, seqs, pad_id(self.f.ctx.tokenizer), self.f.ctx.precision)
         seconds = time.perf_counter() - start
-        self.folder.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path.with_suffix(".json"), json.dumps({"task": task, "seconds": seconds}))
         tmp = path.with_suffix(".tmp")
         torch.save(grad, tmp)
         tmp.replace(path)  # last: a vector on disk always has its cost beside it
         return grad, seconds
+
+    def gradient_cosines(self, task: str, transforms: list[dict]) -> tuple[dict[str, float], float]:
+        """({target: cosine of the source's and the target's gradient}, the source's seconds)."""
+        from spillover.training.gradients import cosine
+
+        if self._target_grads is None:
+            self._target_grads = {t: self._gradient(t)[0] for t in self.f.targets}
+        g, seconds = self._gradient(task, transforms)
+        if g is None:
+            return {}, seconds
+        return {t: cosine(g, tg) for t, tg in self._target_grads.items() if tg is not None}, seconds
+
+    # the short probe
+
+    def _target_sequences(self, target: str):
+        if target not in self._target_rows:
+            spec, split = _rows(self.f, target)
+            self._target_rows[target] = (
+                _sequences(self.f, spec, split, self.probe_rows) if spec is not None else []
+            )
+        return self._target_rows[target]
+
+    def _losses(self, model) -> dict[str, float]:
+        from spillover.evaluation.checkpoint_eval import validation_loss
+
+        out = {}
+        for t in self.f.targets:
+            seqs = self._target_sequences(t)
+            if seqs:
+                batch = self.f.ctx.spec.eval.batch_size
+                loss = validation_loss(model, self.f.ctx.tokenizer, seqs, batch, self.f.ctx.precision)
+                out[t] = loss["val_loss"]
+        return out
+
+    def probe_gains(self, task: str, transforms: list[dict]) -> tuple[dict[str, float], float]:
+        """({target: base loss − probe loss}, the source's seconds: the probe's training and losses)."""
+        from spillover.training.loop import default_plan
+        from spillover.training.settings import train_params
+
+        ctx = self.f.ctx
+        if self._base_losses is None:
+            key = _data_key(self.f, None, "", [], targets=True, rows=self.probe_rows, signal="base_loss")
+            path = self.root / "probes" / f"base-{key}.json"
+            self._base_losses = _cached(path, lambda: {"losses": self._losses(ctx.base_model())})["losses"]
+        spec, split = _rows(self.f, task)
+        key = _data_key(
+            self.f,
+            task,
+            split,
+            list(transforms),
+            targets=True,
+            rows=self.probe_rows,
+            fraction=self.probe_fraction,
+            signal="probe",
+        )
+        folder = self.root / "probes" / key
+
+        def run() -> dict[str, Any]:
+            start = time.perf_counter()
+            settings = ctx.spec.train
+            seqs = _sequences(self.f, spec, split, settings.limit, transforms)
+            full = default_plan(seqs, train_params(settings, ctx.precision)).n_steps
+            k = max(1, round(self.probe_fraction * full))
+            short = settings.model_copy(update={"max_steps": k, "checkpoint_every": k})
+            result = ctx.train_sequences(seqs, short, folder, progress=lambda _: None)
+            with ctx.loaded(str(result.artifact)) as model:
+                losses = self._losses(model)
+            shutil.rmtree(result.artifact, ignore_errors=True)  # only the losses are kept
+            return {"steps": k, "of": full, "losses": losses, "seconds": time.perf_counter() - start}
+
+        record = _cached(folder / "probe.json", run)
+        gains = {
+            t: self._base_losses[t] - v
+            for t, v in record["losses"].items()
+            if v is not None and self._base_losses.get(t) is not None
+        }
+        return gains, record["seconds"]
 
 
 def _source_features(
@@ -202,13 +336,10 @@ def _source_features(
     label: str,
     task: str,
     stats: DatasetStats,
-    grads: Gradients | None,
-    target_grads: dict[str, torch.Tensor | None],
+    signals: Signals,
     transforms: list[dict],
     stats_seconds: float,
 ) -> SourceFeatures:
-    from spillover.training.gradients import cosine
-
     to_sources: dict[str, dict[str, float]] = {}
     for other, o_stats in f.source_stats.items():
         if other == label:
@@ -222,52 +353,46 @@ def _source_features(
             if v is not None:
                 to_targets.setdefault(m, {})[t] = float(v)
     cost = {"stats": stats_seconds}
-    if grads is not None:
-        g, seconds = grads.of(task, transforms)
-        cost["gradient"] = seconds
-        if g is not None:
-            to_targets[GRADIENT_FEATURE] = {
-                t: cosine(g, tg) for t, tg in target_grads.items() if tg is not None
-            }
+    if signals.grad_examples:
+        to_targets[GRADIENT_FEATURE], cost["gradient"] = signals.gradient_cosines(task, transforms)
+    if signals.probe_fraction:
+        to_targets[PROBE_FEATURE], cost["probe"] = signals.probe_gains(task, transforms)
     spec = f.ctx.tasks[task]
     return SourceFeatures(
         task_type=spec.task_type or spec.type,
         to_sources=to_sources,
-        to_targets=to_targets,
+        to_targets={k: v for k, v in to_targets.items() if v},
         cost_seconds=cost,
         train_seconds=f.train_seconds.get(label),
     )
 
 
-def _target_gradients(f: Finished, grads: Gradients | None) -> dict[str, torch.Tensor | None]:
-    return {t: grads.of(t)[0] for t in f.targets} if grads is not None else {}
-
-
-def study_features(f: Finished, grad_examples: int | None) -> Study:
-    """The measured sources' features (gradients computed or read from the cache)."""
-    with Gradients(f, grad_examples) if grad_examples else contextlib.nullcontext() as grads:
-        target_grads = _target_gradients(f, grads)
-        features = {
-            s.name: _source_features(
-                f,
-                s.name,
-                s.task,
-                f.source_stats[s.name],
-                grads,
-                target_grads,
-                s.transforms,
-                f.stats_seconds.get(s.name, 0.0),
-            )
-            for s in f.sources
-        }
+def study_features(f: Finished, signals: Signals) -> Study:
+    """The measured sources' features (model signals computed or read from the cache)."""
+    features = {
+        s.name: _source_features(
+            f, s.name, s.task, f.source_stats[s.name], signals, s.transforms, f.stats_seconds.get(s.name, 0.0)
+        )
+        for s in f.sources
+    }
     return Study(delta=f.delta, q=f.q, features=features)
 
 
-def evaluate(study_dir: str | Path, grad_examples: int | None = GRAD_EXAMPLES) -> Path:
+def _methods(signals: Signals) -> tuple[str, ...]:
+    off = {GRADIENT} if not signals.grad_examples else set()
+    off |= {PROBE} if not signals.probe_fraction else set()
+    return tuple(m for m in METHODS if m not in off)
+
+
+def evaluate(
+    study_dir: str | Path,
+    grad_examples: int | None = GRAD_EXAMPLES,
+    probe_fraction: float | None = PROBE_FRACTION,
+) -> Path:
     """Leave-one-source-out over a finished transfer study → `tables/prediction_eval.csv`."""
     f = load_finished(study_dir)
-    methods = METHODS if grad_examples else tuple(m for m in METHODS if m != GRADIENT)
-    table = evaluate_loso(study_features(f, grad_examples), methods)
+    with Signals(f, grad_examples, probe_fraction) as signals:
+        table = evaluate_loso(study_features(f, signals), _methods(signals))
     out = f.root / "tables" / "prediction_eval.csv"
     atomic_write_text(out, table.to_csv(index=False))
     return out
@@ -279,30 +404,27 @@ def predict(
     out: str | Path | None = None,
     method: str = COMBINED,
     grad_examples: int | None = GRAD_EXAMPLES,
+    probe_fraction: float | None = PROBE_FRACTION,
 ) -> Path:
     """The new source's predicted row → `predicted_delta.csv` (default: STUDY_DIR/prediction/<label>/)."""
+    off = {GRADIENT: grad_examples, PROBE: probe_fraction}
+    if method in off and not off[method]:
+        raise SpilloverError(f"--method {method} needs its signal; it is switched off (0) here")
     f = load_finished(study_dir)
+    if is_lm_eval_name(source.task):
+        raise SpilloverError(f"{source.task} is an lm-eval task: a target only, not a source to predict")
     if source.task not in f.ctx.tasks:
         _add_task(f, source.task)
     if source.name in f.delta.index:
         raise SpilloverError(
             f"source '{source.name}' is already measured in {f.root}; its row is tables/delta_stats.csv"
         )
-    study = study_features(f, grad_examples)
-    start = time.perf_counter()
-    stats = _stats(f, source)
-    stats_seconds = time.perf_counter() - start
-    with Gradients(f, grad_examples) if grad_examples else contextlib.nullcontext() as grads:
-        new = _source_features(
-            f,
-            source.name,
-            source.task,
-            stats,
-            grads,
-            _target_gradients(f, grads),
-            source.transforms,
-            stats_seconds,
-        )
+    with Signals(f, grad_examples, probe_fraction) as signals:
+        study = study_features(f, signals)
+        start = time.perf_counter()
+        stats = _stats(f, source)
+        stats_seconds = time.perf_counter() - start
+        new = _source_features(f, source.name, source.task, stats, signals, source.transforms, stats_seconds)
     table = predicted_table(study, source.name, new, method)
     folder = Path(out) if out else f.root / PREDICTION / source.name
     folder.mkdir(parents=True, exist_ok=True)
