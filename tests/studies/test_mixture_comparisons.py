@@ -34,10 +34,10 @@ def _probe(step: int, task: str) -> dict:
     }
 
 
-@pytest.fixture()
-def finished(tmp_path, tiny_model_dir):
-    study = write_mixture_study(tmp_path, tiny_model_dir, "[{name: m, strategy: equal}]")
-    kind, spec = load_study(study)
+def _hand_written(tmp_path, tiny_model_dir, mixtures: str, rows=_rows):
+    """A mixture study's Results whose probes are hand-written per-row scores `rows(label, step, task)`
+    (steps 0 for the base, 2 and 4 for every mixture), and its analyse job's parameters."""
+    kind, spec = load_study(write_mixture_study(tmp_path, tiny_model_dir, mixtures))
     tasks, plan = prepare(kind, spec)
     root, done = tmp_path / "store", {}
     for job in [*plan.by_kind("probe_base"), *plan.by_kind("train_mixture")]:
@@ -45,10 +45,15 @@ def finished(tmp_path, tiny_model_dir):
         for step in steps:
             for t in TASKS:
                 folder = root / "jobs" / job.id / PROBES / f"step-{step:06d}" / t
-                write_rows(folder / "predictions.jsonl", _rows(job.params.label, step, t))
+                write_rows(folder / "predictions.jsonl", rows(job.params.label, step, t))
         done[job.id] = {"probes": [_probe(s, t) for s in steps for t in TASKS]}
     results = Results(spec, tasks, plan, root, done, pd.DataFrame(columns=SCORE_COLUMNS))
     return results, plan.by_kind("analyse")[0].params
+
+
+@pytest.fixture()
+def finished(tmp_path, tiny_model_dir):
+    return _hand_written(tmp_path, tiny_model_dir, "[{name: m, strategy: equal}]")
 
 
 def test_checkpoints_are_paired_with_step_0_and_the_previous_probe(finished):
@@ -77,25 +82,13 @@ def test_checkpoints_are_paired_with_step_0_and_the_previous_probe(finished):
 def test_every_two_mixtures_final_checkpoints_are_compared(tmp_path, tiny_model_dir):
     """Mixture m forgets toy_a at its last step, mixture n does not: the m − n row on toy_a is the 8
     discordant rows (diff −1, exact McNemar p = 2 · 0.5⁸); on the other tasks they agree row for row."""
-    study = write_mixture_study(
-        tmp_path, tiny_model_dir, "[{name: m, strategy: equal}, {name: n, strategy: proportional}]"
-    )
-    kind, spec = load_study(study)
-    tasks, plan = prepare(kind, spec)
-    root, done = tmp_path / "store", {}
-    for job in [*plan.by_kind("probe_base"), *plan.by_kind("train_mixture")]:
-        steps = [0] if job.kind == "probe_base" else [2, 4]
-        for step in steps:
-            for t in TASKS:
-                rows = (
-                    [1] * 8 if (job.params.label, t) == ("n", "toy_a") else _rows(job.params.label, step, t)
-                )
-                write_rows(
-                    root / "jobs" / job.id / PROBES / f"step-{step:06d}" / t / "predictions.jsonl", rows
-                )
-        done[job.id] = {"probes": [_probe(s, t) for s in steps for t in TASKS]}
-    results = Results(spec, tasks, plan, root, done, pd.DataFrame(columns=SCORE_COLUMNS))
-    table = analysis.analyse(results, plan.by_kind("analyse")[0].params).tables["comparisons"]
+
+    def rows(label: str, step: int, task: str) -> list[int]:
+        return [1] * 8 if (label, task) == ("n", "toy_a") else _rows(label, step, task)
+
+    mixtures = "[{name: m, strategy: equal}, {name: n, strategy: proportional}]"
+    results, p = _hand_written(tmp_path, tiny_model_dir, mixtures, rows)
+    table = analysis.analyse(results, p).tables["comparisons"]
     finals = table[table["b"] == "n · step 4"].set_index("target")
     assert list(finals.index) == TASKS and (finals["a"] == "m · step 4").all()
     assert finals.at["toy_a", "diff"] == -1 and finals.at["toy_a", "p"] == pytest.approx(2 * 0.5**8)
