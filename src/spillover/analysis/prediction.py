@@ -18,8 +18,7 @@ Everything here is arithmetic on tables a transfer study already has; the signal
     g = cosine between the source's and the target's mean LoRA gradient at the base model.
   - `probe`: the same with g = the drop of the target's loss after a short training probe on the source.
   - `combined`: the same centred regression on every cell feature (the source–target similarities, the
-    gradient cosine, the probe's loss drop, and the stats kernel's own LOSO prediction), ridge-regularised
-    (scikit-learn).
+    gradient cosine, the probe's loss drop), ridge-regularised on unit-sd features (scikit-learn).
 - `evaluate_loso`: per method, mean Spearman ρ between predicted and measured rows, sign accuracy on the
   cells the paired test calls significant, regret of picking each target's best source by prediction, and
   the signal's cost as a fraction of the fine-tune it replaces.
@@ -126,18 +125,22 @@ def _regression_row(
     names: Sequence[str],
     alpha: float,
 ) -> pd.Series:
-    """mean_t Δ + Σ_k b_k (x_k(new, t) − mean_t x_k), b fitted over the measured cells (ridge with `alpha`;
-    0 = least squares). Features with no value for the new source are left out of the fit."""
+    """mean_t Δ + Σ_k b_k (x_k(new, t) − mean_t x_k), b fitted over the measured cells (ridge with `alpha`
+    on features scaled to unit sd, so the penalty does not depend on a feature's units; 0 = least
+    squares). Features with no value for the new source, or constant over the cells, are left out."""
     from sklearn.linear_model import Ridge
 
     mean = delta.mean(axis=0)
     names = [n for n in names if n in known and any(np.isfinite(v) for v in new.get(n, {}).values())]
     x, y = _cell_design(known, names, delta)
+    sd = x.std(axis=0) if len(y) else np.zeros(len(names))
+    keep = sd > 0
+    names, x, sd = [n for n, k in zip(names, keep, strict=True) if k], x[:, keep], sd[keep]
     if not names or len(y) < len(names) + 2 or np.ptp(y) == 0:
         return mean
-    fit = Ridge(alpha=alpha, fit_intercept=False).fit(x, y)
+    fit = Ridge(alpha=alpha, fit_intercept=False).fit(x / sd, y)
     pred = mean.copy()
-    for b, n in zip(fit.coef_, names, strict=True):
+    for b, n in zip(fit.coef_ / sd, names, strict=True):
         col_mean = known[n].reindex(index=delta.index, columns=delta.columns).mean(axis=0)
         x_new = pd.Series(new[n], dtype=float).reindex(delta.columns)
         pred = pred + b * (x_new - col_mean).fillna(0.0)
@@ -208,21 +211,10 @@ def predict_row(
     if method in (GRADIENT, PROBE):
         feature = GRADIENT_FEATURE if method == GRADIENT else PROBE_FEATURE
         return _regression_row(delta, known, new.to_targets, [feature], alpha=0.0)
-    # combined: every cell feature plus the stats kernel's prediction, each measured source's own
-    # prediction made without it (so the fitted weight is the kernel's out-of-sample worth)
-    known = dict(known)
-    known[STATS] = pd.DataFrame({s: _loso_kernel(study, s, sources) for s in sources}).T.reindex(
-        index=sources, columns=study.delta.columns
-    )
-    new_cells = {**new.to_targets, STATS: predict_row(study, new, STATS, exclude=exclude).to_dict()}
-    return _regression_row(delta, known, new_cells, sorted(known), alpha=alpha)
-
-
-def _loso_kernel(study: Study, s: str, sources: Sequence[str]) -> pd.Series:
-    """The stats kernel's prediction of measured source s from the other listed sources."""
-    others = [o for o in sources if o != s]
-    w = _kernel_weights(study.features[s].to_sources, others)
-    return _weighted_row(study.delta.loc[others], w)
+    # combined: every cell feature. (Not the stats kernel's prediction: for a measured source it is the
+    # weighted mean of the *other* rows, which, centred per target, falls as the source's own Δ rises —
+    # a feature correlated with the answer by construction.)
+    return _regression_row(delta, known, new.to_targets, sorted(known), alpha=alpha)
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
