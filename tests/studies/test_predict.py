@@ -36,13 +36,14 @@ def test_evaluate_and_predict(finished, monkeypatch, capsys):
     real = gradients.mean_gradient
     monkeypatch.setattr(gradients, "mean_gradient", lambda *a, **k: calls.append(1) or real(*a, **k))
     train = StudyContext.train_sequences
-    monkeypatch.setattr(
-        StudyContext,
-        "train_sequences",
-        lambda self, seqs, settings, *a, **k: (
-            probes.append(settings.max_steps) or train(self, seqs, settings, *a, **k)
-        ),
-    )
+
+    def probe(self, seqs, settings, *args, **kwargs):
+        # the gradient signal's adapters are gone: the probe trains on the plain base
+        assert not any("lora_" in name for name, _ in self.base_model().named_modules())
+        probes.append(settings.max_steps)
+        return train(self, seqs, settings, *args, **kwargs)
+
+    monkeypatch.setattr(StudyContext, "train_sequences", probe)
     assert main(["predict", str(finished), "--evaluate", "--grad-examples", "4"]) == 0
     table = pd.read_csv(finished / "tables" / "prediction_eval.csv")
     assert list(table.columns) == COLUMNS and list(table["method"]) == list(METHODS)

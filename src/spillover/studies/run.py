@@ -250,7 +250,7 @@ def rerender_report(out: str | Path) -> Path:
         from spillover.api import write_train_report
 
         return write_train_report(out)
-    kind, spec = _saved_study(out)
+    kind, spec = saved_study(out)
     tasks, plan = prepare(kind, spec)
     store = Store(out)
     try:
@@ -262,7 +262,7 @@ def rerender_report(out: str | Path) -> Path:
     return out / "report.html"
 
 
-def _saved_study(out: Path) -> tuple[StudyKind, StudySpec]:
+def saved_study(out: Path) -> tuple[StudyKind, StudySpec]:
     if not (out / SPEC_FILE).exists():
         raise SpilloverError(
             f"{out} is not a study folder (no {SPEC_FILE}); run `spillover run STUDY.yaml` first"
@@ -273,7 +273,7 @@ def _saved_study(out: Path) -> tuple[StudyKind, StudySpec]:
 def study_status(out: str | Path) -> list[dict[str, Any]]:
     """Every planned job of the study in `out` with its status (done / failed / running / pending)."""
     out = Path(out)
-    kind, spec = _saved_study(out)
+    kind, spec = saved_study(out)
     _, plan = prepare(kind, spec)
     store = Store(out)
     try:

@@ -21,7 +21,6 @@ not counted.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -78,15 +77,15 @@ class Finished:
     source_stats: dict[str, DatasetStats]
     target_stats: dict[str, DatasetStats]
     stats_seconds: dict[str, float]  # source label -> its stats job's seconds
-    train_seconds: dict[str, float]  # source label -> its fine-tune's seconds
+    train_seconds: dict[str, float]  # source label -> its fine-tune's seconds (mean over training seeds)
 
 
 def load_finished(study_dir: str | Path) -> Finished:
     """Read a finished transfer study: its spec, the paired Δ table, statistics and timings."""
-    from spillover.studies.run import _saved_study, prepare
+    from spillover.studies.run import prepare, saved_study
 
     root = Path(study_dir)
-    kind, spec = _saved_study(root)
+    kind, spec = saved_study(root)
     if kind.name != "transfer":
         raise SpilloverError(f"{root}: prediction needs a transfer study; this one is a {kind.name} study")
     table = root / "tables" / "delta_stats.csv"
@@ -100,7 +99,7 @@ def load_finished(study_dir: str | Path) -> Finished:
     tasks, plan = prepare(kind, spec)
     store = Store(root)
     done = {j["id"]: j for j in store.jobs() if j["status"] == "done"}
-    source_stats, target_stats, stats_seconds, train_seconds = {}, {}, {}, {}
+    source_stats, target_stats, stats_seconds = {}, {}, {}
     train_ids = {}
     for job in plan:
         rec = done.get(job.id)
@@ -115,9 +114,11 @@ def load_finished(study_dir: str | Path) -> Finished:
                 target_stats[job.params.label] = stats
         elif job.kind == "train":
             train_ids[job.id] = store.result(job.id).get("seconds")
+    per_seed: dict[str, dict[str, float]] = {}  # label -> {train job id: seconds}, one per training seed
     for job in plan.by_kind("eval"):  # a source's train job is its evals' dependency
-        if job.deps and job.deps[0] in train_ids and train_ids[job.deps[0]]:
-            train_seconds.setdefault(job.params.label, float(train_ids[job.deps[0]]))
+        if job.deps and train_ids.get(job.deps[0]):
+            per_seed.setdefault(job.params.label, {})[job.deps[0]] = float(train_ids[job.deps[0]])
+    train_seconds = {label: sum(s.values()) / len(s) for label, s in per_seed.items()}
     sources = [s for s in spec.sources if s.name in delta.index]
     targets = [t for t in spec.targets if t in delta.columns]
     ctx = StudyContext(spec, tasks, store)
@@ -214,18 +215,9 @@ class Signals:
                 f"the probe fraction must be in (0, 1] (a share of the fine-tune); got {probe_fraction}"
             )
         self.root = f.root / PREDICTION
-        self._stack = contextlib.ExitStack()
-        self._lora = None
         self._target_grads: dict[str, torch.Tensor | None] | None = None
         self._target_rows: dict[str, list] = {}
         self._base_losses: dict[str, float] | None = None
-
-    def __enter__(self) -> Signals:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stack.close()
-        self._lora = None
 
     # gradients
 
@@ -241,10 +233,11 @@ class Signals:
             return torch.load(path), json.loads(path.with_suffix(".json").read_text())["seconds"]
         start = time.perf_counter()
         seqs = _sequences(self.f, spec, split, self.grad_examples, transforms)
-        if self._lora is None:
-            train = self.f.ctx.spec.train
-            self._lora = self._stack.enter_context(self.f.ctx.fresh_lora(train.lora, train.seed))
-        grad = mean_gradient(self._lora, seqs, pad_id(self.f.ctx.tokenizer), self.f.ctx.precision)
+        train = self.f.ctx.spec.train
+        # a fresh adapter per vector (seeded: the same projection every time), unloaded at once, so the
+        # shared base is plain again for the probe's training and for evaluation
+        with self.f.ctx.fresh_lora(train.lora, train.seed) as model:
+            grad = mean_gradient(model, seqs, pad_id(self.f.ctx.tokenizer), self.f.ctx.precision)
         seconds = time.perf_counter() - start
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path.with_suffix(".json"), json.dumps({"task": task, "seconds": seconds}))
@@ -391,8 +384,8 @@ def evaluate(
 ) -> Path:
     """Leave-one-source-out over a finished transfer study → `tables/prediction_eval.csv`."""
     f = load_finished(study_dir)
-    with Signals(f, grad_examples, probe_fraction) as signals:
-        table = evaluate_loso(study_features(f, signals), _methods(signals))
+    signals = Signals(f, grad_examples, probe_fraction)
+    table = evaluate_loso(study_features(f, signals), _methods(signals))
     out = f.root / "tables" / "prediction_eval.csv"
     atomic_write_text(out, table.to_csv(index=False))
     return out
@@ -419,12 +412,12 @@ def predict(
         raise SpilloverError(
             f"source '{source.name}' is already measured in {f.root}; its row is tables/delta_stats.csv"
         )
-    with Signals(f, grad_examples, probe_fraction) as signals:
-        study = study_features(f, signals)
-        start = time.perf_counter()
-        stats = _stats(f, source)
-        stats_seconds = time.perf_counter() - start
-        new = _source_features(f, source.name, source.task, stats, signals, source.transforms, stats_seconds)
+    signals = Signals(f, grad_examples, probe_fraction)
+    study = study_features(f, signals)
+    start = time.perf_counter()
+    stats = _stats(f, source)
+    stats_seconds = time.perf_counter() - start
+    new = _source_features(f, source.name, source.task, stats, signals, source.transforms, stats_seconds)
     table = predicted_table(study, source.name, new, method)
     folder = Path(out) if out else f.root / PREDICTION / source.name
     folder.mkdir(parents=True, exist_ok=True)
