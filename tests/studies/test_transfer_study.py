@@ -49,6 +49,13 @@ def test_transfer_study_runs_skips_and_extends(study_file, tmp_path, monkeypatch
     by_hand = _mean_generated_tokens(out, "toy_b", spec) - _mean_generated_tokens(out, "base", spec)
     assert row["diff"] == pytest.approx(by_hand) and row["n"] == 6
 
+    # the mislabelled control against plain toy_a on every target: the difference of their Δ cells
+    controls = pd.read_csv(out / "tables" / "control_stats.csv").set_index("target")
+    assert list(controls.index) == ["toy_a", "toy_b", "toy_gen"]
+    assert (controls["a"] == "toy_a+mislabel(fraction=1.0)").all() and (controls["b"] == "toy_a").all()
+    gap = delta.loc["toy_a+mislabel(fraction=1.0)"] - delta.loc["toy_a"]
+    assert np.allclose(controls["diff"], gap[controls.index])
+
     before = (out / "report.html").stat().st_mtime_ns
     again, _ = run_study(*load_study(study_file))
     assert not again.done and len(again.skipped) == len(summary.done)

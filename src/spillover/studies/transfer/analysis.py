@@ -51,6 +51,7 @@ def analyse(results: Results, p: TransferAnalyseJob) -> Analysis:
         metrics={t: tasks[t].metric for t in p.targets},
     )
     analysis.tables["length_stats"] = length_stats(results, p.sources, p.targets, seed=results.spec.seed)
+    analysis.tables["control_stats"] = control_stats(results, p.sources, p.targets, seed=results.spec.seed)
     analysis.footer = f"{len(evals)} evaluations, {len(scores)} scores"
     return analysis
 
@@ -122,9 +123,7 @@ def delta_stats(results: Results, sources: list[str], targets: list[str], seed: 
     rows (`studies.evidence.compare_jobs`: bootstrap CI, exact McNemar or paired permutation p; seeds then
     rows when a source has several training seeds), BH q over the whole table. Cells whose tuned or base
     evaluation has not finished are left out. metric: the target's metric (the per-row `correct` score)."""
-    evals: dict[tuple[str, str], list] = defaultdict(list)
-    for job in results.finished("eval"):
-        evals[job.params.label, job.params.target].append(job)
+    evals = _evals_by_cell(results)
     rows = []
     for source in sources:
         for target in targets:
@@ -134,6 +133,35 @@ def delta_stats(results: Results, sources: list[str], targets: list[str], seed: 
                 metric = results.tasks[target].metric
                 rows.append({"source": source, "target": target, "metric": metric, **result.as_dict()})
     return delta_stats_table(rows)
+
+
+def _evals_by_cell(results: Results) -> dict[tuple[str, str], list]:
+    """(model label, target) -> its finished evaluation jobs (one per training seed)."""
+    evals: dict[tuple[str, str], list] = defaultdict(list)
+    for job in results.finished("eval"):
+        evals[job.params.label, job.params.target].append(job)
+    return evals
+
+
+def control_stats(results: Results, sources: list[str], targets: list[str], seed: int = 0) -> pd.DataFrame:
+    """`tables/control_stats.csv`: each controlled source (label with "+") against its plain source on every
+    target, paired on the same rows (seeds then rows, as `delta_stats`), BH q over this table: what the
+    control changed, e.g. does a fully mislabelled source keep its transfer to other tasks? Columns as
+    `delta_stats`' comparisons (a = the control, b = the plain source)."""
+    evals = _evals_by_cell(results)
+    rows = []
+    for control in sources:
+        plain = task_of(control)
+        if control == plain or plain not in sources:
+            continue
+        for target in targets:
+            a, b = evals.get((control, target)), evals.get((plain, target))
+            if a and b:
+                metric = results.tasks[target].metric
+                rows.append(
+                    comparison_row(control, plain, target, metric, compare_jobs(results, a, b, seed=seed))
+                )
+    return comparisons_table(rows)
 
 
 def length_stats(results: Results, sources: list[str], targets: list[str], seed: int = 0) -> pd.DataFrame:
@@ -147,9 +175,7 @@ def length_stats(results: Results, sources: list[str], targets: list[str], seed:
     from spillover.evaluation.predictions import read_predictions
     from spillover.models.load import load_tokenizer
 
-    evals: dict[tuple[str, str], list] = defaultdict(list)
-    for job in results.finished("eval"):
-        evals[job.params.label, job.params.target].append(job)
+    evals = _evals_by_cell(results)
     tokenizer, lengths = None, {}
     for (label, target), jobs in evals.items():
         per_seed = []

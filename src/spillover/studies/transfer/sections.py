@@ -147,7 +147,14 @@ def transfer_sections(a: Analysis, tasks) -> list[Section]:
             "controls",
             "Controls",
             _CONTROLS_INTRO,
-            tables=[("Controlled sources next to their plain source", t["controls"])],
+            tables=[
+                ("Controlled sources next to their plain source", t["controls"]),
+                (
+                    "Each control vs its plain source on every target, paired on the same rows (BH q over "
+                    "this table)",
+                    t["control_stats"],
+                ),
+            ],
         ),
         Section(
             "datasets",
