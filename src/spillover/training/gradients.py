@@ -15,10 +15,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from spillover.data.collate import Sequence_, pad_batch
+from spillover.data.collate import Sequence_
 from spillover.models.load import Precision
-from spillover.training.objectives import target_nll
-from spillover.training.sequence_nll import _autocast
+from spillover.training.sequence_nll import target_batches
 
 
 def mean_gradient(
@@ -34,7 +33,6 @@ def mean_gradient(
     params = [p for _, p in model.named_parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters to take a gradient of")
-    device = precision.device if precision is not None else params[0].device
     n_tokens = sum(len(s.input_ids) - max(s.n_prompt, 1) for s in sequences)
     if n_tokens <= 0:
         raise ValueError("the sequences have no target tokens")
@@ -43,15 +41,7 @@ def mean_gradient(
     for p in params:
         p.grad = None
     try:
-        for start in range(0, len(sequences), batch_size):
-            batch = pad_batch(sequences[start : start + batch_size], pad_id)
-            with _autocast(precision):
-                logits = model(
-                    input_ids=batch["input_ids"].to(device),
-                    attention_mask=batch["attention_mask"].to(device),
-                    use_cache=False,
-                ).logits
-            t = target_nll(logits, batch["labels"].to(device))
+        for _, t in target_batches(model, sequences, pad_id, precision, batch_size):
             (t.nll.sum() / n_tokens).backward()
         return torch.cat(
             [(p.grad if p.grad is not None else torch.zeros_like(p)).float().flatten().cpu() for p in params]

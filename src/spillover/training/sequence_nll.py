@@ -9,14 +9,14 @@ analyses (`analysis.tokens`). The sequences are scored exactly as training sees 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from spillover.data.collate import Sequence_, pad_batch
 from spillover.models.load import Precision
-from spillover.training.objectives import target_nll
+from spillover.training.objectives import TargetTokens, target_nll
 
 
 def sequence_nll(
@@ -32,25 +32,39 @@ def sequence_nll(
     it) for the duration, the model's mode is restored. A sequence without target tokens gets an empty tensor.
     """
     out: list[Tensor] = []
-    device = precision.device if precision is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), _autocast(precision):
-            for start in range(0, len(sequences), batch_size):
-                chunk = sequences[start : start + batch_size]
-                batch = pad_batch(chunk, pad_id)
-                logits = model(
-                    input_ids=batch["input_ids"].to(device),
-                    attention_mask=batch["attention_mask"].to(device),
-                    use_cache=False,
-                ).logits
-                t = target_nll(logits, batch["labels"].to(device))
+        with torch.inference_mode():
+            for chunk, t in target_batches(model, sequences, pad_id, precision, batch_size):
                 nll, rows = t.nll.float().cpu(), t.rows.cpu()
                 out += [nll[rows == i] for i in range(len(chunk))]
     finally:
         model.train(was_training)
     return out
+
+
+def target_batches(
+    model: nn.Module,
+    sequences: Sequence[Sequence_],
+    pad_id: int,
+    precision: Precision | None = None,
+    batch_size: int = 8,
+) -> Iterator[tuple[Sequence[Sequence_], TargetTokens]]:
+    """(the batch's sequences, their target tokens' NLL) for batches of `sequences` in input order, each
+    right-padded and run through `model` (autocast when `precision` asks for it). Gradients flow unless
+    the caller turns them off; the model's mode is the caller's."""
+    device = precision.device if precision is not None else next(model.parameters()).device
+    for start in range(0, len(sequences), batch_size):
+        chunk = sequences[start : start + batch_size]
+        batch = pad_batch(chunk, pad_id)
+        with _autocast(precision):
+            logits = model(
+                input_ids=batch["input_ids"].to(device),
+                attention_mask=batch["attention_mask"].to(device),
+                use_cache=False,
+            ).logits
+        yield chunk, target_nll(logits, batch["labels"].to(device))
 
 
 def _autocast(precision: Precision | None):
