@@ -260,7 +260,8 @@ def _rank_one(seed: int, rows: int = 6, cols: int = 8, noise: float = 0.3) -> pd
 @pytest.mark.parametrize("standardize", [False, True])
 def test_pca_null_finds_planted_rank_one_structure(standardize):
     null = pca_null(_rank_one(0), n_perm=300, seed=0, standardize=standardize)
-    assert list(null.columns) == ["component", "explained", "null_p95", "above_null"]
+    assert list(null.columns) == ["component", "explained", "null_p95", "p", "above_null"]
+    assert null["p"].iloc[0] == 1 / 301  # no shuffle of a planted rank-one matrix explains as much
     pca = TransferPCA(standardize=standardize).fit(_rank_one(0))
     np.testing.assert_allclose(null["explained"], pca.explained_variance_ratio_)
     assert null["component"].tolist() == ["PC1", "PC2", "PC3", "PC4", "PC5"]
@@ -283,6 +284,7 @@ def test_pca_null_degenerate_two_rows():
     # Two rows leave one component after centring; it explains 100% under any shuffle: never above noise.
     null = pca_null(pd.DataFrame([[1.0, 2.0, 3.0], [0.0, 5.0, 1.0]]), n_perm=50, seed=0)
     assert null["explained"].tolist() == [1.0] and null["null_p95"].tolist() == [1.0]
+    assert null["p"].tolist() == [1.0]  # every shuffle explains 100% too
     assert not null["above_null"].any()
 
 

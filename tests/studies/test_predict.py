@@ -59,6 +59,8 @@ def test_evaluate_and_predict(finished, monkeypatch, capsys):
     cached = json.loads(next((finished / "prediction" / "gradients").glob("*.json")).read_text())
     assert cached["seconds"] > 0
     assert "leave-one-source-out" in capsys.readouterr().out
+    report = (finished / "report.html").read_text()
+    assert "Predicted transfer (spillover predict)" in report and "Leave-one-source-out check" in report
 
     again = table.copy()
     assert main(["predict", str(finished), "--evaluate", "--grad-examples", "4"]) == 0
@@ -83,6 +85,13 @@ def test_evaluate_and_predict(finished, monkeypatch, capsys):
         and cost["fraction_of_a_fine_tune"] > 0
     )
     assert len(probes) == 4  # toy_c's own probe
+    assert cost["method"] == "combined"
+    # the study's report and tables/ carry the row, and a re-render keeps both predictions
+    assert main(["report", str(finished)]) == 0
+    shown = pd.read_csv(finished / "tables" / "predicted_delta.csv")
+    assert list(shown["source"].unique()) == ["toy_c"] and (shown["method"] == "combined").all()
+    pd.testing.assert_frame_equal(pd.read_csv(finished / "tables" / "prediction_eval.csv"), again)
+    assert "Predicted Δ of new sources" in (finished / "report.html").read_text()
 
 
 @pytest.mark.integration

@@ -202,7 +202,7 @@ def test_controls_are_projected_onto_traits_fitted_without_them():
     pd.testing.assert_frame_equal(out.tables["pca_loadings"], alone.tables["pca_loadings"])
     pd.testing.assert_frame_equal(out.tables["pca_null"], alone.tables["pca_null"])
     null = out.tables["pca_null"]
-    assert list(null.columns) == ["component", "explained", "null_p95", "above_null"]
+    assert list(null.columns) == ["component", "explained", "null_p95", "p", "above_null"]
     assert list(null["component"]) == ["PC1", "PC2"]  # min(I − 1, N) with the 3 fitted rows
     assert null["explained"].tolist() == pytest.approx(out.tables["pca_variance"].iloc[:, 0].tolist())
     assert ((null["null_p95"] >= 0) & (null["null_p95"] <= 1)).all()
@@ -229,7 +229,7 @@ def test_study_writes_delta_stats_pca_null_and_marks_significant_cells(study_fil
     assert (stats["significant"] == (stats["q"] < 0.05)).all() and (stats["n"] == 6).all()
     assert "toy_a+mislabel(fraction=1.0)" in set(stats["source"])  # controls keep their Δ rows
     null = pd.read_csv(tables / "pca_null.csv")
-    assert list(null.columns) == ["component", "explained", "null_p95", "above_null"]
+    assert list(null.columns) == ["component", "explained", "null_p95", "p", "above_null"]
     assert list(null["component"]) == ["PC1"]  # fitted on the 2 plain sources; the control is projected
     projections = pd.read_csv(tables / "pca_projections.csv", index_col=0)
     assert projections.loc["toy_a+mislabel(fraction=1.0)", "control"]

@@ -429,8 +429,9 @@ def pca_null(
     column's values) and the PCA is refitted. Shuffling inside a column keeps its mean and sd, so the
     centring / scaling (and NaN → column mean) of the observed fit is exactly what a refit would use.
     Columns: component (PC1…), explained (observed ratio), null_p95 (the `quantile` of that component's
-    ratio under the null), above_null: explained > null_p95 for this component and every earlier one (a
-    later component counts only once the ones before it are above noise).
+    ratio under the null), p (the permutation p-value of that component alone: (1 + #null ratios ≥
+    explained) / (1 + n_perm)), above_null: explained > null_p95 for this component and every earlier one
+    (a later component counts only once the ones before it are above noise).
     """
     pca = TransferPCA(n_components=n_components, standardize=standardize).fit(delta)
     mean, scale = pca.mean_.to_numpy(), pca.scale_.to_numpy()
@@ -447,11 +448,13 @@ def pca_null(
     explained = np.asarray(pca.explained_variance_ratio_, dtype=float)
     p95 = np.quantile(null, quantile, axis=0) if n_perm else np.full(k, NAN)
     above = np.logical_and.accumulate(explained > p95)
+    p = (1 + (null >= explained - 1e-12).sum(axis=0)) / (1 + n_perm)
     return pd.DataFrame(
         {
             "component": list(pca.loadings_.columns),
             "explained": explained,
             "null_p95": p95,
+            "p": p,
             "above_null": above,
         }
     )

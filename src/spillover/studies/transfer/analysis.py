@@ -9,7 +9,9 @@ and projected onto the fitted components afterwards.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +26,9 @@ from spillover.studies.contract import Analysis, Results, mean_over_seeds
 from spillover.studies.evidence import PREDICTIONS, compare_jobs, compare_scores, comparison_row
 from spillover.studies.transfer.plan import TransferAnalyseJob
 from spillover.studies.transfer.spec import TransferAnalysisSpec
+
+PREDICTION = "prediction"  # STUDY_DIR/prediction/: what `spillover predict` wrote (studies.transfer.predict)
+PREDICTION_EVAL = "prediction_eval.csv"
 
 
 def analyse(results: Results, p: TransferAnalyseJob) -> Analysis:
@@ -52,8 +57,32 @@ def analyse(results: Results, p: TransferAnalyseJob) -> Analysis:
     )
     analysis.tables["length_stats"] = length_stats(results, p.sources, p.targets, seed=results.spec.seed)
     analysis.tables["control_stats"] = control_stats(results, p.sources, p.targets, seed=results.spec.seed)
+    analysis.tables.update(prediction_tables(results.root))
     analysis.footer = f"{len(evals)} evaluations, {len(scores)} scores"
     return analysis
+
+
+def prediction_tables(root: Path) -> dict[str, pd.DataFrame]:
+    """What `spillover predict` left in STUDY_DIR/prediction/: the leave-one-source-out check
+    (`prediction_eval`) and every predicted row with its method and cost (`predicted_delta`), so that the
+    study's tables/ and report show them and a re-render keeps them. Rows written with `--out` elsewhere are
+    not the study's and are not read."""
+    folder = root / PREDICTION
+    tables: dict[str, pd.DataFrame] = {}
+    if (folder / PREDICTION_EVAL).exists():
+        tables["prediction_eval"] = pd.read_csv(folder / PREDICTION_EVAL)
+    rows = []
+    for path in sorted(folder.glob("*/predicted_delta.csv")):
+        cost_file = path.with_name("cost.json")
+        cost = json.loads(cost_file.read_text()) if cost_file.exists() else {}
+        rows.append(
+            pd.read_csv(path).assign(
+                method=cost.get("method"), cost_fraction=cost.get("fraction_of_a_fine_tune")
+            )
+        )
+    if rows:
+        tables["predicted_delta"] = pd.concat(rows, ignore_index=True)
+    return tables
 
 
 def analyse_transfer(

@@ -55,10 +55,10 @@ from spillover.errors import SpilloverError
 from spillover.harness.tasks import is_lm_eval_name
 from spillover.studies.context import StudyContext
 from spillover.studies.specs import SourceSpec
+from spillover.studies.transfer.analysis import PREDICTION, PREDICTION_EVAL
 
 log = logging.getLogger(__name__)
 
-PREDICTION = "prediction"
 GRAD_EXAMPLES = 32  # rows per task for the mean gradient
 PROBE_FRACTION = 0.05  # the short probe's share of the source's full run (optimiser steps)
 PROBE_ROWS = 16  # rows per target whose loss the probe reads
@@ -382,13 +382,15 @@ def evaluate(
     grad_examples: int | None = GRAD_EXAMPLES,
     probe_fraction: float | None = PROBE_FRACTION,
 ) -> Path:
-    """Leave-one-source-out over a finished transfer study → `tables/prediction_eval.csv`."""
+    """Leave-one-source-out over a finished transfer study → `prediction/prediction_eval.csv`, then the
+    study's report re-rendered, which copies it to `tables/prediction_eval.csv` (a re-render rewrites
+    tables/ whole, so the file that lasts is the one under prediction/)."""
     f = load_finished(study_dir)
     signals = Signals(f, grad_examples, probe_fraction)
     table = evaluate_loso(study_features(f, signals), _methods(signals))
-    out = f.root / "tables" / "prediction_eval.csv"
-    atomic_write_text(out, table.to_csv(index=False))
-    return out
+    atomic_write_text(f.root / PREDICTION / PREDICTION_EVAL, table.to_csv(index=False))
+    _rerender(f)
+    return f.root / "tables" / PREDICTION_EVAL
 
 
 def predict(
@@ -423,15 +425,25 @@ def predict(
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / "predicted_delta.csv", table.to_csv(index=False))
     cost = {k: round(v, 3) for k, v in new.cost_seconds.items()}
-    atomic_write_text(folder / "cost.json", json.dumps(_cost(f, cost), indent=2))
+    atomic_write_text(folder / "cost.json", json.dumps(_cost(f, cost, method), indent=2))
+    if out is None:  # the study's own prediction folder: its report shows the row
+        _rerender(f)
     return folder / "predicted_delta.csv"
 
 
-def _cost(f: Finished, seconds: dict[str, float]) -> dict[str, Any]:
+def _rerender(f: Finished) -> None:
+    from spillover.studies.run import rerender_report
+
+    log.info("re-rendering %s with the prediction", f.root / "report.html")
+    rerender_report(f.root)
+
+
+def _cost(f: Finished, seconds: dict[str, float], method: str) -> dict[str, Any]:
     trains = list(f.train_seconds.values())
     mean_train = sum(trains) / len(trains) if trains else None
     total = sum(seconds.values())
     return {
+        "method": method,
         "seconds": seconds,
         "total_seconds": round(total, 3),
         "mean_fine_tune_seconds_in_study": mean_train,

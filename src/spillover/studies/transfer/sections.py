@@ -163,7 +163,35 @@ def transfer_sections(a: Analysis, tasks) -> list[Section]:
             tables=[("Datasets", t["dataset_stats"])],
         ),
     ]
+    if "prediction_eval" in t or "predicted_delta" in t:
+        sections.append(prediction_section(t))
     return sections
+
+
+def prediction_section(t: dict[str, pd.DataFrame]) -> Section:
+    """What `spillover predict` wrote for this study: its leave-one-source-out check and predicted rows."""
+    figures, tables = [], []
+    if "prediction_eval" in t:
+        check = t["prediction_eval"]
+        figures.append(
+            plots.bars(check, "method", "spearman", title="Leave one source out: mean Spearman ρ per method")
+        )
+        tables.append(("Leave-one-source-out check (prediction_eval)", check))
+    if "predicted_delta" in t:
+        rows = t["predicted_delta"]
+        figures.append(
+            plots.heatmap(
+                rows.pivot(index="source", columns="target", values="predicted_delta") * 100,
+                "Predicted Δ of new sources (points; not measured)",
+                diverging=True,
+                fmt="+.1f",
+                x_title="target",
+                y_title="predicted source",
+                value_label="predicted Δ (points)",
+            )
+        )
+        tables.append(("Predicted rows with their intervals, method and cost (predicted_delta)", rows))
+    return Section("prediction", "Predicted transfer (spillover predict)", _PREDICTION_INTRO, figures, tables)
 
 
 def _significant(stats: pd.DataFrame) -> pd.DataFrame:
@@ -175,7 +203,7 @@ def _significant(stats: pd.DataFrame) -> pd.DataFrame:
 
 def _null_sentence(null: pd.DataFrame) -> str:
     """Which components explain more variance than the same Δ with each column shuffled."""
-    above = list(null.loc[null["above_null"], "component"])
+    above = [f"{r.component} (p = {r.p:.3g})" for r in null[null["above_null"]].itertuples()]
     if not above:
         return (
             "No component explains more variance than it does in Δ with each column shuffled (95th "
@@ -270,6 +298,16 @@ _CONTROLS_INTRO = (
     "Controls transform a source's training data: mislabel (wrong labels), rebalance (label distribution), "
     "subsample (size). If a mislabelled source keeps its transfer elsewhere while its in-task score collapses, "
     "the inputs, not the labels, drive that transfer."
+)
+
+_PREDICTION_INTRO = (
+    "`spillover predict` estimates a new source's Δ row from this study without fine-tuning on it "
+    "(docs/prediction.md). The check predicts each measured source's row from the others (leave one source "
+    "out): Spearman ρ between predicted and measured rows (mean over held-out sources), sign accuracy on the "
+    "cells delta_stats calls significant, regret of picking each target's best source by the prediction "
+    "(points of the target's metric) and the cost as a fraction of the fine-tune it replaces. The baselines "
+    "(semantic, task_type, mean_row) show what a prediction must beat. Predicted rows are estimates with "
+    "an interval from this study's leave-one-out residuals, not measurements."
 )
 
 __all__ = ["sections", "transfer_sections"]
