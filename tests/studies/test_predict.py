@@ -58,6 +58,8 @@ def test_evaluate_and_predict(finished, monkeypatch, capsys):
     assert len(calls) == 3
     cached = json.loads(next((finished / "prediction" / "gradients").glob("*.json")).read_text())
     assert cached["seconds"] > 0
+    probe_files = {p.name for p in (finished / "prediction" / "probes").rglob("*")}
+    assert "checkpoints" not in probe_files and not any(n.endswith(".safetensors") for n in probe_files)
     assert "leave-one-source-out" in capsys.readouterr().out
     report = (finished / "report.html").read_text()
     assert "Predicted transfer (spillover predict)" in report and "Leave-one-source-out check" in report

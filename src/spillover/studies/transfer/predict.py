@@ -56,6 +56,7 @@ from spillover.harness.tasks import is_lm_eval_name
 from spillover.studies.context import StudyContext
 from spillover.studies.specs import SourceSpec
 from spillover.studies.transfer.analysis import PREDICTION, PREDICTION_EVAL
+from spillover.training.checkpoint import CHECKPOINTS
 
 log = logging.getLogger(__name__)
 
@@ -312,7 +313,8 @@ class Signals:
             result = ctx.train_sequences(seqs, short, folder, progress=lambda _: None)
             with ctx.loaded(str(result.artifact)) as model:
                 losses = self._losses(model)
-            shutil.rmtree(result.artifact, ignore_errors=True)  # only the losses are kept
+            for kept in (result.artifact, folder / CHECKPOINTS):  # only the losses are kept
+                shutil.rmtree(kept, ignore_errors=True)
             return {"steps": k, "of": full, "losses": losses, "seconds": time.perf_counter() - start}
 
         record = _cached(folder / "probe.json", run)
