@@ -87,6 +87,20 @@ def test_tradeoff_study_end_to_end(tradeoff_file, tmp_path):
     assert {"dCL_domain", "dCL_general", "CL_toy_gen"} <= set(cl.columns) and "CL_toy_a" not in cl
     assert (cl["CL_general"] == cl["CL_toy_gen"]).all()
     assert cl.loc[cl["model"] == "base", "dCL_domain"].iloc[0] == 0
+    # ΔCL as paired tests: every model (runs and WiSE-FT points) vs the base on both code-length tasks
+    cl_stats = pd.read_csv(out / "tables" / "code_length_stats.csv")
+    assert list(cl_stats.columns) == COLUMNS and (cl_stats["b"] == "base").all()
+    assert len(cl_stats) == 2 * (len(runs) - 1) and set(cl_stats["target"]) == {"toy_math", "toy_gen"}
+    store = Store(out)
+    per_row = {}
+    for job in store.jobs():
+        if job["kind"] == "codelen":
+            result = store.result(job["id"])
+            per_row[result["label"]] = result["code_length"]["toy_gen"]["rows"]
+    store.close()
+    row = cl_stats[cl_stats["target"] == "toy_gen"].iloc[0]
+    a, b = pd.Series(per_row[row["a"]]), pd.Series(per_row["base"])
+    assert len(a) == 4 and row["diff"] == pytest.approx((a - b).mean())
     tokens = pd.read_csv(out / "tables" / "token_summary.csv")
     assert set(tokens["format"]) == {"target", "label_only"} and (tokens["n_tokens"] > 0).all()
     talr = pd.read_csv(out / "tables" / "talr_weights.csv")

@@ -14,7 +14,7 @@ from spillover.analysis.pareto import pareto_mask
 from spillover.analysis.tokens import code_length_table, empirical_cdf, probability_summary
 from spillover.engine.plan import Job
 from spillover.studies.contract import BASE, Analysis, Results, mean_over_seeds
-from spillover.studies.tradeoff.comparisons import comparisons
+from spillover.studies.tradeoff.comparisons import code_length_comparisons, comparisons
 from spillover.studies.tradeoff.plan import TradeoffAnalyseJob
 from spillover.training.artifacts import LOG_FILE
 
@@ -42,6 +42,7 @@ def analyse(results: Results, p: TradeoffAnalyseJob) -> Analysis:
         "scores": scores,
         "pareto_front": runs[runs["on_front"]] if len(runs) else runs,
         "code_length": cl,
+        "code_length_stats": code_length_comparisons(results),
         "talr_weights": talr_curves(results, results.finished("train")),
         "comparisons": paired,
         "matched_pairs": matched,

@@ -18,6 +18,11 @@ each other at matched domain score.
   `matched_pairs` lists each pair's domain scores.
 
 One BH family: q over the whole table. WiSE-FT points enter only the vs-base rows.
+
+`code_length_comparisons` is a second table (`code_length_stats`, its own BH family, in bits per token
+rather than score points): every model's code length on each code-length task against the base model's,
+paired over the same test rows (each row's bits per target token), so ΔCL_domain (learning) and
+ΔCL_general (forgetting) carry a CI and a q like every other difference.
 """
 
 from __future__ import annotations
@@ -119,6 +124,30 @@ def _pooled(results: Results, jobs: dict, label: str, general: list[str]) -> lis
         pd.concat([_prefixed(row_scores(results, js[i]), t) for t, js in per_task.items()])
         for i in range(n_seeds)
     ]
+
+
+def code_length_comparisons(results: Results) -> pd.DataFrame:
+    """`code_length_stats`: each model (runs and WiSE-FT points) vs the base on every code-length task,
+    paired over the rows both scored; `diff` is the mean over rows of (a − b) bits per token — row-weighted,
+    where the `code_length` table's ΔCL weights rows by their token count. Code-length results written
+    before the per-row values were kept have no rows to pair and are left out."""
+    jobs: dict[str, list[Job]] = defaultdict(list)
+    for j in results.finished("codelen"):
+        jobs[j.params.label].append(j)
+
+    def per_row(js: list[Job], task: str) -> list[pd.Series] | None:
+        rows = [results.result(j)["code_length"].get(task, {}).get("rows") for j in js]
+        return None if any(r is None for r in rows) else [pd.Series(r, dtype=float) for r in rows]
+
+    out = []
+    for label, js in jobs.items():
+        if label == BASE or BASE not in jobs:
+            continue
+        for task in results.result(js[0])["code_length"]:
+            a, b = per_row(js, task), per_row(jobs[BASE], task)
+            if a and b:
+                out.append(comparison_row(label, BASE, task, "bits/token", compare_scores(a, b)))
+    return comparisons_table(out)
 
 
 def _prefixed(scores: pd.Series, task: str) -> pd.Series:

@@ -55,7 +55,9 @@ def tokens_job(ctx: StudyContext, plan: Plan, job: Job) -> JobOutput:
 
 def codelen_job(ctx: StudyContext, plan: Plan, job: Job) -> JobOutput:
     """The model is the base or the artifact of the job's training dependency (mixed with the base when
-    `alpha` < 1). Result: {label, code_length: {task: {bits, n_tokens, n}}}."""
+    `alpha` < 1). Result: {label, code_length: {task: {bits, n_tokens, n, rows}}}: `bits` per target token
+    over all rows (token-weighted), `rows` {example id: that row's bits per token} for the paired test of
+    ΔCL (`comparisons.code_length_comparisons`)."""
     p: CodelenJob = job.params
     _, artifact = trained_artifact(ctx, plan, job)
     out = {}
@@ -64,11 +66,17 @@ def codelen_job(ctx: StudyContext, plan: Plan, job: Job) -> JobOutput:
             task = ctx.tasks[item.task]
             examples = ctx.examples(task.name, "test", p.limit)
             seqs = build_sequences(task, ctx.tokenizer, examples, p.max_len, 0, ctx.spec.seed)
-            nll = torch.cat(sequence_nll(model, seqs, pad_id(ctx.tokenizer), ctx.precision, p.batch_size))
+            per_row = sequence_nll(model, seqs, pad_id(ctx.tokenizer), ctx.precision, p.batch_size)
+            nll = torch.cat(per_row)
             out[task.name] = {
                 "bits": float(nll.mean()) / math.log(2),
                 "n_tokens": int(nll.numel()),
                 "n": len(seqs),
+                "rows": {
+                    ex.id: float(r.mean()) / math.log(2)
+                    for ex, r in zip(examples, per_row, strict=True)
+                    if r.numel()
+                },
             }
     return {"label": p.label, "code_length": out}, []
 

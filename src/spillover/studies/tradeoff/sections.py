@@ -32,7 +32,14 @@ def tradeoff_sections(t: dict[str, pd.DataFrame], examples: list[dict]) -> list[
             "Code length (bits per target token)",
             _CL_INTRO,
             figures=_cl_figures(t["code_length"]),
-            tables=[("Code length and ΔCL = tuned − base", t["code_length"])],
+            tables=[
+                ("Code length and ΔCL = tuned − base", t["code_length"]),
+                (
+                    "ΔCL as paired tests: each model vs the base on the same test rows, bits per token per "
+                    "row (code_length_stats; BH q over this table)",
+                    t["code_length_stats"],
+                ),
+            ],
         ),
         Section(
             "tokens",
