@@ -50,6 +50,22 @@ def test_leave_one_mixture_out_ranks_a_planted_surface():
     assert loo_summary(leave_one_mixture_out(ratios, noise))["spearman"].mean() < 0.5
 
 
+def test_a_proxy_fit_is_judged_against_the_final_scores():
+    ratios, scores = _planted(SHARES)
+    # a short run that ranks mixtures as the full run does, on another scale: the same rank correlation
+    proxy = leave_one_mixture_out(ratios, scores, fit_scores=0.3 * scores - 0.1)
+    assert (proxy["measured"] == leave_one_mixture_out(ratios, scores)["measured"]).all()
+    assert (loo_summary(proxy)["spearman"] > 0.8).all()
+    # a short run whose ranking is reversed predicts the final ranking backwards
+    assert (loo_summary(leave_one_mixture_out(ratios, scores, fit_scores=-scores))["spearman"] < -0.8).all()
+    both = pd.concat(
+        [proxy.assign(fit_on="proxy"), leave_one_mixture_out(ratios, scores).assign(fit_on="final")]
+    )
+    summary = loo_summary(both, by=["fit_on"])
+    assert list(summary.columns) == ["fit_on", "task", "spearman", "mae", "n_mixtures"]
+    assert list(summary["fit_on"]) == ["proxy"] * 3 + ["final"] * 3
+
+
 def test_recommend_stays_inside_the_measured_range_and_respects_epsilon():
     ratios, scores = _planted(SHARES)
     best = recommend(ratios, scores, base=pd.Series(0.0, index=TASKS), epsilon=0.0, step=0.05, top=3)

@@ -52,13 +52,21 @@ def _fit_predict(ratios: pd.DataFrame, scores: pd.DataFrame, new: pd.DataFrame, 
     return pd.DataFrame(out, index=new.index)
 
 
-def leave_one_mixture_out(ratios: pd.DataFrame, scores: pd.DataFrame, alpha: float = 1.0) -> pd.DataFrame:
+def leave_one_mixture_out(
+    ratios: pd.DataFrame, scores: pd.DataFrame, alpha: float = 1.0, fit_scores: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """`mixture, task, measured, predicted`: each mixture's final score on each task predicted from the
-    other mixtures (ratios: mixture × task mean ratios; scores: mixture × task final scores)."""
+    other mixtures (ratios: mixture × task mean ratios; scores: mixture × task final scores).
+
+    `fit_scores` (default `scores`): what the regression is fitted on, e.g. each mixture's score at an
+    early probe step — a short proxy run, RegMix's idea — to ask whether short runs rank held-out mixtures
+    as their full runs do. Their scale differs from the final scores, so read the rank correlation of such
+    a fit, not its absolute error."""
+    fit = scores if fit_scores is None else fit_scores
     rows = []
     for m in ratios.index:
         rest = [o for o in ratios.index if o != m]
-        pred = _fit_predict(ratios.loc[rest], scores.loc[rest], ratios.loc[[m]], alpha)
+        pred = _fit_predict(ratios.loc[rest], fit.loc[rest, scores.columns], ratios.loc[[m]], alpha)
         for task in scores.columns:
             rows.append(
                 {"mixture": m, "task": task, "measured": scores.at[m, task], "predicted": pred.at[m, task]}
@@ -66,11 +74,14 @@ def leave_one_mixture_out(ratios: pd.DataFrame, scores: pd.DataFrame, alpha: flo
     return pd.DataFrame(rows, columns=["mixture", "task", "measured", "predicted"])
 
 
-def loo_summary(loo: pd.DataFrame) -> pd.DataFrame:
-    """Per task: `spearman` (ρ of predicted vs measured over held-out mixtures; NaN when either side is
-    constant or fewer than 3), `mae`, `n_mixtures`."""
+def loo_summary(loo: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
+    """Per task (within each group of the `by` columns, e.g. `fit_on`): `spearman` (ρ of predicted vs
+    measured over held-out mixtures; NaN when either side is constant or fewer than 3), `mae`,
+    `n_mixtures`."""
+    by = list(by or [])
     rows = []
-    for task, part in loo.groupby("task", sort=False):
+    for key, part in loo.groupby([*by, "task"], sort=False):
+        *group, task = key
         ok = part.dropna(subset=["measured", "predicted"])
         m, p = ok["measured"].to_numpy(float), ok["predicted"].to_numpy(float)
         rho = (
@@ -79,9 +90,10 @@ def loo_summary(loo: pd.DataFrame) -> pd.DataFrame:
             else float("nan")
         )
         rows.append(
-            {"task": task, "spearman": rho, "mae": float(np.abs(m - p).mean()), "n_mixtures": len(ok)}
+            dict(zip(by, group, strict=True))
+            | {"task": task, "spearman": rho, "mae": float(np.abs(m - p).mean()), "n_mixtures": len(ok)}
         )
-    return pd.DataFrame(rows, columns=["task", "spearman", "mae", "n_mixtures"])
+    return pd.DataFrame(rows, columns=[*by, "task", "spearman", "mae", "n_mixtures"])
 
 
 def simplex_grid(tasks: list[str], step: float) -> pd.DataFrame:

@@ -305,14 +305,41 @@ def _ratio_model(out: Analysis, ratios: pd.DataFrame, settings: RecommendSetting
         )
         return
     ratios = ratios.loc[scores.index, scores.columns].fillna(0.0)
-    loo = leave_one_mixture_out(ratios, scores)
-    out.tables["mixture_prediction"] = loo
-    out.tables["mixture_prediction_summary"] = loo_summary(loo)
+    fits = {FINAL_FIT: scores} | {
+        f"step {step} (proxy)": early for step, early in _proxy_scores(out.tables["curves"], scores).items()
+    }
+    loo = pd.concat(
+        [
+            leave_one_mixture_out(ratios, scores, fit_scores=fit).assign(fit_on=name)
+            for name, fit in fits.items()
+        ],
+        ignore_index=True,
+    )
+    out.tables["mixture_prediction"] = loo[["fit_on", "mixture", "task", "measured", "predicted"]]
+    out.tables["mixture_prediction_summary"] = loo_summary(loo, by=["fit_on"])
     if BASE in final.index:
         base = final.loc[BASE].drop("mean")
         out.tables["mixture_recommendation"] = recommend(
             ratios, scores, base, settings.epsilon, settings.grid
         )
+
+
+FINAL_FIT = "final"  # the regression fitted on the other mixtures' final scores
+
+
+def _proxy_scores(curves: pd.DataFrame, final: pd.DataFrame) -> dict[int, pd.DataFrame]:
+    """step -> mixture × task scores at every probe step before the end that every mixture in `final` was
+    probed at (step 0, the untuned model, is the same for all and left out): short proxy runs."""
+    rows = curves[curves["mixture"].isin(final.index) & (curves["step"] > 0)]
+    last = rows.groupby("mixture")["step"].max()
+    steps = set.intersection(*(set(part["step"]) for _, part in rows.groupby("mixture")))
+    early = sorted(s for s in steps if s < last.min())
+    return {
+        int(s): rows[rows["step"] == s]
+        .pivot(index="mixture", columns="task", values="value")
+        .reindex(index=final.index, columns=final.columns)
+        for s in early
+    }
 
 
 def _final_matrix(final: pd.DataFrame, base: pd.DataFrame) -> pd.DataFrame:

@@ -153,7 +153,9 @@ _BEHAVIOUR_INTRO = (
 _RATIO_INTRO = (
     "A per-task ridge regression of the final score on the mixture's run-average ratios (each ratio and "
     "its log; RegMix-style, docs/mixture.md). Leave one mixture out: each mixture's scores predicted from "
-    "the others, and per task the rank correlation of predicted with measured scores. Proposed ratios: the "
+    "the others, and per task the rank correlation of predicted with measured scores — fitted on the other "
+    "mixtures' final scores, and on their scores at each earlier probe step (a short proxy run: does a "
+    "run cut short rank the held-out mixture as its full run does?). Proposed ratios: the "
     "grid vectors with the highest mean predicted score among those with no task predicted more than "
     "recommend.epsilon below the base model. With a handful of mixtures this is an extrapolation to check, "
     "not a result: train the proposed mixture before relying on it; schedules enter with their average ratios."
