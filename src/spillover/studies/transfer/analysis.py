@@ -1,7 +1,7 @@
 """The transfer study's analysis: every table of methods.md §1.6 from the finished jobs' results.
 
-Pure over what the store holds (scores, per-row predictions, dataset statistics, behaviour statistics);
-returns named DataFrames that the report draws and `tables/` exports. Every Δ cell is also a paired
+Pure over what the study folder holds (the store's scores, per-row predictions, dataset statistics and
+behaviour statistics, and what `spillover predict` wrote under prediction/); returns named DataFrames that the report draws and `tables/` exports. Every Δ cell is also a paired
 comparison of the tuned and the base model on the target's test rows (`delta_stats`, issue 24); control
 sources (labels with "+", e.g. "sst2+mislabel(fraction=1.0)") are left out of the PCA and attribution fits
 and projected onto the fitted components afterwards.
