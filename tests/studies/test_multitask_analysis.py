@@ -15,6 +15,7 @@ from spillover.studies.multitask.analysis import (
     forgetting_table,
     location_tables,
     module_of,
+    overlap_rows,
     sweep_rows,
 )
 from spillover.training.masks import top_p_mask
@@ -115,3 +116,73 @@ def test_core_location_and_sweep_by_hand():
     # p = 25%: both {0} → J = 1; p = 50%: {0, 1} vs {0, 2} → J = 1/3
     assert [r["jaccard"] for r in out["pairs"]] == [1.0, pytest.approx(1 / 3)]
     assert [r["n_groups"] for r in out["groups"]] == [1, 1, 1, 1, 2, 2]
+
+
+def _cores(masks: dict[str, dict[str, torch.Tensor]]) -> dict:
+    """A cores-job result for hand-made boolean masks (as `cores_job` records it)."""
+    from spillover.training.stages import jaccard_matrix
+
+    tasks = list(masks)
+    init = {n: m for n, m in next(iter(masks.values())).items()}
+    return {
+        "tasks": tasks,
+        "n_params": sum(m.numel() for m in init.values()),
+        "core_sizes": {t: int(sum(int(m.sum()) for m in masks[t].values())) for t in tasks},
+        "jaccard": jaccard_matrix([masks[t] for t in tasks]).tolist(),
+        "location": core_location_rows(masks, init),
+    }
+
+
+def test_core_overlap_against_both_nulls():
+    # tensor w (1000 elements) holds both cores; tensor v (9000) none: 100 core elements each, 50 shared
+    w_a = torch.zeros(1000, dtype=torch.bool)
+    w_a[:100] = True
+    w_b = torch.zeros(1000, dtype=torch.bool)
+    w_b[50:150] = True
+    v = torch.zeros(9000, dtype=torch.bool)
+    out = overlap_rows(_cores({"a": {"w": w_a, "v": v}, "b": {"w": w_b, "v": v.clone()}}))
+    (row,) = out
+    assert row["intersection"] == 50 and row["jaccard"] == pytest.approx(50 / 150)
+    p = 100 / 10_000
+    assert row["chance_jaccard_uniform"] == pytest.approx(p / (2 - p))  # E[I] = 1 → 1 / 199
+    assert row["ratio_uniform"] == pytest.approx(50.0)
+    assert row["chance_jaccard_per_tensor"] == pytest.approx(10 / 190)  # E[I] = 100·100/1000 = 10
+    assert row["ratio_per_tensor"] == pytest.approx(5.0)
+    assert row["p_uniform"] < 1e-30 and row["p_per_tensor"] < 1e-20
+    assert row["q_uniform"] == row["p_uniform"]  # one pair: BH leaves p unchanged
+
+
+def test_core_overlap_at_chance_inside_the_tensors_is_not_significant():
+    # both cores are random 10% subsets of the same small tensor: far above the uniform null over all
+    # elements, at chance per tensor — the per-tensor null must say so
+    gen = torch.Generator().manual_seed(0)
+    w = [torch.randperm(2000, generator=gen) < 200 for _ in range(3)]
+    v = torch.zeros(50_000, dtype=torch.bool)
+    out = overlap_rows(_cores({t: {"w": m, "v": v.clone()} for t, m in zip("abc", w, strict=True)}))
+    assert len(out) == 3
+    for row in out:
+        assert row["q_uniform"] < 1e-10
+        assert row["q_per_tensor"] > 0.05
+        assert 0.5 < row["ratio_per_tensor"] < 1.5  # E[I] = 20, sd ≈ 3.8
+
+
+def test_core_overlap_per_tensor_moments_match_simulation():
+    # the normal approximation's mean and variance against 4000 draws of random per-tensor positions
+    gen = torch.Generator().manual_seed(1)
+    shapes = {"w": 300, "u": 500, "v": 40}
+    counts = {"a": {"w": 30, "u": 100, "v": 20}, "b": {"w": 60, "u": 10, "v": 25}}
+
+    def draw(k: int, n: int) -> torch.Tensor:
+        return torch.randperm(n, generator=gen) < k
+
+    sims = []
+    for _ in range(4000):
+        a = {t: draw(counts["a"][t], n) for t, n in shapes.items()}
+        b = {t: draw(counts["b"][t], n) for t, n in shapes.items()}
+        sims.append(sum(int((a[t] & b[t]).sum()) for t in shapes))
+    masks = {s: {t: draw(counts[s][t], n) for t, n in shapes.items()} for s in "ab"}
+    (row,) = overlap_rows(_cores(masks))
+    mean = row["intersection"] / row["ratio_per_tensor"]
+    sd = (row["intersection"] - mean) / row["z_per_tensor"]
+    assert mean == pytest.approx(sum(sims) / len(sims), rel=0.02)
+    assert sd == pytest.approx(float(torch.tensor(sims, dtype=torch.float64).std()), rel=0.05)

@@ -12,6 +12,13 @@ Definitions (also in docs/multitask.md):
   after A) and CPI-FT vs SFT on A after A→B — each on the same test rows (q: Benjamini–Hochberg over the table).
 - **Where the cores live**: core elements per layer and per module type (the parameter name without the
   layer prefix, `.weight`/`.bias` and the LoRA adapter name), as counts and as the share of the task's core.
+- **Core overlap against chance** (`core_overlap`): per task pair the observed intersection |C_a ∩ C_b| and
+  two null expectations for cores of the same sizes drawn at random — *uniform* over all N elements (the
+  intersection is hypergeometric; the chance Jaccard is p/(2−p) when both cores hold a share p), and
+  *per tensor* (random positions inside each parameter tensor, keeping each task's per-tensor core counts,
+  so overlap explained by both cores living in the same matrices is chance too; a sum of independent
+  hypergeometrics, tested with its normal approximation). One-sided p for "more overlap than chance",
+  q = Benjamini–Hochberg over the pairs, per null.
 """
 
 from __future__ import annotations
@@ -23,9 +30,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from scipy import stats
 from torch import Tensor
 
-from spillover.analysis.paired import comparisons_table
+from spillover.analysis.paired import bh_qvalues, comparisons_table
 from spillover.engine.plan import Job
 from spillover.studies.contract import BASE, Analysis, Results
 from spillover.studies.evidence import compare_jobs, comparison_row
@@ -214,6 +222,55 @@ def analyse(results: Results, p: MultitaskAnalyseJob) -> Analysis:
     return Analysis(tables, notes, footer=f"{len(scores)} scores")
 
 
+def overlap_rows(cores: Mapping[str, Any]) -> list[dict]:
+    """`core_overlap`: per task pair the observed core intersection against the uniform and the per-tensor
+    random-subset null (module doc). `cores`: the cores job's result (tasks, jaccard, core_sizes, n_params,
+    location). The intersection is recovered exactly from the Jaccard J and the sizes: I = J (k_a + k_b) / (1 + J)."""
+    tasks, n = cores["tasks"], int(cores["n_params"])
+    per_tensor = pd.DataFrame(cores["location"]).pivot_table(
+        index="parameter", columns="task", values="n_core", aggfunc="sum", fill_value=0
+    )
+    sizes = pd.DataFrame(cores["location"]).groupby("parameter")["n_elements"].first()
+    rows = []
+    for i, a in enumerate(tasks):
+        for j in range(i + 1, len(tasks)):
+            b = tasks[j]
+            ka, kb, jac = (
+                int(cores["core_sizes"][a]),
+                int(cores["core_sizes"][b]),
+                float(cores["jaccard"][i][j]),
+            )
+            inter = round(jac * (ka + kb) / (1.0 + jac))
+            mean_u = ka * kb / n
+            # per tensor t: hypergeometric with population N_t, k_at successes, k_bt draws
+            nt = sizes.reindex(per_tensor.index).to_numpy(dtype=float)
+            at, bt = per_tensor[a].to_numpy(dtype=float), per_tensor[b].to_numpy(dtype=float)
+            mean_t = float(np.sum(at * bt / nt))
+            var_t = float(np.sum(at * bt * (nt - at) * (nt - bt) / (nt**2 * np.maximum(nt - 1, 1))))
+            rows.append(
+                {
+                    "task_a": a,
+                    "task_b": b,
+                    "core_a": ka,
+                    "core_b": kb,
+                    "intersection": inter,
+                    "jaccard": jac,
+                    "chance_jaccard_uniform": mean_u / (ka + kb - mean_u),
+                    "ratio_uniform": inter / mean_u if mean_u else float("nan"),
+                    "p_uniform": float(stats.hypergeom.sf(inter - 1, n, ka, kb)),
+                    "chance_jaccard_per_tensor": mean_t / (ka + kb - mean_t),
+                    "ratio_per_tensor": inter / mean_t if mean_t else float("nan"),
+                    "z_per_tensor": (inter - mean_t) / np.sqrt(var_t) if var_t else float("nan"),
+                    "p_per_tensor": float(stats.norm.sf((inter - mean_t) / np.sqrt(var_t))) if var_t else 1.0,
+                }
+            )
+    for null in ("uniform", "per_tensor"):
+        q = bh_qvalues([r[f"p_{null}"] for r in rows]) if rows else []
+        for r, value in zip(rows, q, strict=True):
+            r[f"q_{null}"] = float(value)
+    return rows
+
+
 def comparison_pairs(
     tasks: Sequence[str], methods: Sequence[str], orders: Sequence[Sequence[str]]
 ) -> list[tuple[str, str, str]]:
@@ -254,6 +311,7 @@ def core_tables(cores: dict[str, Any], tau: float, seed: int) -> dict[str, pd.Da
     ]
     return {
         "jaccard": pd.DataFrame(cores["jaccard"], index=tasks, columns=tasks),
+        "core_overlap": pd.DataFrame(overlap_rows(cores)),
         "groups": pd.DataFrame(groups),
         "core_sizes": pd.DataFrame(sizes),
         "core_location": pd.DataFrame(cores["location"]),

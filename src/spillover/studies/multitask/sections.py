@@ -84,6 +84,7 @@ def _cores(t: dict[str, pd.DataFrame]) -> Section:
             ("Groups and stage orders", t["groups"]),
             ("Core sizes", t["core_sizes"]),
             ("Jaccard matrix", t["jaccard"]),
+            ("Core overlap against chance (uniform and per-tensor random cores)", t["core_overlap"]),
             ("Core share per layer", t["core_by_layer"]),
             ("Core share per module type", t["core_by_module"]),
             ("Core density per module type (core elements / elements)", t["core_density_by_module"]),
@@ -135,7 +136,10 @@ _CORES_INTRO = (
     "A task's core region is the top-p% of parameters by update magnitude |θ_task − θ0| of its single-task "
     "fine-tune. Tasks are linked when the Jaccard similarity of their cores is ≥ τ; groups are the connected "
     "components, ordered into stages. The layer and module views show where each task's core lies, as a "
-    "share of the core; the density view divides by the module's size."
+    "share of the core; the density view divides by the module's size. The overlap table sets each pair's "
+    "intersection against random cores of the same sizes: uniform over all parameters (chance Jaccard "
+    "p/(2−p)) and per tensor (each task's per-tensor core counts kept, so sharing the same matrices is "
+    "chance too); p is one-sided for more overlap than chance, q is Benjamini–Hochberg over the pairs."
 )
 _SWEEP_INTRO = (
     "The same core and grouping computation for every p and τ of the sweep, from the probes alone (no extra "
