@@ -294,3 +294,29 @@ def test_a_store_written_before_claims_gets_the_owner_columns(tmp_path):
     assert store.claim(job), "a running job without an owner (older spillover) is stale"
     assert store.holder(job.id) == current_owner()
     store.close()
+
+
+def test_wal_switch_waits_for_a_lock_held_by_another_connection(tmp_path):
+    """Two processes opening a fresh study at once: the journal-mode change must wait for the other
+    connection's lock, not fail with "database is locked" (SQLite skips the busy handler there), and give
+    up with that error after its timeout."""
+    from spillover.engine.store import _set_wal
+
+    path = tmp_path / "results.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("CREATE TABLE t (x)")
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        other.execute("PRAGMA journal_mode=WAL")  # what the store used to do: fails at once
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        _set_wal(other, timeout=0.2)  # still held after the timeout: the error
+    release = threading.Timer(0.3, lambda: holder.execute("COMMIT"))
+    release.start()
+    start = time.monotonic()
+    _set_wal(other, timeout=10)
+    release.join()
+    assert time.monotonic() - start >= 0.25
+    assert other.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    holder.close()
+    other.close()

@@ -41,6 +41,22 @@ CREATE TABLE IF NOT EXISTS scores (
 """
 
 
+def _set_wal(conn: sqlite3.Connection, timeout: float) -> None:
+    """Switch to WAL journaling, retrying while another connection holds the lock. SQLite returns "database
+    is locked" at once, without calling the busy handler, when two processes open a fresh database and both
+    change its journal mode (seen with two executors starting on one study), so `connect`'s timeout alone
+    does not cover it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class Store:
     """`root/results.db` and `root/jobs/<job id>/`."""
 
@@ -49,7 +65,7 @@ class Store:
         self.root.mkdir(parents=True, exist_ok=True)
         self.path = self.root / "results.db"
         self._conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
+        _set_wal(self._conn, timeout=60)
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.executescript(_SCHEMA)
         self._migrate()
