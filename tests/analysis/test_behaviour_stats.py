@@ -108,7 +108,7 @@ def test_expected_format_per_task_type():
 
 
 def test_the_transfer_behaviour_table_shows_majority_collapse_and_no_label_length():
-    from spillover.studies.transfer.analysis import behaviour_row
+    from spillover.studies.evidence import behaviour_row
 
     rows = [{"prediction": 0, "options": OPTS, "gold": i % 2} for i in range(10)]  # "negative" on every row
     row = behaviour_row("sst2", "toy", behaviour_stats(rows).to_dict())

@@ -75,6 +75,15 @@ def test_multitask_study_runs_and_reports(tmp_path, tiny_model_dir):
     assert row["A_after_A"] == comp.at[f"single:{row['A']}", row["A"]]
     jac = pd.read_csv(tables / "jaccard.csv", index_col=0)
     assert jac.shape == (3, 3) and (jac.values.diagonal() == 1).all() and (jac.values == jac.values.T).all()
+    overlap = pd.read_csv(tables / "core_overlap.csv")  # one row per task pair, both nulls
+    assert len(overlap) == 3 and overlap["q_per_tensor"].between(0, 1).all()
+    assert (
+        overlap["jaccard"]
+        == [jac.at[a, b] for a, b in zip(overlap["task_a"], overlap["task_b"], strict=True)]
+    ).all()
+    behaviour = pd.read_csv(tables / "behaviour.csv")
+    assert set(comp.index) <= set(behaviour["model"]) and behaviour["majority_share"].between(0, 1).all()
+    assert not behaviour.duplicated(["model", "target"]).any()
     sweep = pd.read_csv(tables / "sweep_groups.csv")
     assert len(sweep) == 3 * 3 and (sweep[sweep["tau"] == 0]["n_groups"] == 1).all()
     assert sweep[(sweep["tau"] == 1) & (sweep["p"] == 5)]["n_groups"].item() == 3

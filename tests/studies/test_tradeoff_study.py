@@ -109,6 +109,10 @@ def test_tradeoff_study_end_to_end(tradeoff_file, tmp_path):
     assert list(paired.columns) == COLUMNS and paired["p"].between(0, 1).all()
     matched = pd.read_csv(out / "tables" / "matched_pairs.csv")
     assert len(matched) and len(paired[paired["target"] == "general"]) == len(matched)
+    behaviour = pd.read_csv(out / "tables" / "behaviour.csv")  # what each model answered, per evaluation
+    evals = pd.read_csv(out / "tables" / "scores.csv")[["model", "target"]].drop_duplicates()
+    assert len(behaviour) == len(evals) and behaviour["majority_share"].between(0, 1).all()
+    assert "Behaviour per model and task" in (out / "report.html").read_text()
     for name in ("runs", "pareto_front", "code_length", "token_cdf", "token_hist", "scores"):
         assert (out / "tables" / f"{name}.parquet").exists()
     html = (out / "report.html").read_text()

@@ -4,7 +4,8 @@ evaluation jobs, and the paired comparison of two evaluated models on the same t
 Both sides of a comparison are read from the jobs' `predictions.jsonl` (the row's score under the task's
 metric: field `correct` for log-likelihood tasks, `score` for generation) and aligned by example id, so only rows both models scored are compared. The
 statistics themselves (paired bootstrap CI, exact McNemar or paired permutation p, BH q-values, seeds then
-rows for replicates) are `analysis.paired`'s.
+rows for replicates) are `analysis.paired`'s. Also the behaviour table every study with classification or
+generation evaluations shows (length, label prior shift, majority share, collapse to one answer).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pandas as pd
 from spillover.analysis.paired import PairedResult, hierarchical_difference, metric_kind_of
 from spillover.engine.plan import Job
 from spillover.evaluation.predictions import read_predictions
-from spillover.studies.contract import Results
+from spillover.studies.contract import Results, mean_over_seeds
 
 PREDICTIONS = "predictions.jsonl"
 N_BOOT = 2000  # bootstrap replicates per comparison
@@ -194,3 +195,30 @@ def seed_spread_section(table: pd.DataFrame):
         summary,
         tables=[("Every score trained once per seed", table)],
     )
+
+
+def behaviour_table(results: Results, evals: list) -> pd.DataFrame:
+    """One behaviour row per evaluated (model, target); training-seed replicates averaged (`collapsed`: in
+    any seed; `label_proportions`: the first seed's)."""
+    frame = pd.DataFrame(
+        [behaviour_row(j.params.label, j.params.target, results.result(j)["behaviour"]) for j in evals]
+    )
+    if frame.empty or not results.plan.replica_of:
+        return frame
+    frame["_replica"] = [results.replica(j) for j in evals]
+    return mean_over_seeds(frame, ["_replica"], mean=["mean_length", "prior_shift", "majority_share"])
+
+
+def behaviour_row(label: str, target: str, behaviour: dict[str, Any]) -> dict[str, Any]:
+    """One row of the behaviour table from an eval job's behaviour statistics."""
+    length = behaviour.get("token_length") or behaviour["char_length"]
+    return {
+        "model": label,
+        "target": target,
+        "mean_length": length["mean"],
+        "length_unit": "tokens" if behaviour.get("token_length") else "chars",
+        "prior_shift": behaviour.get("label_prior_shift"),
+        "label_proportions": behaviour.get("label_proportions"),
+        "majority_share": behaviour.get("majority_share"),
+        "collapsed": behaviour.get("collapsed"),
+    }

@@ -36,7 +36,7 @@ from torch import Tensor
 from spillover.analysis.paired import bh_qvalues, comparisons_table
 from spillover.engine.plan import Job
 from spillover.studies.contract import BASE, Analysis, Results
-from spillover.studies.evidence import compare_jobs, comparison_row
+from spillover.studies.evidence import behaviour_table, compare_jobs, comparison_row
 from spillover.studies.multitask.plan import MultitaskAnalyseJob
 from spillover.studies.multitask.spec import SEQUENTIAL_METHODS, seq_label, single_label
 from spillover.training.cpi import stage_plan
@@ -215,6 +215,7 @@ def analyse(results: Results, p: MultitaskAnalyseJob) -> Analysis:
     tables["forgetting_summary"] = forgetting_summary(tables["forgetting"])
     tables["runs"] = pd.DataFrame([run_row(r) for r in runs])
     tables["comparisons"] = comparisons(results, p)
+    tables["behaviour"] = behaviour_table(results, results.finished("eval"))
     if cores is None:
         notes.append("the core-region job did not finish: no Jaccard matrix, groups or sweep")
     else:

@@ -41,6 +41,7 @@ def _comparison(t: dict[str, pd.DataFrame], notes: list[str], tasks: list[str]) 
         tables=[
             ("Scores, mean, normalised scores and normalised average", comp),
             ("Training runs", t["runs"]),
+            ("Behaviour per model and task (label prior shift, majority share, collapse)", t["behaviour"]),
         ],
     )
 

@@ -14,6 +14,7 @@ from spillover.analysis.pareto import pareto_mask
 from spillover.analysis.tokens import code_length_table, empirical_cdf, probability_summary
 from spillover.engine.plan import Job
 from spillover.studies.contract import BASE, Analysis, Results, mean_over_seeds
+from spillover.studies.evidence import behaviour_table
 from spillover.studies.tradeoff.comparisons import code_length_comparisons, comparisons
 from spillover.studies.tradeoff.plan import TradeoffAnalyseJob
 from spillover.training.artifacts import LOG_FILE
@@ -46,6 +47,7 @@ def analyse(results: Results, p: TradeoffAnalyseJob) -> Analysis:
         "talr_weights": talr_curves(results, results.finished("train")),
         "comparisons": paired,
         "matched_pairs": matched,
+        "behaviour": behaviour_table(results, results.finished("eval")),
     }
     tables |= token_tables(token_results, p.tokens.thresholds, p.tokens.bins)
     examples = [dict(e, domain=r["task"], format=r["format"]) for r in token_results for e in r["examples"]]

@@ -64,8 +64,9 @@ def tradeoff_sections(t: dict[str, pd.DataFrame], examples: list[dict]) -> list[
         Section(
             "scores",
             "All scores",
-            "Every evaluation with its bootstrap 95% interval.",
-            tables=[("Scores", t["scores"])],
+            "Every evaluation with its bootstrap 95% interval, and what each model answered: label prior shift "
+            "(total variation from the gold labels), the share of its most frequent answer, collapse to one answer.",
+            tables=[("Scores", t["scores"]), ("Behaviour per model and task", t["behaviour"])],
         ),
     ]
 

@@ -22,8 +22,14 @@ from spillover.analysis.paired import comparisons_table, delta_stats_table, pca_
 from spillover.analysis.traits import TransferPCA, fit_held_out
 from spillover.analysis.transfer import BASE, task_of, transfer_tables
 from spillover.data.stats import DatasetStats, syntax_summary
-from spillover.studies.contract import Analysis, Results, mean_over_seeds
-from spillover.studies.evidence import PREDICTIONS, compare_jobs, compare_scores, comparison_row
+from spillover.studies.contract import Analysis, Results
+from spillover.studies.evidence import (
+    PREDICTIONS,
+    behaviour_table,
+    compare_jobs,
+    compare_scores,
+    comparison_row,
+)
 from spillover.studies.transfer.plan import TransferAnalyseJob
 from spillover.studies.transfer.spec import TransferAnalysisSpec
 
@@ -313,31 +319,4 @@ def controls_table(matrix: pd.DataFrame, delta: pd.DataFrame, sources: list[str]
     return frame[frame["task"].isin(controlled)].reset_index(drop=True)
 
 
-def behaviour_table(results: Results, evals: list) -> pd.DataFrame:
-    """One behaviour row per evaluated (model, target); training-seed replicates averaged (`collapsed`: in
-    any seed; `label_proportions`: the first seed's)."""
-    frame = pd.DataFrame(
-        [behaviour_row(j.params.label, j.params.target, results.result(j)["behaviour"]) for j in evals]
-    )
-    if frame.empty or not results.plan.replica_of:
-        return frame
-    frame["_replica"] = [results.replica(j) for j in evals]
-    return mean_over_seeds(frame, ["_replica"], mean=["mean_length", "prior_shift", "majority_share"])
-
-
-def behaviour_row(label: str, target: str, behaviour: dict[str, Any]) -> dict[str, Any]:
-    """One row of the behaviour table from an eval job's behaviour statistics."""
-    length = behaviour.get("token_length") or behaviour["char_length"]
-    return {
-        "model": label,
-        "target": target,
-        "mean_length": length["mean"],
-        "length_unit": "tokens" if behaviour.get("token_length") else "chars",
-        "prior_shift": behaviour.get("label_prior_shift"),
-        "label_proportions": behaviour.get("label_proportions"),
-        "majority_share": behaviour.get("majority_share"),
-        "collapsed": behaviour.get("collapsed"),
-    }
-
-
-__all__ = ["BASE", "analyse", "analyse_transfer", "behaviour_row", "delta_stats", "is_control"]
+__all__ = ["BASE", "analyse", "analyse_transfer", "delta_stats", "is_control"]
