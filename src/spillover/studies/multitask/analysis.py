@@ -228,10 +228,12 @@ def overlap_rows(cores: Mapping[str, Any]) -> list[dict]:
     random-subset null (module doc). `cores`: the cores job's result (tasks, jaccard, core_sizes, n_params,
     location). The intersection is recovered exactly from the Jaccard J and the sizes: I = J (k_a + k_b) / (1 + J)."""
     tasks, n = cores["tasks"], int(cores["n_params"])
-    per_tensor = pd.DataFrame(cores["location"]).pivot_table(
+    location = pd.DataFrame(cores["location"])
+    per_tensor = location.pivot_table(
         index="parameter", columns="task", values="n_core", aggfunc="sum", fill_value=0
     )
-    sizes = pd.DataFrame(cores["location"]).groupby("parameter")["n_elements"].first()
+    # per tensor t: the intersection is hypergeometric (population N_t, k_at successes, k_bt draws)
+    nt = location.groupby("parameter")["n_elements"].first().reindex(per_tensor.index).to_numpy(dtype=float)
     rows = []
     for i, a in enumerate(tasks):
         for j in range(i + 1, len(tasks)):
@@ -243,8 +245,6 @@ def overlap_rows(cores: Mapping[str, Any]) -> list[dict]:
             )
             inter = round(jac * (ka + kb) / (1.0 + jac))
             mean_u = ka * kb / n
-            # per tensor t: hypergeometric with population N_t, k_at successes, k_bt draws
-            nt = sizes.reindex(per_tensor.index).to_numpy(dtype=float)
             at, bt = per_tensor[a].to_numpy(dtype=float), per_tensor[b].to_numpy(dtype=float)
             mean_t = float(np.sum(at * bt / nt))
             var_t = float(np.sum(at * bt * (nt - at) * (nt - bt) / (nt**2 * np.maximum(nt - 1, 1))))
