@@ -199,7 +199,9 @@ def seed_spread_section(table: pd.DataFrame):
 
 def behaviour_table(results: Results, evals: list) -> pd.DataFrame:
     """One behaviour row per evaluated (model, target); training-seed replicates averaged (`collapsed`: in
-    any seed; `label_proportions`: the first seed's)."""
+    any seed; `label_proportions`: the first seed's). Evaluations recorded without behaviour statistics (a
+    study folder older than them) are left out."""
+    evals = [j for j in evals if "behaviour" in results.result(j)]
     frame = pd.DataFrame(
         [behaviour_row(j.params.label, j.params.target, results.result(j)["behaviour"]) for j in evals]
     )
