@@ -248,6 +248,7 @@ def overlap_rows(cores: Mapping[str, Any]) -> list[dict]:
             at, bt = per_tensor[a].to_numpy(dtype=float), per_tensor[b].to_numpy(dtype=float)
             mean_t = float(np.sum(at * bt / nt))
             var_t = float(np.sum(at * bt * (nt - at) * (nt - bt) / (nt**2 * np.maximum(nt - 1, 1))))
+            z = (inter - mean_t) / np.sqrt(var_t) if var_t else float("nan")
             rows.append(
                 {
                     "task_a": a,
@@ -261,8 +262,8 @@ def overlap_rows(cores: Mapping[str, Any]) -> list[dict]:
                     "p_uniform": float(stats.hypergeom.sf(inter - 1, n, ka, kb)),
                     "chance_jaccard_per_tensor": mean_t / (ka + kb - mean_t),
                     "ratio_per_tensor": inter / mean_t if mean_t else float("nan"),
-                    "z_per_tensor": (inter - mean_t) / np.sqrt(var_t) if var_t else float("nan"),
-                    "p_per_tensor": float(stats.norm.sf((inter - mean_t) / np.sqrt(var_t))) if var_t else 1.0,
+                    "z_per_tensor": z,
+                    "p_per_tensor": float(stats.norm.sf(z)) if var_t else 1.0,
                 }
             )
     for null in ("uniform", "per_tensor"):
